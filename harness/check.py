@@ -1,0 +1,472 @@
+"""``check_layer`` and ``check_net``: run scratch and torch on identical weights and inputs.
+
+Both return a :class:`~harness.report.LayerReport` and never raise for a numerical mismatch;
+misuse (unknown layer with no module, bad shapes or dtypes, mismatched parameter sets) raises
+:class:`CheckError` (a ``ValueError``) with a message that names the problem.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import traceback
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.compare import ERROR, FAIL, PASS, TensorResult, Tolerance, compare
+from harness.report import LayerReport
+from reference.registry import Twin, WeightSpec, lookup
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
+
+
+class CheckError(ValueError):
+    """Misuse of the harness: a message names the layer and the problem."""
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers
+
+
+def as_float_dtype(dtype: Any) -> np.dtype:
+    try:
+        d = np.dtype(dtype)
+    except TypeError as exc:
+        raise CheckError(f"dtype must be float32 or float64, got {dtype!r}") from exc
+    if d not in FLOAT_DTYPES:
+        raise CheckError(f"dtype must be float32 or float64, got {d}")
+    return d
+
+
+def layer_name(layer: Any) -> str:
+    return type(layer).__name__
+
+
+def copy_layer(layer: Any, dtype: np.dtype) -> Any:
+    """A deep copy of ``layer`` with every parameter cast to ``dtype``.
+
+    Attributes that alias a parameter (the book's ``self.W`` next to ``params['W']``) keep
+    aliasing the cast copy. The user's layer is never touched.
+    """
+    work = copy.deepcopy(layer)
+    params = getattr(work, "params", None)
+    if not isinstance(params, dict):
+        return work
+    for k, v in list(params.items()):
+        arr = np.asarray(v)
+        if arr.dtype.kind not in "fiu":
+            raise CheckError(f"{layer_name(layer)}.params[{k!r}] has non-numeric dtype {arr.dtype}")
+        new = arr.astype(dtype, copy=True)
+        for attr, val in list(vars(work).items()):
+            if val is v:
+                setattr(work, attr, new)
+        params[k] = new
+    return work
+
+
+def getattr_path(obj: Any, path: str) -> Any:
+    for part in path.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def accepts(fn: Callable[..., Any], name: str) -> bool:
+    try:
+        return name in inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def resolve_twin(layer: Any, module: torch.nn.Module | None,
+                 weight_map: dict[str, WeightSpec | str] | None) -> tuple[Twin, bool]:
+    """The twin for ``layer``: registered (MRO walk), or built around a user-given module."""
+    twin = lookup(type(layer))
+    if module is None and twin is None:
+        raise CheckError(
+            f"no PyTorch twin registered for {layer_name(layer)} (nor for its base classes "
+            f"{[c.__name__ for c in type(layer).__mro__[1:-1]]}); pass module=<torch module> or "
+            f"register it with reference.register({layer_name(layer)}, torch_factory, weight_map)"
+        )
+    if module is not None:
+        base = twin or Twin(type(layer), lambda _l: module)
+        wm = weight_map if weight_map is not None else (
+            base.weight_map if twin else {k: k for k in getattr(layer, "params", {})})
+        twin = Twin(type(layer), lambda _l: module, dict(wm), input_shape=base.input_shape,
+                    make_input=base.make_input, kind=base.kind, make_target=base.make_target,
+                    prepare=base.prepare, buffer_map=base.buffer_map,
+                    forward_kwargs=base.forward_kwargs, name=base.name)
+    elif weight_map is not None:
+        twin = copy.copy(twin)
+        twin.weight_map = {k: WeightSpec(v) if isinstance(v, str) else v
+                           for k, v in weight_map.items()}
+    return twin, module is not None
+
+
+def load_weights(work: Any, module: torch.nn.Module, twin: Twin, name: str) -> None:
+    """Copy scratch parameters into ``module`` (converted layout, copies not aliases)."""
+    params = getattr(work, "params", {}) or {}
+    torch_params = dict(module.named_parameters())
+    mapped = {spec.torch_name for spec in twin.weight_map.values()}
+    missing_scratch = sorted(set(twin.weight_map) - set(params))
+    unmapped_scratch = sorted(set(params) - set(twin.weight_map))
+    unmapped_torch = sorted(set(torch_params) - mapped)
+    missing_torch = sorted(mapped - set(torch_params))
+    problems = []
+    if missing_scratch:
+        problems.append(f"scratch params lack {missing_scratch}")
+    if unmapped_scratch:
+        problems.append(f"scratch params {unmapped_scratch} have no torch counterpart")
+    if missing_torch:
+        problems.append(f"torch module has no parameter(s) {missing_torch}")
+    if unmapped_torch:
+        problems.append(f"torch parameter(s) {unmapped_torch} are not mapped from the scratch layer")
+    if problems:
+        raise CheckError(f"{name}: parameter sets differ: " + "; ".join(problems) +
+                         f" (scratch: {sorted(params)}, torch: {sorted(torch_params)})")
+    with torch.no_grad():
+        for k, spec in twin.weight_map.items():
+            value = np.asarray(spec.to_torch(params[k]))
+            p = torch_params[spec.torch_name]
+            if tuple(value.shape) != tuple(p.shape):
+                raise CheckError(
+                    f"{name}: scratch {k!r} of shape {np.shape(params[k])} converts to "
+                    f"{value.shape}, but torch {spec.torch_name!r} has shape {tuple(p.shape)}")
+            if not np.all(np.isfinite(value)):
+                bad = tuple(int(i) for i in np.argwhere(~np.isfinite(np.asarray(params[k])))[0])
+                raise CheckError(f"{name}: parameter {k!r} contains NaN/Inf (first at {bad})")
+            p.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(p.dtype))
+    for attr, spec in twin.buffer_map.items():
+        if hasattr(work, attr):
+            buf = getattr_path(module, spec.torch_name)
+            buf.copy_(torch.from_numpy(np.ascontiguousarray(spec.to_torch(getattr(work, attr)))))
+
+
+def _error(layer: str, tensor: str, exc: BaseException) -> TensorResult:
+    tb = traceback.extract_tb(exc.__traceback__)
+    where = f" (at {tb[-1].filename}:{tb[-1].lineno})" if tb else ""
+    return TensorResult(layer=layer, tensor=tensor, status=ERROR,
+                        message=f"{type(exc).__name__}: {exc}{where}")
+
+
+def _unchanged(layer: str, what: str, before: np.ndarray, after: np.ndarray) -> TensorResult:
+    res = TensorResult(layer=layer, tensor=f"{what} unchanged", status=PASS,
+                       dtype=str(before.dtype), shape=tuple(before.shape), total=int(before.size))
+    changed = ~((before == after) | (np.isnan(before) & np.isnan(after)))
+    if changed.any():
+        res.status, res.mismatched = FAIL, int(changed.sum())
+        first = tuple(int(i) for i in np.argwhere(changed)[0])
+        res.message = (f"the layer modified its {what} in place: {res.mismatched} element(s) "
+                       f"changed, first at {first} ({before[first]!r} -> {after[first]!r})")
+        res.worst_index = first
+    return res
+
+
+def _check_finite(name: str, what: str, a: np.ndarray) -> None:
+    if not np.all(np.isfinite(a)):
+        first = tuple(int(i) for i in np.argwhere(~np.isfinite(a))[0])
+        raise CheckError(f"{name}: {what} contains NaN/Inf (first at index {first})")
+
+
+# ---------------------------------------------------------------------------------------
+# One layer, given its input
+
+
+def run_pair(
+    work: Any,
+    module: torch.nn.Module,
+    twin: Twin,
+    x: np.ndarray,
+    *,
+    dtype: np.dtype,
+    rng: np.random.Generator,
+    name: str,
+    t: np.ndarray | None = None,
+    dout: np.ndarray | None = None,
+    tol: Tolerance | None = None,
+    train: bool = True,
+) -> tuple[list[TensorResult], dict[str, Any]]:
+    """Forward and backward through scratch ``work`` and torch ``module``; compare everything.
+
+    Returns the results and the arrays (``out``, ``dx``, ``dout``, ``t``) so a caller can chain
+    layers. Weights must already be loaded into ``module``.
+    """
+    results: list[TensorResult] = []
+    arrays: dict[str, Any] = {}
+    tdt = TORCH_DTYPE[dtype]
+    module.train(train)
+    if twin.prepare is not None:
+        twin.prepare(work, module, x, rng)
+    is_loss = twin.kind == "loss"
+    if not is_loss:
+        t = None
+    if is_loss and t is None:
+        if twin.make_target is None:
+            raise CheckError(f"{name}: a loss layer needs targets t")
+        t = twin.make_target(work, x, rng)
+    kwargs = dict(twin.forward_kwargs(work)) if twin.forward_kwargs else {}
+    if accepts(work.forward, "train_flg"):
+        kwargs.setdefault("train_flg", train)
+
+    params_before = {k: np.array(v, copy=True) for k, v in getattr(work, "params", {}).items()}
+    x_before = x.copy()
+    t_before = None if t is None else np.array(t, copy=True)
+
+    # forward
+    xt = torch.tensor(x, dtype=tdt, requires_grad=True)
+    tt = None if t is None else torch.from_numpy(np.ascontiguousarray(np.asarray(t)))
+    out_t = module(xt, tt) if is_loss else module(xt)
+    try:
+        out = work.forward(x, t, **kwargs) if is_loss else work.forward(x, **kwargs)
+    except Exception as exc:  # a bug in the scratch layer is a finding, not a crash
+        results.append(_error(name, "forward", exc))
+        return results, arrays
+    out_name = "loss" if is_loss else "out"
+    results.append(compare(np.asarray(out) if out is not None else None, out_t, tensor=out_name,
+                           layer=name, tol=tol, dtype=dtype))
+    arrays["out"] = out
+    for attr, spec in twin.buffer_map.items():
+        buf = getattr_path(module, spec.torch_name).detach().cpu().numpy()
+        mine = getattr(work, attr, None)
+        results.append(compare(mine, spec.from_torch(buf), tensor=attr, layer=name, tol=tol,
+                               dtype=dtype, vacuous_check=False))
+
+    # backward
+    if is_loss:
+        out_t.backward()
+        try:
+            dx = work.backward(1.0)
+        except Exception as exc:
+            results.append(_error(name, "backward", exc))
+            return results, arrays
+    else:
+        if dout is None:
+            dout = rng.standard_normal(tuple(out_t.shape)).astype(dtype)
+        dout_before = dout.copy()
+        out_t.backward(torch.from_numpy(np.ascontiguousarray(dout)).to(tdt))
+        try:
+            dx = work.backward(dout)
+        except Exception as exc:
+            results.append(_error(name, "backward", exc))
+            return results, arrays
+    arrays.update(dx=dx, dout=dout, t=t)
+    results.append(compare(None if dx is None else np.asarray(dx), xt.grad, tensor="dx",
+                           layer=name, tol=tol, dtype=dtype))
+    torch_params = dict(module.named_parameters())
+    grads = getattr(work, "grads", {}) or {}
+    for k, spec in twin.weight_map.items():
+        g_t = torch_params[spec.torch_name].grad
+        expected = (spec.from_torch(g_t.detach().cpu().numpy()) if g_t is not None
+                    else np.zeros(np.shape(params_before[k]), dtype=dtype))
+        got = grads.get(k)
+        r = compare(None if got is None else np.asarray(got), expected, tensor=f"d{k}",
+                    layer=name, tol=tol, dtype=dtype)
+        if got is None:
+            r.message = f"grads[{k!r}] is missing after backward"
+        results.append(r)
+
+    # nothing the layer was given may change
+    results.append(_unchanged(name, "input x", x_before, x))
+    if not is_loss:
+        results.append(_unchanged(name, "upstream dout", dout_before, dout))
+    if t_before is not None:
+        results.append(_unchanged(name, "targets t", t_before, np.asarray(t)))
+    for k, before in params_before.items():
+        now = np.asarray(work.params[k])
+        if now.shape != before.shape or not np.array_equal(now, before, equal_nan=True):
+            r = TensorResult(layer=name, tensor=f"param {k} unchanged", status=FAIL,
+                             dtype=str(before.dtype), shape=before.shape,
+                             message=f"forward/backward modified parameter {k!r}")
+            results.append(r)
+    return results, arrays
+
+
+# ---------------------------------------------------------------------------------------
+# Public entry points
+
+
+def make_input(twin: Twin, work: Any, shape: tuple[int, ...], dtype: np.dtype,
+               rng: np.random.Generator) -> np.ndarray:
+    if twin.make_input is not None:
+        return np.asarray(twin.make_input(work, shape, dtype, rng), dtype=dtype)
+    return rng.standard_normal(shape).astype(dtype)
+
+
+def validate_input(name: str, x: Any, dtype: np.dtype) -> np.ndarray:
+    x = np.asarray(x)
+    if x.dtype.kind not in "f":
+        raise CheckError(f"{name}: input x must be a float array, got dtype {x.dtype} "
+                         f"(cast it with x.astype(np.{dtype.name}))")
+    if x.ndim == 0:
+        raise CheckError(f"{name}: input x must have at least one dimension, got a scalar")
+    if x.shape[0] == 0 or x.size == 0:
+        raise CheckError(f"{name}: empty batch: input x has shape {x.shape}")
+    _check_finite(name, "input x", x)
+    return x.astype(dtype, copy=True)
+
+
+def check_layer(
+    layer: Any,
+    module: torch.nn.Module | None = None,
+    *,
+    input_shape: tuple[int, ...] | None = None,
+    dtype: Any = np.float64,
+    seed: int = 0,
+    batch: int = 4,
+    x: np.ndarray | None = None,
+    t: np.ndarray | None = None,
+    dout: np.ndarray | None = None,
+    tol: Tolerance | None = None,
+    weight_map: dict[str, WeightSpec | str] | None = None,
+    train: bool = True,
+    numerical: bool = False,
+    name: str | None = None,
+) -> LayerReport:
+    """Compare one scratch layer with its torch twin, forward and backward.
+
+    The twin comes from the registry (MRO walk) unless ``module`` is given. Weights are copied
+    from a private copy of ``layer`` (cast to ``dtype``) into the twin; both get the same input
+    (``x``, or random of ``input_shape``, or the twin's default shape with ``batch`` rows) and
+    the same upstream gradient. Compared: output, ``dx``, every parameter gradient, buffers;
+    checked: the input, ``dout``, targets and parameters are not modified. With
+    ``numerical=True`` backprop and autograd are also checked against central differences.
+    """
+    dtype = as_float_dtype(dtype)
+    name = name or layer_name(layer)
+    twin, _ = resolve_twin(layer, module, weight_map)
+    work = copy_layer(layer, dtype)
+    rng = np.random.default_rng(seed)
+    if x is not None:
+        x = validate_input(name, x, dtype)
+    else:
+        if input_shape is None:
+            if twin.input_shape is None:
+                raise CheckError(f"{name}: input_shape is required (no default for this layer)")
+            input_shape = tuple(twin.input_shape(work, batch))
+        if not all(isinstance(s, (int, np.integer)) and s > 0 for s in input_shape):
+            raise CheckError(f"{name}: input_shape must be positive integers, got {input_shape}")
+        x = make_input(twin, work, tuple(int(s) for s in input_shape), dtype, rng)
+    if t is not None:
+        t = np.asarray(t)
+        if t.dtype.kind == "f":
+            t = t.astype(dtype)
+    if dout is not None:
+        dout = validate_input(f"{name} (dout)", dout, dtype)
+    mod = module if module is not None else twin.torch_factory(work)
+    if not isinstance(mod, torch.nn.Module):
+        raise CheckError(f"{name}: the torch twin must be an nn.Module, got {type(mod).__name__}")
+    mod = copy.deepcopy(mod).to(TORCH_DTYPE[dtype])
+    load_weights(work, mod, twin, name)
+    report = LayerReport(layer=name, dtype=dtype.name, input_shape=tuple(x.shape), seed=seed)
+    try:
+        results, arrays = run_pair(work, mod, twin, x, dtype=dtype, rng=rng, name=name, t=t,
+                                   dout=dout, tol=tol, train=train)
+    except CheckError:
+        raise
+    except RuntimeError as exc:  # torch refused the input: a shape problem on the caller's side
+        raise CheckError(f"{name}: the torch twin rejected input of shape {x.shape}: {exc}") from exc
+    report.results = results
+    if numerical:
+        from harness.gradcheck import numerical_results
+
+        report.results.extend(numerical_results(layer, twin, x, name=name, t=arrays.get("t"),
+                                                dout=arrays.get("dout"), train=train))
+    return report
+
+
+def _net_layers(net: Any) -> list[tuple[str, Any]]:
+    layers = getattr(net, "layers", None)
+    if layers is None:
+        raise CheckError(f"{type(net).__name__}: a net must have .layers (a dict or a list)")
+    items: Iterable = layers.items() if isinstance(layers, dict) else (
+        (f"{type(layer).__name__}{i}", layer) for i, layer in enumerate(layers))
+    return list(items)
+
+
+def check_net(
+    net: Any,
+    x: np.ndarray | None = None,
+    t: np.ndarray | None = None,
+    *,
+    dtype: Any = np.float64,
+    seed: int = 0,
+    batch: int = 4,
+    input_shape: tuple[int, ...] | None = None,
+    tol: Tolerance | None = None,
+    train: bool = True,
+) -> LayerReport:
+    """Check every layer of ``net`` (its ``.layers`` and ``.last_layer``) against its twin.
+
+    Each torch twin receives the scratch layer's own input and upstream gradient, so a bug is
+    pinned to the layer that has it and cannot smear into the layers after it. Results come in
+    forward order (outputs) then backward order (gradients); ``first_divergence`` names the
+    first that fails.
+    """
+    dtype = as_float_dtype(dtype)
+    net_name = type(net).__name__
+    layers = _net_layers(net)
+    last = getattr(net, "last_layer", None) or getattr(net, "lastLayer", None)
+    if last is not None:
+        layers.append(("last_layer", last))
+    rng = np.random.default_rng(seed)
+    if x is None:
+        first = layers[0][1]
+        tw = lookup(type(first))
+        if input_shape is None:
+            if tw is None or tw.input_shape is None:
+                raise CheckError(f"{net_name}: pass x or input_shape")
+            input_shape = tuple(tw.input_shape(first, batch))
+        x = rng.standard_normal(input_shape).astype(dtype)
+    x = validate_input(net_name, x, dtype)
+    fwd: list[TensorResult] = []
+    staged = []
+    h = x
+    for lname, layer in layers:
+        twin, _ = resolve_twin(layer, None, None)
+        work = copy_layer(layer, dtype)
+        mod = copy.deepcopy(twin.torch_factory(work)).to(TORCH_DTYPE[dtype])
+        load_weights(work, mod, twin, f"{net_name}.{lname}")
+        staged.append((lname, work, mod, twin, h))
+        out = _forward_only(work, mod, twin, h, t, dtype, rng, train)
+        if out is None:
+            break
+        h = out
+    # now the full forward/backward per layer, in backward order for gradients
+    dout: np.ndarray | None = None
+    bwd: list[TensorResult] = []
+    for lname, work, mod, twin, h_in in reversed(staged):
+        label = f"{lname}({type(work).__name__})"
+        results, arrays = run_pair(work, mod, twin, h_in, dtype=dtype, rng=rng, name=label,
+                                   t=t, dout=dout, tol=tol, train=train)
+        if twin.kind == "loss" and t is None:
+            t = arrays.get("t")
+        fwd[:0] = [r for r in results if r.tensor in ("out", "loss")]
+        bwd.extend(r for r in results if r.tensor not in ("out", "loss"))
+        dx = arrays.get("dx")
+        if dx is None:
+            break
+        dout = np.asarray(dx)
+    report = LayerReport(layer=net_name, dtype=dtype.name, input_shape=tuple(x.shape), seed=seed)
+    report.results = fwd + bwd
+    return report
+
+
+def _forward_only(work: Any, mod: torch.nn.Module, twin: Twin, h: np.ndarray, t: Any,
+                  dtype: np.dtype, rng: np.random.Generator, train: bool) -> np.ndarray | None:
+    """The scratch output of one layer on a throwaway copy (to feed the next layer)."""
+    if twin.kind == "loss":
+        return None
+    probe = copy.deepcopy(work)
+    kwargs = {"train_flg": train} if accepts(probe.forward, "train_flg") else {}
+    if twin.prepare is not None:
+        twin.prepare(probe, copy.deepcopy(mod), h, np.random.default_rng(0))
+    try:
+        out = probe.forward(h.copy(), **kwargs)
+    except Exception:
+        return None
+    if out is None:
+        return None
+    return np.asarray(out)

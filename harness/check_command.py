@@ -1,0 +1,131 @@
+"""``nn-parity check``: every registered layer, net and optimizer, float32 and float64,
+several batch sizes (1 included) and seeds; one table row per component x tensor."""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import sys
+from collections import OrderedDict
+
+import numpy as np
+
+from harness.compare import ERROR, FAIL, PASS, VACUOUS
+from harness.report import LayerReport, RunReport
+from harness.suite import BATCHES, DTYPES, SEEDS, all_cases
+
+SEVERITY = {PASS: 0, VACUOUS: 1, FAIL: 2, ERROR: 3}
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--only", metavar="PATTERN", action="append",
+                   help="check only components whose name matches (glob; repeatable)")
+    p.add_argument("--dtype", choices=["float32", "float64", "both"], default="both")
+    p.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds per shape (default 2)")
+    p.add_argument("--batches", type=int, nargs="+", default=list(BATCHES),
+                   help="batch sizes (default 1 3 8)")
+    p.add_argument("--module", metavar="PATH_OR_MODULE", action="append",
+                   help="import a user module (file path or dotted name) and check its layers")
+    p.add_argument("--list", action="store_true", help="list the components and exit")
+
+
+def run_suite(cases, dtypes, seeds, batches, progress=None) -> RunReport:
+    report = RunReport(command="check")
+    for case in cases:
+        for dtype in dtypes:
+            for batch in batches:
+                for seed in range(seeds):
+                    lr = case.run(np.dtype(dtype), seed, batch)
+                    lr.info.setdefault("component", case.name)
+                    lr.info.setdefault("group", case.group)
+                    lr.info.setdefault("batch", batch)
+                    report.layers.append(lr)
+                    if progress:
+                        progress()
+    report.summary = {"dtypes": [np.dtype(d).name for d in dtypes], "seeds": seeds,
+                      "batches": list(batches), "components": [c.name for c in cases],
+                      "checks": len(report.layers)}
+    return report
+
+
+def aggregate(report: RunReport) -> list[dict]:
+    """One row per component x dtype x tensor: worst status and largest differences."""
+    rows: OrderedDict[tuple, dict] = OrderedDict()
+    for lr in report.layers:
+        comp = lr.info.get("component", lr.layer)
+        for r in lr.results:
+            tensor = r.tensor if r.layer in (lr.layer, comp) else f"{r.layer}.{r.tensor}"
+            key = (comp, lr.dtype, tensor)
+            row = rows.setdefault(key, {"component": comp, "dtype": lr.dtype, "tensor": tensor,
+                                        "max_abs": 0.0, "max_rel": 0.0, "status": PASS,
+                                        "tolerance": r.tolerance_text, "runs": 0, "detail": None})
+            row["runs"] += 1
+            row["max_abs"] = max(row["max_abs"], r.max_abs)
+            row["max_rel"] = max(row["max_rel"], r.max_rel)
+            if SEVERITY.get(r.status, 3) > SEVERITY[row["status"]]:
+                row["status"], row["detail"] = r.status, r
+    return list(rows.values())
+
+
+def print_table(rows: list[dict], report: RunReport, args: argparse.Namespace) -> None:
+    from harness.terminal import console, status_text
+
+    from rich.table import Table
+
+    con = console()
+    if getattr(args, "quiet", False):
+        con.print(verdict_line(report))
+        return
+    table = Table(title="nn-parity check: scratch vs PyTorch", show_lines=False)
+    for col in ("component", "dtype", "tensor", "max abs diff", "max rel diff", "tolerance",
+                "result"):
+        table.add_column(col, justify="right" if "diff" in col else "left")
+    for row in rows:
+        if row["tensor"].endswith("unchanged") and row["status"] == PASS and not args.verbose:
+            continue
+        table.add_row(row["component"], row["dtype"], row["tensor"], f"{row['max_abs']:.2e}",
+                      f"{row['max_rel']:.2e}", row["tolerance"].split(" (=")[0],
+                      status_text(row["status"]))
+    con.print(table)
+    for row in rows:
+        if row["detail"] is not None:
+            con.print(str(row["detail"]), markup=False, highlight=False)
+    con.print(verdict_line(report))
+
+
+def verdict_line(report: RunReport) -> str:
+    c = report.counts()
+    word = "PASS" if report.ok else "FAIL"
+    return (f"{word}: {len(report.layers)} checks, {c[PASS]} tensors passed, {c[FAIL]} failed, "
+            f"{c[VACUOUS]} vacuous, {c[ERROR]} errors")
+
+
+def run(args: argparse.Namespace) -> RunReport:
+    if args.module:
+        from harness.user_modules import load_user_modules
+
+        load_user_modules(args.module)
+    cases = all_cases()
+    if args.only:
+        cases = [c for c in cases if any(fnmatch.fnmatch(c.name, p) for p in args.only)]
+        if not cases:
+            from harness.check import CheckError
+
+            raise CheckError(f"no component matches {args.only}")
+    if args.list:
+        for c in cases:
+            print(f"{c.group:10s} {c.name}")
+        return 0  # type: ignore[return-value]
+    dtypes = DTYPES if args.dtype == "both" else (np.dtype(args.dtype),)
+    from harness.terminal import progress_bar
+
+    total = len(cases) * len(dtypes) * len(args.batches) * args.seeds
+    with progress_bar("checking", total, enabled=not args.quiet) as advance:
+        report = run_suite(cases, dtypes, args.seeds, args.batches, progress=advance)
+    rows = aggregate(report)
+    report.summary["rows"] = [
+        {k: (v if k != "detail" else (str(v) if v is not None else None)) for k, v in r.items()}
+        for r in rows]
+    print_table(rows, report, args)
+    sys.stdout.flush()
+    return report

@@ -1,0 +1,89 @@
+"""The ``nn-parity`` command: ``check``, ``train``, ``selftest``, ``bench``.
+
+Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
+``run(args) -> RunReport | int``. Exit codes: 0 all pass, 1 a mismatch (or a vacuous check),
+2 usage or data error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "check": ("harness.check_command", "check every registered layer and net against PyTorch"),
+    "train": ("harness.train_command", "train NumPy and PyTorch side by side on real data"),
+    "selftest": ("harness.selftest", "prove the harness catches injected bugs (mutation test)"),
+    "bench": ("harness.bench", "time scratch vs PyTorch side by side and print the ratios"),
+}
+
+
+def add_output_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("output")
+    g.add_argument("--json", metavar="PATH", help="write a machine-readable JSON report")
+    g.add_argument("--junit-xml", metavar="PATH", help="write a JUnit XML report")
+    g.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")
+    g.add_argument("--markdown", metavar="PATH", help="write a Markdown summary (CI job summary)")
+    g.add_argument("-q", "--quiet", action="store_true", help="print only the verdict")
+    g.add_argument("-v", "--verbose", action="store_true", help="print every tensor's report")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nn-parity",
+        description="Prove that a from-scratch NumPy network computes what PyTorch computes.",
+        epilog="exit codes: 0 all pass, 1 mismatch or vacuous check, 2 usage or data error",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (modname, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        try:
+            mod = importlib.import_module(modname)
+        except ModuleNotFoundError as exc:
+            if exc.name != modname:
+                raise
+            p.set_defaults(_missing=modname)
+            continue
+        mod.add_arguments(p)
+        add_output_options(p)
+        p.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from harness.check import CheckError
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return EXIT_USAGE
+    if getattr(args, "_missing", None):
+        print(f"nn-parity {args.command}: not available ({args._missing} missing)", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        from harness.data import DataError
+    except ImportError:  # pragma: no cover - data module always ships
+        DataError = OSError  # type: ignore[misc,assignment]  # noqa: N806
+    try:
+        result = args._run(args)
+    except (CheckError, DataError, FileNotFoundError) as exc:
+        print(f"nn-parity {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    if isinstance(result, int):
+        return result
+    from harness.reports import write_reports
+
+    write_reports(result, args)
+    return EXIT_OK if result.ok else EXIT_MISMATCH
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,107 @@
+"""The three-way gradient check: numerical (central differences, float64) vs scratch backprop
+vs torch autograd, per tensor, with the figures the classic ``gradient_check`` prints."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.compare import NUMERICAL_TOLERANCE, TensorResult, Tolerance, compare
+from reference.registry import Twin
+from scratch.gradient import numerical_gradient
+
+H = 1e-5
+"""Central-difference step. In float64 the truncation error is ~h^2 = 1e-10 and rounding
+~eps/h = 1e-11, both far below the 1e-5 relative tolerance; inputs are kept >= 0.05 away
+from kinks (ReLU at 0) so no difference straddles one."""
+
+
+def _scalar(work: Any, twin: Twin, x: np.ndarray, t: Any, dout: Any, kwargs: dict) -> float:
+    if twin.kind == "loss":
+        return float(work.forward(x, t, **kwargs))
+    return float(np.sum(np.asarray(work.forward(x, **kwargs), dtype=np.float64) * dout))
+
+
+def numerical_results(
+    layer: Any,
+    twin: Twin,
+    x: np.ndarray,
+    *,
+    name: str,
+    t: Any = None,
+    dout: np.ndarray | None = None,
+    train: bool = True,
+    tol: Tolerance = NUMERICAL_TOLERANCE,
+    h: float = H,
+) -> list[TensorResult]:
+    """Numerical gradients of ``sum(forward(x) * dout)`` (or of the loss) in float64, compared
+    with scratch backprop and with torch autograd (both in float64)."""
+    from harness.check import TORCH_DTYPE, copy_layer, load_weights, run_pair
+
+    f64 = np.dtype(np.float64)
+    work = copy_layer(layer, f64)
+    x64 = np.array(x, dtype=np.float64)
+    d64 = None if dout is None else np.asarray(dout, dtype=np.float64)
+    kwargs = {}
+    from harness.check import accepts
+
+    if accepts(work.forward, "train_flg"):
+        kwargs["train_flg"] = train
+    if twin.prepare is not None:  # e.g. freeze one dropout mask for every evaluation
+        twin.prepare(work, None, x64, np.random.default_rng(0))
+    # analytic: scratch backprop and torch autograd at float64
+    mod = copy.deepcopy(twin.torch_factory(work)).to(TORCH_DTYPE[f64])
+    load_weights(work, mod, twin, name)
+    base = copy.deepcopy(work)
+    _, arrays = run_pair(base, mod, twin, x64, dtype=f64, rng=np.random.default_rng(0),
+                         name=name, t=t, dout=d64, train=train)
+    torch_grads = {"x": None}
+    # torch gradients again, cleanly, for the three-way table
+    mod2 = copy.deepcopy(twin.torch_factory(work)).to(TORCH_DTYPE[f64])
+    load_weights(work, mod2, twin, name)
+    mod2.train(train)
+    xt = torch.tensor(x64, requires_grad=True)
+    if twin.kind == "loss":
+        mod2(xt, torch.from_numpy(np.asarray(t))).backward()
+    else:
+        mod2(xt).backward(torch.from_numpy(arrays["dout"]))
+    torch_grads["x"] = xt.grad.numpy()
+    tp = dict(mod2.named_parameters())
+    for k, spec in twin.weight_map.items():
+        g = tp[spec.torch_name].grad
+        torch_grads[k] = spec.from_torch(g.numpy()) if g is not None else None
+
+    d = arrays.get("dout")
+    results: list[TensorResult] = []
+    targets = [("x", x64, arrays.get("dx"))] + [
+        (k, work.params[k], base.grads.get(k)) for k in twin.weight_map]
+    for key, arr, analytic in targets:
+        probe = copy.deepcopy(work)
+        if key == "x":
+            num = numerical_gradient(lambda v, p=probe: _scalar(p, twin, v, t, d, kwargs),
+                                     arr.copy(), h)
+        else:
+            num = numerical_gradient(lambda _v, p=probe: _scalar(p, twin, x64, t, d, kwargs),
+                                     probe.params[key], h)
+        tensor = f"d{key}"
+        for side, value in (("backprop", analytic), ("torch", torch_grads.get(key))):
+            r = compare(value, num, tensor=f"{tensor} {side} vs numerical", layer=name, tol=tol,
+                        dtype=f64)
+            if value is not None and np.shape(value) == num.shape:
+                diff = np.abs(np.asarray(value, dtype=np.float64) - num)
+                denom = np.maximum(np.abs(value) + np.abs(num), 1e-300)
+                r.extra.update(mean_abs=float(diff.mean()), max_abs=float(diff.max()),
+                               rel_error=float(np.max(2 * diff / denom)))
+            results.append(r)
+    return results
+
+
+def gradient_check(layer: Any, **kwargs: Any):
+    """``check_layer(layer, numerical=True, dtype=float64, ...)``: the three-way check."""
+    from harness.check import check_layer
+
+    kwargs.setdefault("dtype", np.float64)
+    return check_layer(layer, numerical=True, **kwargs)

@@ -1,0 +1,150 @@
+"""The registry that pairs each scratch layer class with its PyTorch twin.
+
+A :class:`Twin` says how to build the torch module that mirrors a given scratch layer, how
+parameters map between the two (name and layout), how to make a representative scratch layer
+for the built-in checks, and what input the layer expects. Lookup walks the scratch class's
+MRO, so a user's subclass of ``scratch.Affine`` is checked against ``nn.Linear`` with no
+registration at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def identity(a: np.ndarray) -> np.ndarray:
+    return a
+
+
+def transpose(a: np.ndarray) -> np.ndarray:
+    return a.T
+
+
+@dataclass(frozen=True)
+class WeightSpec:
+    """One scratch parameter: its torch name and the layout conversion both ways."""
+
+    torch_name: str
+    to_torch: Callable[[np.ndarray], np.ndarray] = identity
+    from_torch: Callable[[np.ndarray], np.ndarray] = identity
+
+
+@dataclass
+class Twin:
+    """How a scratch layer class is checked against PyTorch.
+
+    * ``torch_factory(layer) -> nn.Module``: a module with the layer's configuration (weights
+      are copied in afterwards by the harness through ``weight_map``).
+    * ``weight_map``: scratch param name -> :class:`WeightSpec` (a plain string means the same
+      layout under that torch name).
+    * ``buffer_map``: scratch attribute -> WeightSpec for state that is not a parameter
+      (e.g. BatchNorm running statistics), compared after forward.
+    * ``input_shape(layer, batch) -> tuple``: a default input shape for this layer.
+    * ``example(rng, dtype) -> layer``: a representative instance for ``nn-parity check``.
+    * ``make_input(layer, shape, dtype, rng) -> x``: inputs that exercise every code path.
+    * ``kind``: "layer" (forward(x)/backward(dout)) or "loss" (forward(x, t)/backward()).
+    * ``make_target(layer, x, rng) -> t``: labels/targets for loss layers.
+    * ``prepare(layer, module, x, rng)``: called before forward, e.g. to inject one dropout mask
+      into both sides.
+    * ``forward_kwargs``: extra keyword arguments for the scratch forward (e.g. train_flg).
+    * ``conventions``: documented differences and the switch that aligns them.
+    """
+
+    scratch_cls: type
+    torch_factory: Callable[[Any], torch.nn.Module]
+    weight_map: dict[str, WeightSpec | str] = field(default_factory=dict)
+    input_shape: Callable[[Any, int], tuple[int, ...]] | None = None
+    example: Callable[[np.random.Generator, np.dtype], Any] | None = None
+    make_input: Callable[[Any, tuple[int, ...], np.dtype, np.random.Generator], np.ndarray] | None = None
+    kind: str = "layer"
+    make_target: Callable[[Any, np.ndarray, np.random.Generator], np.ndarray] | None = None
+    prepare: Callable[[Any, torch.nn.Module, np.ndarray, np.random.Generator], None] | None = None
+    buffer_map: dict[str, WeightSpec | str] = field(default_factory=dict)
+    forward_kwargs: Callable[[Any], dict[str, Any]] | None = None
+    conventions: str = ""
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        self.weight_map = {k: _spec(v) for k, v in self.weight_map.items()}
+        self.buffer_map = {k: _spec(v) for k, v in self.buffer_map.items()}
+        if self.kind not in ("layer", "loss"):
+            raise ValueError(f"Twin.kind must be 'layer' or 'loss', got {self.kind!r}")
+        if not self.name:
+            self.name = self.scratch_cls.__name__
+
+
+def _spec(v: WeightSpec | str) -> WeightSpec:
+    return WeightSpec(v) if isinstance(v, str) else v
+
+
+_REGISTRY: dict[type, Twin] = {}
+
+
+def register(
+    scratch_cls: type,
+    torch_factory: Callable[[Any], torch.nn.Module] | None = None,
+    weight_map: dict[str, WeightSpec | str] | None = None,
+    **options: Any,
+) -> Any:
+    """Pair ``scratch_cls`` with its torch twin. Usable as a call or as a class decorator.
+
+    >>> register(MyAffine, lambda l: nn.Linear(*l.params["W"].shape),
+    ...          {"W": WeightSpec("weight", transpose, transpose), "b": "bias"})
+
+    >>> @register.twin(lambda l: nn.ReLU())     # decorator form
+    ... class MyRelu: ...
+    """
+    if torch_factory is None:
+        raise TypeError(f"register({scratch_cls.__name__}): a torch_factory is required")
+    _REGISTRY[scratch_cls] = Twin(scratch_cls, torch_factory, dict(weight_map or {}), **options)
+    return scratch_cls
+
+
+def twin(
+    torch_factory: Callable[[Any], torch.nn.Module],
+    weight_map: dict[str, WeightSpec | str] | None = None,
+    **options: Any,
+) -> Callable[[type], type]:
+    """Class decorator form of :func:`register`."""
+
+    def deco(cls: type) -> type:
+        return register(cls, torch_factory, weight_map, **options)
+
+    return deco
+
+
+register.twin = twin  # type: ignore[attr-defined]
+
+
+def lookup(scratch_cls: type) -> Twin | None:
+    """The twin registered for ``scratch_cls`` or its nearest registered base class."""
+    _ensure_builtins()
+    for cls in scratch_cls.__mro__:
+        if cls in _REGISTRY:
+            return _REGISTRY[cls]
+    return None
+
+
+def registered() -> dict[type, Twin]:
+    """All registered twins, built-ins first, in registration order."""
+    _ensure_builtins()
+    return dict(_REGISTRY)
+
+
+def unregister(scratch_cls: type) -> None:
+    _REGISTRY.pop(scratch_cls, None)
+
+
+_builtins_loaded = False
+
+
+def _ensure_builtins() -> None:
+    global _builtins_loaded
+    if not _builtins_loaded:
+        _builtins_loaded = True
+        import reference.layers  # noqa: F401  (registers the built-in twins)
