@@ -143,8 +143,18 @@ def unregister(scratch_cls: type) -> None:
 _builtins_loaded = False
 
 
+BUILTIN_TWIN_MODULES = ("reference.layers", "reference.extra_layers")
+
+
 def _ensure_builtins() -> None:
     global _builtins_loaded
     if not _builtins_loaded:
         _builtins_loaded = True
-        import reference.layers  # noqa: F401  (registers the built-in twins)
+        import importlib
+
+        for mod in BUILTIN_TWIN_MODULES:  # each registers its twins on import
+            try:
+                importlib.import_module(mod)
+            except ModuleNotFoundError as exc:
+                if exc.name != mod:
+                    raise
