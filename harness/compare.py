@@ -175,7 +175,8 @@ def compare(
         res.message = "empty tensor: nothing was compared"
         return res
     a64, e64 = a.astype(np.float64), e.astype(np.float64)
-    diff = np.abs(a64 - e64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        diff = np.abs(a64 - e64)
     a_fin, e_fin = np.isfinite(a64), np.isfinite(e64)
     both_same_inf = (~a_fin) & (~e_fin) & (a64 == e64)  # +inf vs +inf is equal, NaN never is
     diff = np.where(both_same_inf, 0.0, diff)

@@ -53,6 +53,9 @@ class Twin:
       into both sides.
     * ``forward_kwargs``: extra keyword arguments for the scratch forward (e.g. train_flg).
     * ``conventions``: documented differences and the switch that aligns them.
+    * ``exact(layer) -> layer``: the layer with any convention that makes its forward differ
+      from the function its backward differentiates switched off (the classic 1e-7 inside the
+      log), used by the numerical gradient check.
     """
 
     scratch_cls: type
@@ -68,6 +71,7 @@ class Twin:
     forward_kwargs: Callable[[Any], dict[str, Any]] | None = None
     conventions: str = ""
     name: str = ""
+    exact: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         self.weight_map = {k: _spec(v) for k, v in self.weight_map.items()}
