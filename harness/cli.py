@@ -68,7 +68,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from harness.data import DataError
     except ImportError:  # pragma: no cover - data module always ships
-        DataError = OSError  # type: ignore[misc,assignment]  # noqa: N806
+        DataError = OSError  # type: ignore[misc,assignment]
     try:
         result = args._run(args)
     except (CheckError, DataError, FileNotFoundError) as exc:

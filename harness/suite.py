@@ -35,7 +35,7 @@ def add_case(name: str, run: Callable[[np.dtype, int, int], LayerReport], group:
 
 
 def layer_cases() -> Iterator[Case]:
-    for cls, twin in registered().items():
+    for twin in registered().values():
         if twin.example is None:
             continue
 
