@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.compare import ERROR, FAIL, PASS, TensorResult, Tolerance, compare
+from harness.compare import ERROR, FAIL, PASS, VACUOUS, TensorResult, Tolerance, compare
 from harness.report import LayerReport
 from reference.registry import Twin, WeightSpec, lookup
 
@@ -171,6 +171,39 @@ def _check_finite(name: str, what: str, a: np.ndarray) -> None:
         raise CheckError(f"{name}: {what} contains NaN/Inf (first at index {first})")
 
 
+FLOW_FLOOR = 1e-6
+"""``dx`` below ``FLOW_FLOOR * max|dout|`` everywhere: no gradient flows (saturated input)."""
+
+
+def _mark_unexercised(results: list[TensorResult], x: np.ndarray, out: Any, dout: np.ndarray,
+                      dx_torch: Any, twin: Twin) -> None:
+    """Turn PASS into VACUOUS where the input never reached the region that matters.
+
+    * a layer without parameters whose output is its input and whose ``dx`` is its ``dout``
+      acted as the identity (every ReLU input > 0): its nonlinearity was never exercised;
+    * ``dx`` that is tiny everywhere next to ``dout`` (a saturated sigmoid, tanh or softmax)
+      carries no information about the backward formula.
+    """
+    by = {r.tensor: r for r in results if r.status == PASS}
+    if dx_torch is None or "dx" not in by:
+        return
+    dxt = dx_torch.detach().cpu().numpy()
+    scale = float(np.max(np.abs(dout))) if dout.size else 0.0
+    if (not twin.weight_map and "out" in by and np.shape(out) == x.shape
+            and np.array_equal(np.asarray(out), x) and np.array_equal(dxt, dout)):
+        for r in (by["out"], by["dx"]):
+            r.status = VACUOUS
+            r.message = ("the layer acted as the identity on this input (output == input, "
+                         "dx == dout): its nonlinearity was never exercised, e.g. every ReLU "
+                         "input > 0; use inputs on both sides of the kink")
+    elif dxt.size and scale > 0 and float(np.abs(dxt).max()) <= FLOW_FLOOR * scale:
+        r = by["dx"]
+        r.status = VACUOUS
+        r.message = (f"no gradient flows: max|dx| = {float(np.abs(dxt).max()):.2e} <= "
+                     f"{FLOW_FLOOR:g} x max|dout| everywhere (a saturated input?): the backward "
+                     "is not exercised")
+
+
 # ---------------------------------------------------------------------------------------
 # One layer, given its input
 
@@ -268,6 +301,9 @@ def run_pair(
             r.message = f"grads[{k!r}] is missing after backward"
         results.append(r)
 
+    if not is_loss and train:
+        _mark_unexercised(results, x_before, out, dout_before, xt.grad, twin)
+
     # nothing the layer was given may change
     results.append(_unchanged(name, "input x", x_before, x))
     if not is_loss:
@@ -306,6 +342,31 @@ def validate_input(name: str, x: Any, dtype: np.dtype) -> np.ndarray:
         raise CheckError(f"{name}: empty batch: input x has shape {x.shape}")
     _check_finite(name, "input x", x)
     return x.astype(dtype, copy=True)
+
+
+def validate_targets(name: str, twin: Twin, x: np.ndarray, t: Any, dtype: np.dtype) -> Any:
+    """Targets for a loss layer: integer labels in range, one per row, or float targets /
+    one-hot rows of ``x``'s shape, all finite. Anything else is a :class:`CheckError`."""
+    if t is None or twin.kind != "loss":
+        return t
+    t = np.asarray(t)
+    n, c = (1, x.shape[0]) if x.ndim == 1 else (x.shape[0], x.shape[-1])
+    if t.dtype.kind in "iu":
+        if t.size != n:
+            raise CheckError(f"{name}: {t.size} label(s) for a batch of {n} rows")
+        if t.size and (t.min() < 0 or t.max() >= c):
+            bad = int(np.argmax((t.reshape(-1) < 0) | (t.reshape(-1) >= c)))
+            raise CheckError(f"{name}: labels out of range: expected 0..{c - 1} for {c} classes, "
+                             f"got {int(t.reshape(-1)[bad])} at index {bad}")
+        return t
+    if t.dtype.kind != "f":
+        raise CheckError(f"{name}: targets t must be integer labels or a float array, got dtype "
+                         f"{t.dtype}")
+    if t.shape != x.shape:
+        raise CheckError(f"{name}: float targets t of shape {t.shape} do not match the scores "
+                         f"{x.shape} (class labels must be integers: t.astype(int))")
+    _check_finite(name, "targets t", t)
+    return t.astype(dtype)
 
 
 def check_layer(
@@ -349,10 +410,7 @@ def check_layer(
         if not all(isinstance(s, (int, np.integer)) and s > 0 for s in input_shape):
             raise CheckError(f"{name}: input_shape must be positive integers, got {input_shape}")
         x = make_input(twin, work, tuple(int(s) for s in input_shape), dtype, rng)
-    if t is not None:
-        t = np.asarray(t)
-        if t.dtype.kind == "f":
-            t = t.astype(dtype)
+    t = validate_targets(name, twin, x, t, dtype)
     if dout is not None:
         dout = validate_input(f"{name} (dout)", dout, dtype)
     mod = module if module is not None else twin.torch_factory(work)
@@ -366,7 +424,13 @@ def check_layer(
                                    dout=dout, tol=tol, train=train)
     except CheckError:
         raise
-    except RuntimeError as exc:  # torch refused the input: a shape problem on the caller's side
+    except (RuntimeError, ValueError, IndexError) as exc:  # torch refused the input
+        if "more than 1 value per channel" in str(exc):  # BatchNorm in training, batch of 1
+            report.results = [TensorResult(
+                layer=name, tensor="out", status=VACUOUS, dtype=dtype.name, shape=tuple(x.shape),
+                message="batch of 1 in training: batch statistics normalize every value to 0, "
+                        f"nothing to compare (torch: {exc})")]
+            return report
         raise CheckError(f"{name}: the torch twin rejected input of shape {x.shape}: {exc}") from exc
     report.results = results
     if numerical:
@@ -422,6 +486,7 @@ def check_net(
         x = rng.standard_normal(input_shape).astype(dtype)
     x = validate_input(net_name, x, dtype)
     fwd: list[TensorResult] = []
+    nonfinite: list[TensorResult] = []  # the first layer whose output has NaN/Inf
     staged = []
     h = x
     for lname, layer in layers:
@@ -433,12 +498,22 @@ def check_net(
         out = _forward_only(work, mod, twin, h, t, dtype, rng, train)
         if out is None:
             break
+        if not nonfinite and out.dtype.kind == "f" and not np.all(np.isfinite(out)):
+            first = tuple(int(i) for i in np.argwhere(~np.isfinite(out))[0])
+            kind = "NaN" if np.isnan(out[first]) else "Inf"
+            nonfinite.append(TensorResult(
+                layer=f"{lname}({type(work).__name__})", tensor="out is finite", status=FAIL,
+                dtype=dtype.name, shape=tuple(out.shape), worst_index=first,
+                mismatched=int((~np.isfinite(out)).sum()), total=int(out.size),
+                message=f"first {kind} of the forward pass: layer {lname} output, first at index "
+                        f"{first}, from a finite input"))
         h = out
     # now the full forward/backward per layer, in backward order for gradients
     dout: np.ndarray | None = None
     bwd: list[TensorResult] = []
     for lname, work, mod, twin, h_in in reversed(staged):
         label = f"{lname}({type(work).__name__})"
+        t = validate_targets(f"{net_name}.{lname}", twin, h_in, t, dtype)
         results, arrays = run_pair(work, mod, twin, h_in, dtype=dtype, rng=rng, name=label,
                                    t=t, dout=dout, tol=tol, train=train)
         if twin.kind == "loss" and t is None:
@@ -450,7 +525,7 @@ def check_net(
             break
         dout = np.asarray(dx)
     report = LayerReport(layer=net_name, dtype=dtype.name, input_shape=tuple(x.shape), seed=seed)
-    report.results = fwd + bwd
+    report.results = nonfinite + fwd + bwd
     return report
 
 

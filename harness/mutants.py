@@ -1,0 +1,352 @@
+"""The mutation catalogue: realistic bugs injected into *copies* of correct scratch components.
+
+Each :class:`Mutant` names the component it copies (``"module:Name"``), a ``mutate`` function
+that turns the correct component into the buggy copy (a subclass overriding a method, or a copy
+of a method with a module-level function swapped, built at runtime: the files under
+``scratch/`` are never edited), the check that must catch it (a key of :data:`CHECKS`) and the
+tensor that check must name. :func:`run_mutant` runs the check twice, on the correct component
+(it must PASS) and on the mutant (it must FAIL or ERROR), and records what caught it.
+
+A mutant whose component is not installed (a module still missing) is reported as skipped.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import math
+import time
+import types
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from harness.compare import ERROR, FAIL, PASS, TensorResult
+from harness.report import LayerReport
+
+F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
+KILLED, SURVIVED, SKIPPED, BROKEN = "KILLED", "SURVIVED", "SKIPPED", "BASELINE FAILS"
+
+
+# ---------------------------------------------------------------------------------------
+# Building mutated copies at runtime
+
+
+def sub(cls: type, **methods: Any) -> type:
+    """A subclass of ``cls`` overriding ``methods`` (so the registry still finds its twin)."""
+    return type(cls.__name__, (cls,), {"__module__": __name__, **methods})
+
+
+def rebind(cls: type, *methods: str, **names: Any) -> type:
+    """A subclass whose ``methods`` are copies of ``cls``'s, reading module-level ``names``
+    (e.g. ``softmax=...``, ``im2col=...``) from the given replacements instead."""
+    ns: dict[str, Any] = {}
+    for m in methods:
+        f = getattr(cls, m)
+        g = types.FunctionType(f.__code__, {**f.__globals__, **names}, f.__name__, f.__defaults__,
+                               f.__closure__)
+        g.__kwdefaults__ = f.__kwdefaults__
+        ns[m] = g
+    return sub(cls, **ns)
+
+
+def resolve(target: str) -> Any:
+    """``"package.module:Name"`` -> the object (``ModuleNotFoundError`` if not installed)."""
+    mod, _, attr = target.partition(":")
+    obj: Any = importlib.import_module(mod)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+# ---------------------------------------------------------------------------------------
+# The checks a mutant can be caught by. Each takes the (correct or mutated) component and the
+# mutant's options and returns a LayerReport.
+
+
+def _instance(cls: type, rng: np.random.Generator, dtype: np.dtype,
+              make: Callable[..., Any] | None) -> Any:
+    from reference.registry import lookup
+
+    if make is not None:
+        return make(cls, rng, dtype)
+    twin = lookup(cls)
+    if twin is None or twin.example is None:
+        raise LookupError(f"{cls.__name__}: no registered example; give the mutant make=")
+    layer = twin.example(rng, dtype)
+    if cls is not type(layer):
+        layer = copy.copy(layer)
+        layer.__class__ = cls  # the mutant is a subclass: same state, mutated methods
+    return layer
+
+
+def layer_check(cls: type, *, dtype: np.dtype = F64, seed: int = 0, batch: int = 5,
+                input_shape: tuple[int, ...] | None = None, scale: float | None = None,
+                make: Callable[..., Any] | None = None, numerical: bool = False,
+                **kwargs: Any) -> LayerReport:
+    """``check_layer`` on an instance of ``cls`` (a registered layer class or its mutant)."""
+    from harness.check import check_layer, make_input, resolve_twin
+
+    layer = _instance(cls, np.random.default_rng(1000 + seed), dtype, make)
+    x = None
+    if scale is not None:  # a magnitude the default inputs never reach (e.g. logits of 1e3)
+        twin, _ = resolve_twin(layer, None, None)
+        shape = input_shape or tuple(twin.input_shape(layer, batch))
+        x = scale * make_input(twin, layer, shape, dtype, np.random.default_rng(seed))
+    report = check_layer(layer, dtype=dtype, seed=seed, batch=batch, input_shape=input_shape, x=x,
+                         numerical=numerical, **kwargs)
+    if numerical:  # judged by backprop vs central differences alone, as with no torch twin
+        report.results = [r for r in report.results if "backprop vs numerical" in r.tensor]
+    return report
+
+
+def numerical_check(cls: type, **opts: Any) -> LayerReport:
+    """Backprop vs central differences (float64), the check for a layer with no torch twin."""
+    return layer_check(cls, numerical=True, **opts)
+
+
+def net_check(cls: type, *, make: Callable[..., Any], dtype: np.dtype = F64, seed: int = 0,
+              input_shape: tuple[int, ...] = (5, 12), **kwargs: Any) -> LayerReport:
+    """``check_net`` on ``make(cls, seed)``: every layer in forward then backward order."""
+    from harness.check import check_net
+
+    return check_net(make(cls, seed), dtype=dtype, seed=seed, input_shape=input_shape, **kwargs)
+
+
+CHECKS: dict[str, Callable[..., LayerReport]] = {
+    "check_layer": layer_check,
+    "numerical": numerical_check,
+    "check_net": net_check,
+}
+
+
+# ---------------------------------------------------------------------------------------
+# The catalogue
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    description: str
+    target: str  # "module:Name" of the correct component this is a copy of
+    mutate: Callable[[Any], Any]  # correct component -> mutated copy
+    check: str  # key of CHECKS
+    expect: str  # the check must name this tensor (a substring of the failing result's name)
+    opts: dict[str, Any] = field(default_factory=dict)
+
+    def original(self) -> Any:
+        return resolve(self.target)
+
+
+CATALOGUE: list[Mutant] = []
+
+
+def mutant(name: str, description: str, target: str, mutate: Callable[[Any], Any], check: str,
+           expect: str, **opts: Any) -> None:
+    if any(m.name == name for m in CATALOGUE):
+        raise ValueError(f"duplicate mutant name {name!r}")
+    CATALOGUE.append(Mutant(name, description, target, mutate, check, expect, opts))
+
+
+def square_affine(cls: type, rng: np.random.Generator, dtype: np.dtype, n: int = 8) -> Any:
+    """An Affine with a square W: a transposed W has the right shape and the wrong values."""
+    return cls((rng.standard_normal((n, n)) / math.sqrt(n)).astype(dtype),
+               (0.1 * rng.standard_normal(n)).astype(dtype))
+
+
+def softmax_1d(x: np.ndarray) -> np.ndarray:
+    """The book's 1-D softmax: one max and one sum over the *whole* array."""
+    e = np.exp(x - np.max(x))
+    return e / np.sum(e)
+
+
+def softmax_unshifted(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x)
+    return e / np.sum(e, axis=-1, keepdims=True)
+
+
+def _relu_inplace_dout(self: Any, dout: np.ndarray) -> np.ndarray:
+    dout[self.mask] = 0
+    return dout
+
+
+def _relu_inplace_x(self: Any, x: np.ndarray) -> np.ndarray:
+    self.mask = x <= 0
+    x[self.mask] = 0
+    return x
+
+
+Grad = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]  # (dout, W, x) -> array
+
+
+def _affine_backward(dx: Grad = lambda d, W, x: d @ W.T, dW: Grad = lambda d, W, x: x.T @ d,
+                     db: Grad = lambda d, W, x: d.sum(axis=0),
+                     reshape: bool = True) -> Callable[[Any, np.ndarray], np.ndarray]:
+    """Affine.backward with one of its three formulas replaced by the buggy one."""
+    def backward(self: Any, dout: np.ndarray) -> np.ndarray:
+        W, x = self.params["W"], self.x
+        out = dx(dout, W, x)
+        self.grads["W"], self.grads["b"] = dW(dout, W, x), db(dout, W, x)
+        return out.reshape(self.original_x_shape) if reshape else out
+    return backward
+
+
+def _affine_forward_f32(self: Any, x: np.ndarray) -> np.ndarray:
+    self.original_x_shape = x.shape
+    self.x = x.reshape(x.shape[0], -1)
+    p = {k: v.astype(np.float32) for k, v in self.params.items()}
+    return (self.x.astype(np.float32) @ p["W"] + p["b"]).astype(x.dtype)
+
+
+def _two_layer_net(cls: type, seed: int) -> Any:
+    return cls(12, 9, 6, weight_init_std=0.5, seed=seed)
+
+
+def in_net(key: str, **methods: Any) -> Callable[[type], type]:
+    """A net class whose layer ``key`` is a mutant (subclass of the layer with ``methods``)."""
+    def mutate(net_cls: type) -> type:
+        def _build_layers(self: Any) -> None:
+            net_cls._build_layers(self)
+            layer = self.layers[key]
+            layer.__class__ = sub(type(layer), **methods)
+        return sub(net_cls, _build_layers=_build_layers)
+    return mutate
+
+
+L = "scratch.layers:"
+
+mutant("sigmoid-precedence", "Sigmoid backward `dout * 1.0 - out * out` (missing parentheses)",
+       L + "Sigmoid", lambda C: sub(C, backward=lambda s, d: d * 1.0 - s.out * s.out),
+       "check_layer", "dx")
+mutant("softmax-1d-on-batch", "the 1-D softmax (one max, one sum) applied to an (N, C) batch",
+       L + "SoftmaxWithLoss", lambda C: rebind(C, "forward", softmax=softmax_1d),
+       "check_layer", "loss")
+mutant("softmax-no-max-shift", "softmax without subtracting the row max: exp overflows at "
+       "logits ~1e3", L + "SoftmaxWithLoss", lambda C: rebind(C, "forward", softmax=softmax_unshifted),
+       "check_layer", "loss", scale=1e3)
+mutant("relu-inplace-dout", "Relu backward zeroes the masked entries of dout in place",
+       L + "Relu", lambda C: sub(C, backward=_relu_inplace_dout), "check_layer", "dout unchanged")
+mutant("relu-inplace-x", "Relu forward zeroes the negative inputs in place (no x.copy())",
+       L + "Relu", lambda C: sub(C, forward=_relu_inplace_x), "check_layer", "input x unchanged")
+mutant("loss-grad-not-divided-by-batch", "SoftmaxWithLoss backward returns softmax - onehot, "
+       "not divided by the batch size", L + "SoftmaxWithLoss",
+       lambda C: sub(C, backward=lambda s, dout=1.0: C.backward(s, dout) * s.y.shape[0]),
+       "check_layer", "dx")
+mutant("mse-grad-mixed-reduction", "MeanSquaredError forward 0.5*sum/N, backward 2*diff/size "
+       "(the torch 'mean' gradient)", L + "MeanSquaredError",
+       lambda C: sub(C, backward=lambda s, dout=1.0: s.diff * (2.0 / s.diff.size)),
+       "check_layer", "dx")
+mutant("bias-grad-wrong-axis", "Affine db = sum(dout, axis=1): summed over features, not the "
+       "batch", L + "Affine", lambda C: sub(C, backward=_affine_backward(db=lambda d, W, x: d.sum(axis=1))),
+       "check_layer", "db", make=square_affine, batch=8)
+mutant("transposed-dW", "Affine dW = dout.T @ x (the transpose; square W so the shape is right)",
+       L + "Affine", lambda C: sub(C, backward=_affine_backward(dW=lambda d, W, x: d.T @ x)),
+       "check_layer", "dW", make=square_affine)
+mutant("transposed-weight-dx", "Affine dx = dout @ W instead of dout @ W.T (square W)",
+       L + "Affine", lambda C: sub(C, backward=_affine_backward(dx=lambda d, W, x: d @ W)),
+       "check_layer", "dx", make=square_affine)
+mutant("affine-4d-no-reshape", "Affine backward returns dx as (N, C*H*W), not the 4-D input "
+       "shape", L + "Affine", lambda C: sub(C, backward=_affine_backward(reshape=False)),
+       "check_layer", "dx", input_shape=(5, 2, 3, 2),
+       make=lambda C, rng, dt: square_affine(C, rng, dt, 12))
+mutant("float32-accumulation", "Affine computes in float32 and casts back: float64 in name only",
+       L + "Affine", lambda C: sub(C, forward=_affine_forward_f32), "check_layer", "out")
+mutant("tanh-derivative", "Tanh backward dout * (1 - out) instead of (1 - out**2); caught "
+       "without torch, by central differences", L + "Tanh",
+       lambda C: sub(C, backward=lambda s, d: d * (1 - s.out)), "numerical",
+       "dx backprop vs numerical")
+mutant("net-relu-mask-dropped", "TwoLayerNet whose Relu backward passes dout through unmasked",
+       "scratch.two_layer_net:TwoLayerNet", in_net("Relu1", backward=lambda s, d: d),
+       "check_net", "Relu1(Relu).dx", make=_two_layer_net)
+mutant("net-bias-grad-mean", "TwoLayerNet whose second Affine takes db as the batch mean",
+       "scratch.two_layer_net:TwoLayerNet",
+       in_net("Affine2", backward=_affine_backward(db=lambda d, W, x: d.mean(axis=0))),
+       "check_net", "Affine2(Affine).db", make=_two_layer_net)
+
+
+# ---------------------------------------------------------------------------------------
+# Running
+
+
+@dataclass
+class Outcome:
+    mutant: Mutant
+    status: str  # KILLED, SURVIVED, SKIPPED or BASELINE FAILS
+    caught_by: str = ""
+    difference: str = ""
+    expected_hit: bool = False
+    detail: str = ""
+    seconds: float = 0.0
+    report: LayerReport | None = None
+    baseline: LayerReport | None = None
+
+    def row(self) -> dict[str, Any]:
+        m = self.mutant
+        return {"mutant": m.name, "component": m.target, "check": m.check, "status": self.status,
+                "caught_by": self.caught_by, "difference": self.difference,
+                "expected": m.expect, "expected_hit": self.expected_hit, "detail": self.detail}
+
+
+def describe_difference(r: TensorResult) -> str:
+    """The size of a failing difference, in one short phrase."""
+    if r.status == ERROR:
+        return r.message.split(" (at ")[0][:80]
+    if (r.message and not r.total) or "mismatch" in r.message or "None" in r.message:
+        return r.message[:80]
+    if "unchanged" in r.tensor:
+        return f"{r.mismatched} element(s) modified in place"
+    if not math.isfinite(r.max_abs):
+        return "NaN/Inf where torch is finite" if "scratch" in r.message else r.message[:80]
+    ratio = r.extra.get("worst_ratio", float("nan"))
+    return f"max abs {r.max_abs:.2e} ({ratio:.3g}x tolerance)"
+
+
+def first_failure(report: LayerReport) -> TensorResult | None:
+    return next((r for r in report.results if r.status in (FAIL, ERROR)), None)
+
+
+def run_mutant(m: Mutant) -> Outcome:
+    """Check the correct component (must PASS), then the mutant (must FAIL or ERROR)."""
+    t0 = time.perf_counter()
+    try:
+        original = m.original()
+    except (ModuleNotFoundError, AttributeError) as exc:
+        return Outcome(m, SKIPPED, detail=f"{m.target} not available: {exc}")
+    check = CHECKS[m.check]
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        baseline = check(original, **m.opts)
+        report = check(m.mutate(original), **m.opts)
+    out = Outcome(m, KILLED, report=report, baseline=baseline)
+    if baseline.status != PASS:
+        bad = baseline.first_divergence
+        out.status = BROKEN
+        out.detail = f"the correct {m.target} is {baseline.status}: {bad.name if bad else ''}"
+    hit = first_failure(report)
+    if hit is None:
+        out.status = SURVIVED if out.status == KILLED else out.status
+        out.caught_by = "-"
+        out.difference = f"all {len(report.results)} tensors {report.status}"
+    else:
+        out.caught_by = f"{m.check}: {hit.name}"
+        out.difference = describe_difference(hit)
+        out.expected_hit = m.expect in hit.name
+        if not out.expected_hit:
+            out.detail = f"expected {m.expect!r} to catch it, first failure was {hit.name}"
+    out.seconds = time.perf_counter() - t0
+    return out
+
+
+def select(patterns: list[str] | None = None) -> list[Mutant]:
+    import fnmatch
+
+    if not patterns:
+        return list(CATALOGUE)
+    return [m for m in CATALOGUE if any(fnmatch.fnmatch(m.name, p) for p in patterns)]
+
+
+def run_all(patterns: list[str] | None = None) -> list[Outcome]:
+    return [run_mutant(m) for m in select(patterns)]
