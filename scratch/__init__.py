@@ -28,3 +28,16 @@ __all__ = [
     "sigmoid",
     "softmax",
 ]
+
+# Issue 4: the classic layer and optimizer set.
+from scratch.convolution import Convolution, Flatten, Pooling, col2im, im2col
+from scratch.multi_layer_net import MultiLayerNet
+from scratch.normalization import BatchNormalization, Dropout
+from scratch.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+from scratch.simple_convnet import SimpleConvNet
+
+__all__ += [
+    "SGD", "AdaGrad", "Adam", "BatchNormalization", "Convolution", "Dropout", "Flatten",
+    "Momentum", "MultiLayerNet", "Nesterov", "Pooling", "RMSprop", "SimpleConvNet", "col2im",
+    "im2col",
+]
