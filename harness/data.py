@@ -1,0 +1,890 @@
+"""Loaders for MNIST and Fashion-MNIST (idx files), with lookup, download and checksums.
+
+Public API (see docs/data.md):
+
+* :func:`load_dataset` -- find (or download), verify, decode and convert a data set.
+* :class:`Dataset` -- the arrays it returns, plus the directory they came from.
+* :func:`read_idx` -- decode one idx file (gzip or raw) into a NumPy array.
+* :func:`find_dataset` -- the first directory in the lookup order holding all four files.
+* :func:`download_dataset` -- fetch the four files from the mirrors into a directory.
+* :func:`verify_file` -- check one file against the known checksums.
+* :class:`DataError` -- every problem with the data (missing, corrupt, offline, ...).
+
+No pickle is used anywhere: idx files are parsed with :mod:`struct` and NumPy.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import http.client
+import math
+import os
+import struct
+import tempfile
+import urllib.error
+import urllib.request
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = [
+    "CHECKSUMS",
+    "DATASETS",
+    "DEFAULT_MIRRORS",
+    "FILES",
+    "DataError",
+    "Dataset",
+    "DownloadError",
+    "clear_cache",
+    "download_dataset",
+    "find_dataset",
+    "load_dataset",
+    "read_idx",
+    "search_locations",
+    "user_cache_dir",
+    "verify_file",
+]
+
+
+class DataError(Exception):
+    """A data file or data set is missing, unreadable, corrupt, inconsistent or not downloadable."""
+
+
+class DownloadError(DataError):
+    """Every mirror failed for some file; ``attempts`` holds ``(url, error)`` for each try."""
+
+    def __init__(self, message: str, attempts: Sequence[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.attempts: list[tuple[str, str]] = list(attempts)
+
+
+# --------------------------------------------------------------------------------------------
+# Data sets, files, mirrors, checksums
+# --------------------------------------------------------------------------------------------
+
+DATASETS: tuple[str, ...] = ("mnist", "fashion-mnist")
+
+#: The four files of each data set, without the ``.gz`` suffix, in (x_train, t_train, x_test,
+#: t_test) order. Each may be present gzip-compressed (``NAME.gz``) or uncompressed (``NAME``).
+FILES: tuple[str, ...] = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+DEFAULT_MIRRORS: dict[str, tuple[str, ...]] = {
+    "mnist": (
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        "http://yann.lecun.com/exdb/mnist/",
+    ),
+    "fashion-mnist": (
+        "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+        "https://github.com/zalandoresearch/fashion-mnist/raw/master/data/fashion/",
+    ),
+}
+
+#: Debian's package ``dataset-fashion-mnist`` installs the four files here.
+DEBIAN_FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+ENV_DATA = "NN_PARITY_DATA"
+ENV_MIRRORS = "NN_PARITY_MIRRORS"
+
+IDX_MAGIC_LABELS = 0x00000801  # unsigned byte, 1 dimension
+IDX_MAGIC_IMAGES = 0x00000803  # unsigned byte, 3 dimensions
+NUM_CLASSES = 10
+
+# Largest file a mirror may send us (the biggest real one is 26.4 MB).
+_MAX_DOWNLOAD_BYTES = 128 * 1024 * 1024
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class FileChecksums:
+    """Known digests of one file of a data set.
+
+    ``gz_sha256``: sha256 of every known publication of the ``.gz`` file (Debian's
+    ``dataset-fashion-mnist`` rewrote the gzip headers, so Fashion-MNIST has two).
+    ``gz_md5``: the md5 published by the data set's authors, for the record and for
+    cross-checks (verification itself uses sha256). ``raw_sha256``: sha256 of the
+    decompressed idx bytes, which identifies the content whatever the gzip header says.
+    """
+
+    gz_sha256: frozenset[str]
+    gz_md5: str
+    raw_sha256: str
+    raw_size: int
+
+
+def _ck(gz_sha256: Iterable[str], gz_md5: str, raw_sha256: str, raw_size: int) -> FileChecksums:
+    return FileChecksums(frozenset(gz_sha256), gz_md5, raw_sha256, raw_size)
+
+
+CHECKSUMS: dict[str, dict[str, FileChecksums]] = {
+    # MNIST: md5 as published with the data (Yann LeCun's page / torchvision); sha256 from
+    # shared/data/mnist/SHA256SUMS (same bytes; the md5 sums were cross-checked on them).
+    "mnist": {
+        "train-images-idx3-ubyte": _ck(
+            ["440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"],
+            "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+            47040016,
+        ),
+        "train-labels-idx1-ubyte": _ck(
+            ["3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"],
+            "d53e105ee54ea40749a09fcbcd1e9432",
+            "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+            60008,
+        ),
+        "t10k-images-idx3-ubyte": _ck(
+            ["8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"],
+            "9fb629c4189551a2d022fa330f9573f3",
+            "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+            7840016,
+        ),
+        "t10k-labels-idx1-ubyte": _ck(
+            ["f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"],
+            "ec29112dd5afa0611ce80d1b7f02629c",
+            "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+            10008,
+        ),
+    },
+    # Fashion-MNIST: md5 as published by zalandoresearch. First sha256: the files as published
+    # (what the mirrors serve). Second sha256: the same files as installed by Debian's
+    # dataset-fashion-mnist 0.0~git20200523.55506a9-1, whose packaging removed the file name
+    # from the gzip header and set its mtime; the deflate streams are byte-identical. Putting
+    # the original header back (FNAME + mtime 2017-08-31) reproduces the published md5s
+    # exactly; see docs/data.md.
+    "fashion-mnist": {
+        "train-images-idx3-ubyte": _ck(
+            [
+                "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84",
+                "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+            ],
+            "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+            47040016,
+        ),
+        "train-labels-idx1-ubyte": _ck(
+            [
+                "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845",
+                "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+            ],
+            "25c81989df183df01b3e8a0aad5dffbe",
+            "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+            60008,
+        ),
+        "t10k-images-idx3-ubyte": _ck(
+            [
+                "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073",
+                "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+            ],
+            "bef4ecab320f06d8554ea6380940ec79",
+            "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+            7840016,
+        ),
+        "t10k-labels-idx1-ubyte": _ck(
+            [
+                "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5",
+                "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+            ],
+            "bb300cfdad3c16e7a12a480ee83cd310",
+            "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+            10008,
+        ),
+    },
+}
+
+
+def _check_name(name: str) -> str:
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; choose one of: {', '.join(DATASETS)}")
+    return name
+
+
+# --------------------------------------------------------------------------------------------
+# idx reader
+# --------------------------------------------------------------------------------------------
+
+# idx type code -> (description, dtype as stored: big-endian)
+_IDX_TYPES: dict[int, tuple[str, np.dtype]] = {
+    0x08: ("unsigned byte", np.dtype(np.uint8)),
+    0x09: ("signed byte", np.dtype(np.int8)),
+    0x0B: ("short (int16)", np.dtype(">i2")),
+    0x0C: ("int (int32)", np.dtype(">i4")),
+    0x0D: ("float (float32)", np.dtype(">f4")),
+    0x0E: ("double (float64)", np.dtype(">f8")),
+}
+
+_GZIP_MAGIC = b"\x1f\x8b"
+
+
+def _shape_str(dims: Sequence[int]) -> str:
+    return "x".join(str(d) for d in dims)
+
+
+def _is_gzip(path: Path) -> bool:
+    """True when the file starts with the gzip magic bytes 1f 8b (the name does not matter)."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(2) == _GZIP_MAGIC
+    except OSError as e:
+        raise DataError(f"{path}: cannot read file ({e.strerror or e})") from None
+
+
+def _read_exact(f: BinaryIO, n: int) -> bytes:
+    """Read up to ``n`` bytes, fewer only at end of file (gzip reads may come in pieces)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        chunk = f.read(min(n - got, _CHUNK))
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _parse_header(path: Path, f: BinaryIO, where: str) -> tuple[int, np.dtype, tuple[int, ...]]:
+    """Read and check the idx magic number and dimensions; return (magic, dtype, dims)."""
+    head = _read_exact(f, 4)
+    if len(head) < 4:
+        raise DataError(
+            f"{path}: too short for an idx file: {len(head)} bytes{where}, the header alone "
+            "needs at least 8"
+        )
+    magic = int.from_bytes(head, "big")
+    type_code, ndim = head[2], head[3]
+    if head[:2] != b"\x00\x00" or type_code not in _IDX_TYPES:
+        known = ", ".join(f"0x{c:02X}" for c in _IDX_TYPES)
+        raise DataError(
+            f"{path}: bad idx magic number 0x{magic:08X}: an idx file starts with two zero "
+            f"bytes and a type code ({known}); this is not an idx file or its header is corrupt"
+        )
+    if ndim == 0:
+        raise DataError(f"{path}: bad idx header: magic 0x{magic:08X} says 0 dimensions")
+    raw_dims = _read_exact(f, 4 * ndim)
+    if len(raw_dims) < 4 * ndim:
+        raise DataError(
+            f"{path}: truncated idx header: magic 0x{magic:08X} announces {ndim} dimensions "
+            f"({4 + 4 * ndim} header bytes) but the file{where} ends after "
+            f"{4 + len(raw_dims)} bytes"
+        )
+    dims = struct.unpack(f">{ndim}I", raw_dims)
+    return magic, _IDX_TYPES[type_code][1], tuple(dims)
+
+
+def _read_idx_with_magic(path: Path) -> tuple[np.ndarray, int]:
+    """Decode an idx file; return (array in native byte order, magic number)."""
+    gz = _is_gzip(path)
+    try:
+        if gz:
+            with gzip.open(path, "rb") as f:
+                return _decode_gzip(path, f)
+        with open(path, "rb") as f:
+            return _decode_raw(path, f)
+    except DataError:
+        raise
+    except gzip.BadGzipFile as e:
+        raise DataError(f"{path}: corrupt gzip file ({e})") from None
+    except EOFError as e:
+        raise DataError(f"{path}: truncated gzip file ({e})") from None
+    except zlib.error as e:
+        raise DataError(f"{path}: corrupt gzip data ({e})") from None
+    except MemoryError:
+        raise DataError(f"{path}: not enough memory to decode this file") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read file ({e.strerror or e})") from None
+
+
+def _payload(dtype: np.dtype, dims: tuple[int, ...]) -> int:
+    return math.prod(dims) * dtype.itemsize
+
+
+def _finish(data: bytearray | np.ndarray, dtype: np.dtype, dims: tuple[int, ...]) -> np.ndarray:
+    arr = np.frombuffer(data, dtype=dtype).reshape(dims)
+    if dtype.itemsize > 1:
+        arr = arr.astype(dtype.newbyteorder("="))
+    return arr
+
+
+def _decode_raw(path: Path, f: BinaryIO) -> tuple[np.ndarray, int]:
+    size = os.fstat(f.fileno()).st_size
+    magic, dtype, dims = _parse_header(path, f, "")
+    header = 4 + 4 * len(dims)
+    expected = header + _payload(dtype, dims)
+    if size != expected:
+        raise DataError(
+            f"{path}: expected {expected} bytes (header says {_shape_str(dims)} of "
+            f"{dtype.itemsize}-byte values), got {size}"
+            + (": the file is truncated" if size < expected else ": trailing data")
+        )
+    buf = np.empty(expected - header, dtype=np.uint8)
+    view = memoryview(buf)
+    got = 0
+    while got < len(buf):
+        n = f.readinto(view[got:])  # type: ignore[attr-defined]
+        if not n:
+            raise DataError(f"{path}: file shrank while reading ({got} of {len(buf)} bytes)")
+        got += n
+    return _finish(buf, dtype, dims), magic
+
+
+def _decode_gzip(path: Path, f: BinaryIO) -> tuple[np.ndarray, int]:
+    where = " after decompression"
+    magic, dtype, dims = _parse_header(path, f, where)
+    header = 4 + 4 * len(dims)
+    payload = _payload(dtype, dims)
+    expected = header + payload
+    # Grow the buffer as data arrives instead of trusting the header with a huge allocation.
+    buf = bytearray()
+    while len(buf) < payload:
+        chunk = f.read(min(payload - len(buf), _CHUNK))
+        if not chunk:
+            break
+        buf += chunk
+    got = header + len(buf)
+    if got == expected:
+        # Reading on to the end of the stream makes gzip check the CRC and length fields.
+        extra = f.read(_CHUNK)
+        while extra:
+            got += len(extra)
+            extra = f.read(_CHUNK)
+    if got != expected:
+        raise DataError(
+            f"{path}: expected {expected} bytes after decompression (header says "
+            f"{_shape_str(dims)} of {dtype.itemsize}-byte values), got {got}"
+        )
+    return _finish(buf, dtype, dims), magic
+
+
+def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
+    """Decode an idx file (gzip-compressed or raw, detected by its first bytes) to an array.
+
+    Every idx type is supported (uint8, int8, int16, int32, float32, float64; the data are
+    big-endian on disk and returned in native byte order). The magic number, the dimensions
+    and the file size are checked against the header. Any problem raises :class:`DataError`
+    naming the file. The returned array is fresh and writable.
+    """
+    return _read_idx_with_magic(Path(path))[0]
+
+
+@functools.lru_cache(maxsize=16)
+def _read_idx_cached(resolved: str, mtime_ns: int, size: int) -> tuple[np.ndarray, int]:
+    arr, magic = _read_idx_with_magic(Path(resolved))
+    arr.flags.writeable = False
+    return arr, magic
+
+
+def _read_idx_shared(path: Path) -> tuple[np.ndarray, int]:
+    """Like read_idx, but cached in-process by (resolved path, mtime, size); read-only result."""
+    try:
+        resolved = path.resolve(strict=True)
+        st = resolved.stat()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read file ({e.strerror or e})") from None
+    return _read_idx_cached(str(resolved), st.st_mtime_ns, st.st_size)
+
+
+def clear_cache() -> None:
+    """Forget the decoded arrays kept in memory by :func:`load_dataset`."""
+    _read_idx_cached.cache_clear()
+
+
+# --------------------------------------------------------------------------------------------
+# Checksums
+# --------------------------------------------------------------------------------------------
+
+
+def _sha256_stream(chunks: Iterator[bytes]) -> str:
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()
+
+
+def _file_chunks(f: BinaryIO) -> Iterator[bytes]:
+    while chunk := f.read(_CHUNK):
+        yield chunk
+
+
+def _sha256_file(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            return _sha256_stream(_file_chunks(f))
+    except OSError as e:
+        raise DataError(f"{path}: cannot read file ({e.strerror or e})") from None
+
+
+def _sha256_gunzip(path: Path) -> str:
+    try:
+        with gzip.open(path, "rb") as f:
+            return _sha256_stream(_file_chunks(f))  # type: ignore[arg-type]
+    except gzip.BadGzipFile as e:
+        raise DataError(f"{path}: corrupt gzip file ({e})") from None
+    except EOFError as e:
+        raise DataError(f"{path}: truncated gzip file ({e})") from None
+    except zlib.error as e:
+        raise DataError(f"{path}: corrupt gzip data ({e})") from None
+    except OSError as e:
+        raise DataError(f"{path}: cannot read file ({e.strerror or e})") from None
+
+
+def _identify(digest: str) -> str | None:
+    """Name the known file with this sha256 (gz or raw), if any."""
+    for ds, files in CHECKSUMS.items():
+        for stem, ck in files.items():
+            if digest in ck.gz_sha256:
+                return f"{ds} {stem}.gz"
+            if digest == ck.raw_sha256:
+                return f"{ds} {stem}"
+    return None
+
+
+def _checksum_problem(path: Path, name: str, stem: str) -> str | None:
+    """None when the file is a known publication of ``name``/``stem``, else what is wrong."""
+    ck = CHECKSUMS[name][stem]
+    digest = _sha256_file(path)
+    if digest in ck.gz_sha256 or digest == ck.raw_sha256:
+        return None
+    gz = _is_gzip(path)
+    content: str | None = None
+    if gz:
+        try:
+            content = _sha256_gunzip(path)
+        except DataError as e:  # bad CRC, truncated, ...
+            return str(e).replace(f"{path}: ", "", 1)
+        if content == ck.raw_sha256:
+            return None  # same content, another gzip header
+    other = _identify(digest) or (_identify(content) if content else None)
+    expected = " or ".join(sorted(ck.gz_sha256)) if gz else ck.raw_sha256
+    if gz:
+        expected += f", or decompressed content sha256 {ck.raw_sha256}"
+    return (
+        f"checksum mismatch: this {'gzip' if gz else 'uncompressed'} file is not the published "
+        f"{name} {stem}{'.gz' if gz else ''} (sha256 {digest}; expected {expected})"
+        + (f". It is the {other} file: wrong directory?" if other else "")
+    )
+
+
+def verify_file(path: str | os.PathLike[str], name: str, stem: str) -> None:
+    """Check a data file against the known sha256 sums; raise :class:`DataError` if it fails.
+
+    ``stem`` is one of :data:`FILES`. A gzip file passes when its bytes are a known
+    publication of that file, or when its decompressed content is (another gzip header,
+    e.g. re-compressed by hand); an uncompressed file passes when its content is.
+    """
+    _check_name(name)
+    if stem not in FILES:
+        raise ValueError(f"unknown file {stem!r}; expected one of: {', '.join(FILES)}")
+    p = Path(path)
+    problem = _checksum_problem(p, name, stem)
+    if problem:
+        raise DataError(
+            f"{p}: {problem}. The file is corrupt, incomplete or from another data set: "
+            "replace it with a good copy (a deleted file in the cache is downloaded again), "
+            "or pass verify=False to use it anyway."
+        )
+
+
+# --------------------------------------------------------------------------------------------
+# Lookup
+# --------------------------------------------------------------------------------------------
+
+
+def user_cache_dir(name: str) -> Path:
+    """``$XDG_CACHE_HOME/nn-parity/<name>``, or ``~/.cache/nn-parity/<name>``."""
+    _check_name(name)
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    base = Path(xdg) if xdg and os.path.isabs(xdg) else Path.home() / ".cache"
+    return base / "nn-parity" / name
+
+
+def search_locations(
+    name: str, data_dir: str | os.PathLike[str] | None = None
+) -> list[tuple[Path, str]]:
+    """Directories searched for ``name``, in order, each with where it comes from."""
+    _check_name(name)
+    out: list[tuple[Path, str]] = []
+
+    def both(base: Path, why: str) -> None:
+        out.append((base / name, f"{why}/{name}"))
+        out.append((base, why))
+
+    if data_dir is not None:
+        both(Path(data_dir).expanduser(), "data_dir")
+    env = os.environ.get(ENV_DATA, "")
+    if env:
+        both(Path(env).expanduser(), f"${ENV_DATA}")
+    try:
+        out.append((user_cache_dir(name), "user cache"))
+    except RuntimeError:  # no home directory
+        pass
+    if name == "fashion-mnist":
+        out.append((DEBIAN_FASHION_MNIST_DIR, "Debian package dataset-fashion-mnist"))
+    seen: set[Path] = set()
+    unique: list[tuple[Path, str]] = []
+    for p, why in out:
+        key = p.absolute()
+        if key not in seen:
+            seen.add(key)
+            unique.append((p, why))
+    return unique
+
+
+def _files_in(directory: Path) -> tuple[dict[str, Path], list[str]]:
+    """The four files found in a directory (``.gz`` preferred) and the stems missing."""
+    found: dict[str, Path] = {}
+    missing: list[str] = []
+    for stem in FILES:
+        for candidate in (directory / f"{stem}.gz", directory / stem):
+            if candidate.is_file():
+                found[stem] = candidate
+                break
+        else:
+            missing.append(stem)
+    return found, missing
+
+
+def find_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path | None:
+    """The first directory in the lookup order that has all four files, or None.
+
+    Order: ``data_dir`` (and ``data_dir/<name>``), ``$NN_PARITY_DATA`` (and
+    ``$NN_PARITY_DATA/<name>``), the user cache directory, and for fashion-mnist Debian's
+    ``/usr/share/datasets/fashion-mnist``. In each pair the ``<name>`` subdirectory comes first.
+    """
+    for directory, _why in search_locations(name, data_dir):
+        if directory.is_dir() and not _files_in(directory)[1]:
+            return directory
+    return None
+
+
+def _describe_search(name: str, data_dir: str | os.PathLike[str] | None) -> list[str]:
+    lines = []
+    for directory, why in search_locations(name, data_dir):
+        if not directory.exists():
+            state = "does not exist"
+        elif not directory.is_dir():
+            state = "not a directory"
+        else:
+            missing = _files_in(directory)[1]
+            state = "missing " + ", ".join(f"{m}[.gz]" for m in missing) if missing else "ok"
+        lines.append(f"  - {directory} ({why}): {state}")
+    return lines
+
+
+# --------------------------------------------------------------------------------------------
+# Download
+# --------------------------------------------------------------------------------------------
+
+
+def _mirrors_for(name: str, mirrors: Sequence[str] | None) -> list[str]:
+    if mirrors is None:
+        env = os.environ.get(ENV_MIRRORS, "")
+        if env.strip():
+            mirrors = [m for m in (s.strip() for s in env.split(",")) if m]
+        else:
+            mirrors = DEFAULT_MIRRORS[name]
+    return list(mirrors)
+
+
+def _url(base: str, filename: str) -> str:
+    return base + filename if base.endswith("/") else f"{base}/{filename}"
+
+
+def _describe_error(e: BaseException) -> str:
+    if isinstance(e, urllib.error.HTTPError):
+        return f"HTTP {e.code} {e.reason}"
+    if isinstance(e, urllib.error.URLError):
+        reason = e.reason
+        if isinstance(reason, OSError) and reason.strerror:
+            return f"cannot connect: {reason.strerror}"
+        return f"cannot connect: {reason}"
+    if isinstance(e, TimeoutError):
+        return "timed out"
+    if isinstance(e, http.client.IncompleteRead):
+        got = len(e.partial)
+        if e.expected is not None:
+            return f"connection closed after {got} of {got + e.expected} bytes"
+        return f"connection closed after {got} bytes"
+    if isinstance(e, DataError):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
+
+
+def _fetch(url: str, target: Path, name: str, stem: str, timeout: float) -> None:
+    """Download ``url`` to a temp file beside ``target``, verify it, then rename it into place.
+
+    The temp file is named ``.<target>.<random>.part``, so it never passes for a data file;
+    it is deleted on every failure (including KeyboardInterrupt).
+    """
+    request = urllib.request.Request(url, headers={"User-Agent": "nn-parity data loader"})
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    tmp: Path | None = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                length = response.headers.get("Content-Length")
+                got = 0
+                while chunk := response.read(1 << 16):
+                    got += len(chunk)
+                    if got > _MAX_DOWNLOAD_BYTES:
+                        raise DataError(f"more than {_MAX_DOWNLOAD_BYTES} bytes: not a data file")
+                    out.write(chunk)
+            if length is not None and length.isdigit() and got != int(length):
+                raise DataError(f"connection closed after {got} of {length} bytes")
+            out.flush()
+            os.fsync(out.fileno())
+        assert tmp is not None
+        problem = _checksum_problem(tmp, name, stem)
+        if problem:
+            raise DataError(f"rejected, {problem}")
+        os.replace(tmp, target)
+        tmp = None
+    finally:
+        if tmp is not None:
+            try:
+                tmp.unlink()
+            except FileNotFoundError:
+                pass
+
+
+def download_dataset(
+    name: str,
+    dest_dir: str | os.PathLike[str],
+    mirrors: Sequence[str] | None = None,
+    timeout: float = 30,
+) -> Path:
+    """Download the four ``.gz`` files of ``name`` into ``dest_dir``; return ``dest_dir``.
+
+    Mirrors (base URLs) are tried in order: ``mirrors`` if given, else ``$NN_PARITY_MIRRORS``
+    (comma-separated), else :data:`DEFAULT_MIRRORS`. Files already in ``dest_dir`` with a good
+    checksum are kept. Each download goes to a temp file in ``dest_dir``, is checked against
+    the known sha256, and only then is renamed into place (atomic); a bad or incomplete
+    download is deleted and the next mirror is tried. A mirror that cannot be reached is not
+    asked again for the other files. Raises :class:`DownloadError` (listing every URL and its
+    error) when all mirrors fail for a file.
+    """
+    _check_name(name)
+    dest = Path(dest_dir).expanduser()
+    try:
+        dest.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"{dest}: cannot create download directory ({e.strerror or e})") from None
+    bases = _mirrors_for(name, mirrors)
+    attempts: list[tuple[str, str]] = []
+    unreachable: set[str] = set()
+    for stem in FILES:
+        target = dest / f"{stem}.gz"
+        if target.is_file():
+            try:
+                verify_file(target, name, stem)
+                continue
+            except DataError:
+                pass  # replaced below, atomically
+        for base in bases:
+            if base in unreachable:
+                continue
+            url = _url(base, target.name)
+            try:
+                _fetch(url, target, name, stem, timeout)
+                break
+            except (OSError, http.client.HTTPException, ValueError, DataError) as e:
+                attempts.append((url, _describe_error(e)))
+                if isinstance(e, urllib.error.URLError | TimeoutError) and not isinstance(
+                    e, urllib.error.HTTPError
+                ):
+                    unreachable.add(base)
+        else:
+            tried = "\n".join(f"  - {u}: {err}" for u, err in attempts) or "  (no mirrors)"
+            raise DownloadError(
+                f"could not download {name} {stem}.gz into {dest}; tried:\n{tried}", attempts
+            )
+    return dest
+
+
+# --------------------------------------------------------------------------------------------
+# Data sets
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dataset:
+    """A loaded data set. ``source`` is the directory the files came from."""
+
+    name: str
+    x_train: np.ndarray = field(repr=False)
+    t_train: np.ndarray = field(repr=False)
+    x_test: np.ndarray = field(repr=False)
+    t_test: np.ndarray = field(repr=False)
+    source: str
+
+
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def _check_dtype(dtype: npt.DTypeLike) -> np.dtype:
+    dt: np.dtype | None = None
+    if dtype is not None:  # np.dtype(None) would silently mean float64
+        try:
+            dt = np.dtype(dtype)
+        except TypeError:
+            dt = None
+    if dt is None or not any(dt == ok for ok in _FLOAT_DTYPES):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}")
+    return dt
+
+
+def _not_found_message(
+    name: str,
+    data_dir: str | os.PathLike[str] | None,
+    attempts: Sequence[tuple[str, str]] | None,
+    extra: str = "",
+) -> str:
+    lines = [f"{name}: data set not found" + (" and the download failed." if attempts else ".")]
+    lines.append("Looked in (in this order):")
+    lines += _describe_search(name, data_dir)
+    if attempts is not None:
+        lines.append("Tried to download:")
+        lines += [f"  - {url}: {err}" for url, err in attempts] or ["  (no mirrors configured)"]
+    if extra:
+        lines.append(extra)
+    lines.append("What to do:")
+    lines.append(
+        "  - pass --data-dir DIR (data_dir=DIR) for a directory with the four files "
+        f"({', '.join(f + '.gz' for f in FILES)}; uncompressed also works),"
+    )
+    lines.append(f"  - or set {ENV_DATA}=DIR (DIR itself or DIR/{name}),")
+    if name == "fashion-mnist":
+        lines.append(
+            f"  - or run `apt-get install dataset-fashion-mnist` (installs into "
+            f"{DEBIAN_FASHION_MNIST_DIR}),"
+        )
+    lines.append(
+        "  - or download it: load_dataset downloads into the user cache unless download=False;"
+        f" set {ENV_MIRRORS} to comma-separated base URLs if the default mirrors are"
+        " unreachable."
+    )
+    return "\n".join(lines)
+
+
+def _check_pair(
+    images: np.ndarray,
+    img_magic: int,
+    img_path: Path,
+    labels: np.ndarray,
+    lab_magic: int,
+    lab_path: Path,
+) -> None:
+    if img_magic != IDX_MAGIC_IMAGES:
+        raise DataError(
+            f"{img_path}: expected an image file (idx magic 0x{IDX_MAGIC_IMAGES:08X}: uint8, "
+            f"3 dimensions), got magic 0x{img_magic:08X} (shape {_shape_str(images.shape)})"
+        )
+    if lab_magic != IDX_MAGIC_LABELS:
+        raise DataError(
+            f"{lab_path}: expected a label file (idx magic 0x{IDX_MAGIC_LABELS:08X}: uint8, "
+            f"1 dimension), got magic 0x{lab_magic:08X} (shape {_shape_str(labels.shape)})"
+        )
+    if images.shape[0] != labels.shape[0]:
+        raise DataError(
+            f"{img_path} has {images.shape[0]} images but {lab_path} has {labels.shape[0]} "
+            "labels: the files do not belong together"
+        )
+    if labels.size and int(labels.max()) >= NUM_CLASSES:
+        raise DataError(
+            f"{lab_path}: label {int(labels.max())} out of range 0..{NUM_CLASSES - 1}"
+        )
+
+
+def _convert_images(
+    images: np.ndarray, dtype: np.dtype, normalize: bool, flatten: bool
+) -> np.ndarray:
+    x = images.astype(dtype)  # always a fresh array
+    if normalize:
+        # x/255 computed in the requested dtype (float32 stays float32, as torchvision does).
+        np.divide(x, dtype.type(255), out=x)
+    n = x.shape[0]
+    return x.reshape(n, -1) if flatten else x.reshape(n, 1, *x.shape[1:])
+
+
+def _convert_labels(labels: np.ndarray, dtype: np.dtype, one_hot: bool) -> np.ndarray:
+    if not one_hot:
+        return labels.astype(np.int64)
+    out = np.zeros((labels.shape[0], NUM_CLASSES), dtype=dtype)
+    out[np.arange(labels.shape[0]), labels] = 1
+    return out
+
+
+def load_dataset(
+    name: str = "mnist",
+    *,
+    data_dir: str | os.PathLike[str] | None = None,
+    normalize: bool = True,
+    flatten: bool = True,
+    one_hot: bool = False,
+    dtype: npt.DTypeLike = np.float32,
+    download: bool = True,
+    mirrors: list[str] | None = None,
+    verify: bool = True,
+) -> Dataset:
+    """Load ``mnist`` or ``fashion-mnist`` as NumPy arrays.
+
+    The files are looked up as in :func:`find_dataset`; if absent and ``download`` is true,
+    they are downloaded into :func:`user_cache_dir` (see :func:`download_dataset`). With
+    ``verify`` (default) every file is checked against the known sha256 sums.
+
+    Images: ``dtype`` (float32 or float64), divided by 255 in that dtype if ``normalize``
+    (else 0..255), shaped (N, 784) if ``flatten`` else (N, 1, 28, 28). Labels: int64 (N,), or
+    (N, 10) one-hot in ``dtype``. Every call returns fresh arrays; the decoded files are
+    cached in memory (keyed on path and mtime).
+
+    Raises :class:`DataError` for data problems and ``ValueError`` for bad arguments.
+    """
+    _check_name(name)
+    dt = _check_dtype(dtype)
+    directory = find_dataset(name, data_dir)
+    if directory is None:
+        if not download:
+            raise DataError(
+                _not_found_message(name, data_dir, None, "(download=False: not downloading)")
+            )
+        try:
+            cache = user_cache_dir(name)
+        except RuntimeError as e:
+            raise DataError(_not_found_message(name, data_dir, None, f"no cache dir: {e}")) from None
+        try:
+            directory = download_dataset(name, cache, mirrors=mirrors)
+        except DownloadError as e:
+            raise DataError(_not_found_message(name, data_dir, e.attempts)) from None
+        except DataError as e:
+            raise DataError(_not_found_message(name, data_dir, None, str(e))) from None
+    files, missing = _files_in(directory)
+    if missing:  # pragma: no cover - only if files vanish between lookup and use
+        raise DataError(f"{directory}: missing {', '.join(missing)}")
+    if verify:
+        for stem, path in files.items():
+            verify_file(path, name, stem)
+    decoded = {stem: _read_idx_shared(path) for stem, path in files.items()}
+    x_tr, x_tr_magic = decoded[FILES[0]]
+    t_tr, t_tr_magic = decoded[FILES[1]]
+    x_te, x_te_magic = decoded[FILES[2]]
+    t_te, t_te_magic = decoded[FILES[3]]
+    _check_pair(x_tr, x_tr_magic, files[FILES[0]], t_tr, t_tr_magic, files[FILES[1]])
+    _check_pair(x_te, x_te_magic, files[FILES[2]], t_te, t_te_magic, files[FILES[3]])
+    return Dataset(
+        name=name,
+        x_train=_convert_images(x_tr, dt, normalize, flatten),
+        t_train=_convert_labels(t_tr, dt, one_hot),
+        x_test=_convert_images(x_te, dt, normalize, flatten),
+        t_test=_convert_labels(t_te, dt, one_hot),
+        source=str(directory),
+    )
