@@ -11,7 +11,7 @@ from collections import OrderedDict
 import numpy as np
 
 from harness.compare import ERROR, FAIL, PASS, VACUOUS
-from harness.report import LayerReport, RunReport
+from harness.report import RunReport
 from harness.suite import BATCHES, DTYPES, SEEDS, all_cases
 
 SEVERITY = {PASS: 0, VACUOUS: 1, FAIL: 2, ERROR: 3}
@@ -25,7 +25,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batches", type=int, nargs="+", default=list(BATCHES),
                    help="batch sizes (default 1 3 8)")
     p.add_argument("--module", metavar="PATH_OR_MODULE", action="append",
-                   help="import a user module (file path or dotted name) and check its layers")
+                   help="import a user module (file path or dotted name) and check its layers "
+                        "(only those; repeatable)")
+    from harness.user_modules import parse_shape
+
+    p.add_argument("--input-shape", metavar="DIMS", type=parse_shape, default=None,
+                   help="per-sample input shape (e.g. 9 or 3,8,8; the batch is prepended) for "
+                        "--module layers whose registration gives no input_shape")
     p.add_argument("--list", action="store_true", help="list the components and exit")
 
 
@@ -68,44 +74,53 @@ def aggregate(report: RunReport) -> list[dict]:
 
 
 def print_table(rows: list[dict], report: RunReport, args: argparse.Namespace) -> None:
-    from harness.terminal import console, status_text
-
+    """``--quiet``: the verdict line only. Default: the table, the full report of every row
+    that does not pass, the verdict. ``--verbose``: also every passing row and every tensor's
+    report, run by run."""
     from rich.table import Table
+
+    from harness.terminal import console, print_text, status_text
 
     con = console()
     if getattr(args, "quiet", False):
-        con.print(verdict_line(report))
+        print_text(con, verdict_line(report))
         return
-    table = Table(title="nn-parity check: scratch vs PyTorch", show_lines=False)
+    verbose = getattr(args, "verbose", False)
+    table = Table(title=f"nn-parity {report.command}: scratch vs PyTorch", show_lines=False)
     for col in ("component", "dtype", "tensor", "max abs diff", "max rel diff", "tolerance",
                 "result"):
         table.add_column(col, justify="right" if "diff" in col else "left")
     for row in rows:
-        if row["tensor"].endswith("unchanged") and row["status"] == PASS and not args.verbose:
+        if row["tensor"].endswith("unchanged") and row["status"] == PASS and not verbose:
             continue
         table.add_row(row["component"], row["dtype"], row["tensor"], f"{row['max_abs']:.2e}",
                       f"{row['max_rel']:.2e}", row["tolerance"].split(" (=")[0],
                       status_text(row["status"]))
     con.print(table)
-    for row in rows:
-        if row["detail"] is not None:
-            con.print(str(row["detail"]), markup=False, highlight=False)
-    con.print(verdict_line(report))
+    if verbose:
+        for lr in report.layers:
+            print_text(con, str(lr))
+    else:
+        for row in rows:
+            if row["detail"] is not None:
+                print_text(con, str(row["detail"]))
+    print_text(con, verdict_line(report), style="bold green" if report.ok else "bold red")
 
 
 def verdict_line(report: RunReport) -> str:
-    c = report.counts()
-    word = "PASS" if report.ok else "FAIL"
-    return (f"{word}: {len(report.layers)} checks, {c[PASS]} tensors passed, {c[FAIL]} failed, "
-            f"{c[VACUOUS]} vacuous, {c[ERROR]} errors")
+    from harness.reports import verdict_line as line
+
+    return line(report)
 
 
 def run(args: argparse.Namespace) -> RunReport:
-    if args.module:
-        from harness.user_modules import load_user_modules
+    if args.module:  # the user's layers only
+        from harness.user_modules import load_user_modules, user_cases
 
-        load_user_modules(args.module)
-    cases = all_cases()
+        load_user_modules(args.module, input_shape=getattr(args, "input_shape", None))
+        cases = user_cases()
+    else:
+        cases = all_cases()
     if args.only:
         cases = [c for c in cases if any(fnmatch.fnmatch(c.name, p) for p in args.only)]
         if not cases:

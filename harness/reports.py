@@ -1,26 +1,66 @@
-"""Writers for a :class:`~harness.report.RunReport`: JSON (more formats join here)."""
+"""Writers for a :class:`~harness.report.RunReport`: JSON, JUnit XML, HTML and Markdown.
+
+Every writer is generic over ``RunReport`` (``check``, ``train``, ``selftest`` all produce one):
+``layers`` become rows/testcases, ``summary`` becomes a key/value table, ``figures`` (PNG paths)
+are embedded (HTML) or listed (Markdown). The JSON schema is documented in ``docs/reports.md``
+and versioned by :data:`SCHEMA_VERSION`.
+
+Files are written atomically (a temp file beside the target, then a rename), so a failed or
+interrupted run never leaves a half-written report nor clobbers the previous one.
+"""
 
 from __future__ import annotations
 
+import datetime as _dt
 import json
+import math
 import os
+import re
+import socket
+import sys
 import tempfile
+import xml.etree.ElementTree as ET
+from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from harness.report import RunReport
+from harness.compare import ERROR, FAIL, PASS, VACUOUS, TensorResult
+from harness.report import LayerReport, RunReport
 
 SCHEMA_VERSION = 1
+TOOL = "nn-parity"
+EXIT_OK, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
+JUNIT_XSD = Path(__file__).with_name("junit.xsd")
+
+# The documented keys of one tensor result in the JSON report (docs/reports.md).
+RESULT_KEYS = (
+    "layer", "tensor", "status", "dtype", "shape", "max_abs", "max_abs_index", "max_rel",
+    "max_rel_index", "mismatched", "total", "rtol", "atol", "worst_index", "actual_at_worst",
+    "expected_at_worst", "allowed_at_worst", "tolerance_text", "message", "extra",
+)
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a temp file beside ``path``, then rename: never a half-written file."""
+# ---------------------------------------------------------------------------------------
+# Atomic writes
+
+
+def _atomic_write(path: str | os.PathLike, data: bytes) -> Path:
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a directory")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        try:  # mkstemp makes 0600 files: give the report the mode a plain open() would
+            mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
+            os.chmod(tmp, mode)
+        except OSError:
+            pass
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -28,23 +68,388 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to a temp file beside ``path``, then rename: never a half-written file."""
+    return _atomic_write(path, text.encode("utf-8"))
+
+
+# ---------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` as strict JSON values: numpy scalars/arrays unwrapped, non-finite floats as the
+    strings ``"inf"``, ``"-inf"``, ``"nan"``, tuples as lists, paths and the rest as strings."""
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj) if math.isfinite(obj) else str(obj)
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [jsonable(v) for v in obj]
+    if hasattr(obj, "tolist") and callable(obj.tolist):  # numpy scalar or array
+        return jsonable(obj.tolist())
+    if isinstance(obj, TensorResult):
+        return result_dict(obj)
+    if isinstance(obj, LayerReport):
+        return layer_dict(obj)
+    return str(obj)
+
+
+def result_dict(r: TensorResult) -> dict[str, Any]:
+    d = r.to_dict()
+    out = {k: jsonable(d.get(k)) for k in RESULT_KEYS}
+    out["name"] = r.name
+    out["text"] = str(r)
+    return out
+
+
+def layer_dict(lr: LayerReport) -> dict[str, Any]:
+    first = lr.first_divergence
+    return {
+        "layer": lr.layer,
+        "dtype": lr.dtype,
+        "input_shape": jsonable(lr.input_shape),
+        "seed": lr.seed,
+        "status": lr.status,
+        "ok": lr.ok,
+        "first_divergence": first.name if first else None,
+        "info": jsonable(lr.info),
+        "results": [result_dict(r) for r in lr.results],
+        "text": str(lr),
+    }
+
+
+def verdict_line(report: RunReport) -> str:
+    """``PASS: 96 checks, 624 tensors passed, 0 failed, 0 vacuous, 0 errors``."""
+    c = report.counts()
+    word = "PASS" if report.ok else "FAIL"
+    if not report.layers:
+        return f"{word}: {report.command}"
+    return (f"{word}: {len(report.layers)} checks, {c[PASS]} tensors passed, {c[FAIL]} failed, "
+            f"{c[VACUOUS]} vacuous, {c[ERROR]} errors")
+
+
+def tool_version() -> str | None:
+    try:
+        from importlib.metadata import PackageNotFoundError, version
+    except ImportError:  # pragma: no cover
+        return None
+    try:
+        return version(TOOL)
+    except PackageNotFoundError:
+        return None
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+def component_of(lr: LayerReport) -> str:
+    return str(lr.info.get("component", lr.layer))
+
+
+def run_label(lr: LayerReport) -> str:
+    """What distinguishes this run of a component: ``batch=3, seed=1`` (plus any scalar info)."""
+    parts = []
+    for k, v in lr.info.items():
+        if k in ("component", "group") or isinstance(v, (dict, list, tuple)):
+            continue
+        parts.append(f"{k}={v}")
+    if lr.seed is not None:
+        parts.append(f"seed={lr.seed}")
+    if lr.input_shape and "batch" not in lr.info:
+        parts.append(f"input={tuple(lr.input_shape)}")
+    return ", ".join(parts)
+
+
+def worst(lr: LayerReport) -> tuple[float, float]:
+    finite = [r for r in lr.results if r.total]
+    return (max((r.max_abs for r in finite), default=0.0),
+            max((r.max_rel for r in finite), default=0.0))
+
+
+def fmt_num(v: Any, digits: int = 3) -> str:
+    """Floats to ``digits`` significant digits (scientific when tiny or huge); rest as str."""
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, float):
+        if not math.isfinite(v):
+            return str(v)
+        if v == 0 or 1e-3 <= abs(v) < 1e6:
+            return f"{v:.{digits}g}"
+        return f"{v:.{max(digits - 1, 1)}e}"
+    if hasattr(v, "item") and getattr(v, "ndim", 1) == 0:
+        return fmt_num(v.item(), digits)
+    return str(v)
+
+
+# ---------------------------------------------------------------------------------------
+# JSON
+
+
 def to_json_dict(report: RunReport) -> dict[str, Any]:
+    """The JSON document (schema ``SCHEMA_VERSION``; keys documented in docs/reports.md)."""
     return {
         "schema_version": SCHEMA_VERSION,
-        "tool": "nn-parity",
+        "tool": TOOL,
+        "tool_version": tool_version(),
         "command": report.command,
+        "created": _now(),
         "ok": report.ok,
+        "exit_code": EXIT_OK if report.ok else EXIT_MISMATCH,
+        "verdict": verdict_line(report),
         "counts": report.counts(),
-        "summary": report.summary,
-        "layers": [lr.to_dict() for lr in report.layers],
+        "summary": jsonable(report.summary),
+        "layers": [layer_dict(lr) for lr in report.layers],
         "figures": [str(p) for p in report.figures],
     }
 
 
+def to_json(report: RunReport) -> str:
+    return json.dumps(to_json_dict(report), indent=2, allow_nan=False) + "\n"
+
+
 def write_json(report: RunReport, path: str | os.PathLike) -> Path:
-    return atomic_write_text(path, json.dumps(to_json_dict(report), indent=2, default=str) + "\n")
+    return atomic_write_text(path, to_json(report))
+
+
+# ---------------------------------------------------------------------------------------
+# JUnit XML
+
+# XML 1.0 forbids most control characters, even escaped.
+_XML_BAD = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _x(s: Any) -> str:
+    return _XML_BAD.sub("?", str(s))
+
+
+def _ident(s: str) -> str:
+    """A classname segment: runs of anything but letters, digits, ``_-.`` become ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.\-]+", "_", s).strip("_.") or "_"
+
+
+def _first_line(r: TensorResult) -> str:
+    lines = str(r).splitlines()
+    detail = r.message or (lines[1].strip() if len(lines) > 1 else "")
+    return f"{r.name}: {r.status}" + (f": {detail}" if detail else "")
+
+
+def _seconds(lr: LayerReport) -> str:
+    try:
+        return f"{max(float(lr.info.get('seconds', 0.0)), 0.0):.3f}"
+    except (TypeError, ValueError):
+        return "0.000"
+
+
+def junit_suites(report: RunReport) -> OrderedDict[tuple[str, str], list[tuple[LayerReport, TensorResult]]]:
+    suites: OrderedDict[tuple[str, str], list[tuple[LayerReport, TensorResult]]] = OrderedDict()
+    for lr in report.layers:
+        bucket = suites.setdefault((component_of(lr), lr.dtype), [])
+        bucket.extend((lr, r) for r in lr.results)
+    return suites
+
+
+def to_junit_xml(report: RunReport) -> str:
+    """JUnit XML: a ``<testsuite>`` per component x dtype, a ``<testcase>`` per layer x tensor.
+
+    ``classname`` is ``nn_parity.<command>.<component>.<dtype>``, ``name`` is
+    ``<layer>.<tensor>`` (plus ``[batch=.., seed=..]`` where one component ran several times).
+    FAIL is a ``<failure type="mismatch">``, VACUOUS a ``<failure type="vacuous">`` and ERROR an
+    ``<error>``, each with the full report text. Validates against ``harness/junit.xsd``.
+    """
+    cmd = _ident(report.command)
+    stamp = _dt.datetime.now().replace(microsecond=0).isoformat()
+    host = _x(socket.gethostname())
+    root = ET.Element("testsuites", name=f"nn_parity.{cmd}")
+    totals = {"tests": 0, "failures": 0, "errors": 0}
+    suites = junit_suites(report)
+    if not suites:  # e.g. a command whose report has only a summary: one testcase for the run
+        suites[(report.command, "")] = []
+    for (component, dtype), cases in suites.items():
+        cls = ".".join(p for p in ("nn_parity", cmd, _ident(component), dtype) if p)
+        suite = ET.SubElement(root, "testsuite", name=cls)
+        props = ET.SubElement(suite, "properties")
+        for k, v in (("command", report.command), ("component", component), ("dtype", dtype)):
+            ET.SubElement(props, "property", name=k, value=_x(v))
+        n = {"tests": 0, "failures": 0, "errors": 0}
+        runs_per_layer = len({id(lr) for lr, _ in cases})
+        if not cases:
+            tc = ET.SubElement(suite, "testcase", name=report.command, classname=cls, time="0")
+            n["tests"] += 1
+            if not report.ok:
+                n["failures"] += 1
+                f = ET.SubElement(tc, "failure", type="mismatch", message=verdict_line(report))
+                f.text = _x(verdict_line(report))
+        for lr, r in cases:
+            name = r.name if r.layer else f"{lr.layer}.{r.tensor}"
+            if runs_per_layer > 1 and run_label(lr):
+                name += f" [{run_label(lr)}]"
+            tc = ET.SubElement(suite, "testcase", name=_x(name), classname=cls,
+                               time=_seconds(lr))
+            n["tests"] += 1
+            text = _x(f"{lr.layer} [{lr.dtype}, input {tuple(lr.input_shape)}, seed {lr.seed}]\n{r}")
+            if r.status in (FAIL, VACUOUS):
+                n["failures"] += 1
+                kind = "mismatch" if r.status == FAIL else "vacuous"
+                el = ET.SubElement(tc, "failure", type=kind, message=_x(_first_line(r)))
+                el.text = text
+            elif r.status == ERROR:
+                n["errors"] += 1
+                el = ET.SubElement(tc, "error", type="error", message=_x(_first_line(r)))
+                el.text = text
+            elif r.status != PASS:  # an unknown status is never silently a pass
+                n["failures"] += 1
+                el = ET.SubElement(tc, "failure", type=_x(r.status.lower()), message=_x(_first_line(r)))
+                el.text = text
+        suite.set("tests", str(n["tests"]))
+        suite.set("failures", str(n["failures"]))
+        suite.set("errors", str(n["errors"]))
+        suite.set("skipped", "0")
+        suite.set("time", "0.000")
+        suite.set("timestamp", stamp)
+        suite.set("hostname", host)
+        for k in totals:
+            totals[k] += n[k]
+    for k, v in totals.items():
+        root.set(k, str(v))
+    root.set("time", "0.000")
+    ET.indent(root)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
+
+
+def write_junit(report: RunReport, path: str | os.PathLike) -> Path:
+    return atomic_write_text(path, to_junit_xml(report))
+
+
+# ---------------------------------------------------------------------------------------
+# Markdown (CI job summaries, e.g. $GITHUB_STEP_SUMMARY)
+
+MARKDOWN_MAX_ROWS = 200
+
+
+def _md(s: Any) -> str:
+    return str(s).replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>")
+
+
+def _md_value(v: Any) -> str:
+    if isinstance(v, (list, tuple)) and all(not isinstance(x, (dict, list, tuple)) for x in v):
+        return ", ".join(fmt_num(x, 6) for x in v)
+    if isinstance(v, dict) and all(not isinstance(x, (dict, list, tuple)) for x in v.values()):
+        return ", ".join(f"{k}={fmt_num(x, 6)}" for k, x in v.items())
+    return fmt_num(v, 6)
+
+
+def _is_table(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) for x in v)
+
+
+def to_markdown(report: RunReport) -> str:
+    icon = "✅" if report.ok else "❌"
+    word = "PASS" if report.ok else "FAIL"
+    out = [f"## {icon} nn-parity {report.command}: {word}", "", f"`{verdict_line(report)}`", ""]
+    c = report.counts()
+    if report.layers:
+        out += ["| PASS | FAIL | VACUOUS | ERROR |", "|---:|---:|---:|---:|",
+                f"| {c[PASS]} | {c[FAIL]} | {c[VACUOUS]} | {c[ERROR]} |", ""]
+    scalars = {k: v for k, v in report.summary.items() if not _is_table(v)}
+    if scalars:
+        out += ["### Summary", "", "| key | value |", "|---|---|"]
+        out += [f"| {_md(k)} | {_md(_md_value(v))} |" for k, v in scalars.items()]
+        out.append("")
+    bad = [(lr, r) for lr in report.layers for r in lr.results if r.status != PASS]
+    if bad:
+        out += [f"### Failures ({len(bad)})", "",
+                "| component | dtype | run | tensor | status | max abs diff | max rel diff | tolerance |",
+                "|---|---|---|---|---|---:|---:|---|"]
+        for lr, r in bad[:MARKDOWN_MAX_ROWS]:
+            out.append(f"| {_md(component_of(lr))} | {lr.dtype} | {_md(run_label(lr))} | {_md(r.name)} "
+                       f"| **{r.status}** | {fmt_num(r.max_abs)} | {fmt_num(r.max_rel)} "
+                       f"| {_md(r.tolerance_text.split(' (=')[0])} |")
+        if len(bad) > MARKDOWN_MAX_ROWS:
+            out.append(f"\n_{len(bad) - MARKDOWN_MAX_ROWS} more failures not shown (see the JSON "
+                       "or HTML report)._")
+        out.append("")
+        shown = 0
+        for lr in report.layers:
+            if lr.ok or shown >= 20:
+                continue
+            shown += 1
+            out += [f"<details><summary>{_md(component_of(lr))} {lr.dtype} {_md(run_label(lr))}: "
+                    f"{lr.status}</summary>", "", "```text", str(lr), "```", "", "</details>", ""]
+    if report.layers:
+        out += ["### Layers", "", "| # | component | dtype | run | status | first divergence | "
+                "max abs diff | max rel diff |", "|---:|---|---|---|---|---|---:|---:|"]
+        for i, lr in enumerate(report.layers[:MARKDOWN_MAX_ROWS]):
+            first = lr.first_divergence
+            a, r = worst(lr)
+            st = lr.status if lr.ok else f"**{lr.status}**"
+            out.append(f"| {i} | {_md(component_of(lr))} | {lr.dtype} | {_md(run_label(lr))} | {st} | "
+                       f"{_md(first.name) if first else ''} | {fmt_num(a)} | {fmt_num(r)} |")
+        if len(report.layers) > MARKDOWN_MAX_ROWS:
+            out.append(f"\n_{len(report.layers) - MARKDOWN_MAX_ROWS} more rows not shown._")
+        out.append("")
+    if report.figures:
+        out += ["### Figures", ""] + [f"- `{p}`" for p in report.figures] + [""]
+    return "\n".join(out)
+
+
+def write_markdown(report: RunReport, path: str | os.PathLike) -> Path:
+    return atomic_write_text(path, to_markdown(report))
+
+
+# ---------------------------------------------------------------------------------------
+# All of them, from the shared command-line options
+
+
+def _html(report: RunReport) -> str:
+    from harness.html_report import render_html
+
+    return render_html(report)
+
+
+RENDERERS: dict[str, tuple[str, Callable[[RunReport], str]]] = {
+    "json": ("--json", to_json),
+    "junit_xml": ("--junit-xml", to_junit_xml),
+    "html": ("--html", _html),
+    "markdown": ("--markdown", to_markdown),
+}
 
 
 def write_reports(report: RunReport, args: Any) -> None:
-    if getattr(args, "json", None):
-        write_json(report, args.json)
+    """Write every report the options ask for (``--json``, ``--junit-xml``, ``--html``,
+    ``--markdown``). All are rendered before any is written; each is written atomically.
+    A path that cannot be written is a usage error: message on stderr, ``SystemExit(2)``."""
+    wanted = [(flag, getattr(args, attr, None), render) for attr, (flag, render) in RENDERERS.items()]
+    wanted = [(flag, Path(p), render) for flag, p, render in wanted if p]
+    seen: dict[Path, str] = {}
+    for flag, path, _ in wanted:
+        key = path.resolve()
+        if key in seen:
+            _usage_exit(f"{flag} and {seen[key]} name the same file {path}")
+        seen[key] = flag
+        if path.is_dir():
+            _usage_exit(f"{flag} {path}: is a directory")
+    rendered = [(flag, path, render(report)) for flag, path, render in wanted]
+    for flag, path, text in rendered:
+        try:
+            atomic_write_text(path, text)
+        except OSError as exc:
+            _usage_exit(f"{flag} {path}: cannot write the report: {exc.strerror or exc}")
+
+
+def _usage_exit(msg: str) -> None:
+    print(f"nn-parity: error: {msg}", file=sys.stderr)
+    raise SystemExit(EXIT_USAGE)

@@ -1,4 +1,11 @@
-"""Terminal output: a rich console that respects NO_COLOR and non-TTY output."""
+"""Terminal output: a rich console that respects NO_COLOR and non-TTY output.
+
+* Output to a terminal gets colours and a progress bar (on stderr).
+* ``NO_COLOR`` (set and not empty, https://no-color.org) turns every ANSI style off, bold
+  included: the output is plain text with the same layout.
+* Output that is not a terminal (a pipe, a file, CI logs) is plain text, 160 columns wide
+  (``COLUMNS`` overrides), with no progress bar. ``FORCE_COLOR`` forces colours back on.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +13,7 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
+from typing import IO
 
 from rich.console import Console
 
@@ -14,10 +22,34 @@ from harness.compare import ERROR, FAIL, PASS, VACUOUS
 _STYLE = {PASS: "green", FAIL: "bold red", VACUOUS: "yellow", ERROR: "bold magenta"}
 
 
-def console(stderr: bool = False) -> Console:
-    no_color = "NO_COLOR" in os.environ or not (sys.stderr if stderr else sys.stdout).isatty()
-    return Console(stderr=stderr, no_color=no_color, highlight=False,
-                   width=None if sys.stdout.isatty() else 160)
+def no_color() -> bool:
+    return os.environ.get("NO_COLOR", "") != ""
+
+
+def _isatty(stream: IO[str]) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+def console(stderr: bool = False, file: IO[str] | None = None) -> Console:
+    """A console on ``file`` (default stdout, or stderr): styled only on a colour terminal."""
+    stream = file if file is not None else (sys.stderr if stderr else sys.stdout)
+    tty = _isatty(stream)
+    force = os.environ.get("FORCE_COLOR", "") != "" and not no_color()
+    kwargs: dict = {"file": stream, "highlight": False}
+    if no_color() or not (tty or force):
+        kwargs["color_system"] = None  # no ANSI escape at all, not even bold
+        kwargs["force_terminal"] = False
+    if not tty and "COLUMNS" not in os.environ:
+        kwargs["width"] = 160
+    return Console(**kwargs)
+
+
+def print_text(con: Console, text: str, style: str | None = None) -> None:
+    """Print ``text`` verbatim: no markup, no highlighting, long lines never re-wrapped."""
+    con.print(text, markup=False, highlight=False, soft_wrap=True, style=style)
 
 
 def status_text(status: str) -> str:
@@ -28,7 +60,7 @@ def status_text(status: str) -> str:
 @contextlib.contextmanager
 def progress_bar(label: str, total: int, enabled: bool = True) -> Iterator[Callable[[], None]]:
     """A rich progress bar on stderr when it is a terminal; a no-op otherwise."""
-    if not enabled or not sys.stderr.isatty():
+    if not enabled or not _isatty(sys.stderr):
         yield lambda: None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn

@@ -1,0 +1,251 @@
+"""pytest plugin ``nn_parity`` (entry point ``pytest11``): parity tests as one-liners.
+
+Installed with the package, it gives every test session:
+
+* :func:`assert_parity` ``(layer, module=None, **check_layer_kwargs)``: check one layer (or a
+  net with ``.layers``, or a layer class) against its PyTorch twin; on a mismatch it raises
+  :class:`ParityError` (an ``AssertionError``) whose message is the harness's report of the
+  failing tensors and a verdict, with the harness's own frames hidden from the traceback.
+* the ``parity`` fixture: ``assert_parity``, with defaults from a ``@pytest.mark.parity(...)``
+  marker; ``@pytest.mark.parity(dtypes=[...], seeds=[...])`` also parametrises the test.
+* :func:`parity_cases` ``(*targets, dtypes=..., seeds=...)``: ``pytest.param`` cases with ids
+  like ``Affine-float32-seed0``, and :func:`parity_test` which wraps them in a ready test.
+
+A whole test file for a user's layers::
+
+    import my_layers
+    from harness.pytest_plugin import parity_test
+    test_my_layers = parity_test(my_layers)
+
+tinygrad-style one-liners::
+
+    def test_affine(parity): parity(Affine(W, b))
+    def test_relu32(parity): parity(Relu(), dtype="float32", input_shape=(5, 9))
+
+``targets`` may be layer instances, layer classes (built like ``nn-parity check`` builds
+them: the registration's ``example`` or the registered base's example), modules (every layer
+class found in them, see :mod:`harness.user_modules`) or nets.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+DEFAULT_DTYPES = ("float32", "float64")
+DEFAULT_SEEDS = range(3)
+
+
+class ParityError(AssertionError):
+    """A scratch layer computes something other than its PyTorch twin. ``.report`` has it all."""
+
+    def __init__(self, message: str, report: Any = None) -> None:
+        super().__init__(message)
+        self.report = report
+
+
+def failure_message(report: Any) -> str:
+    """The failing tensors' reports and a verdict line (passing tensors are only named)."""
+    bad = report.failures
+    good = [r.tensor for r in report.results if r.ok]
+    lines = [f"{report.layer} [{report.dtype}, input {tuple(report.input_shape)}, seed {report.seed}]: "
+             f"{report.status}: scratch differs from PyTorch"]
+    first = report.first_divergence
+    if first is not None:
+        lines.append(f"first divergence: {first.name}")
+    lines.extend(str(r) for r in bad)
+    lines.append(f"verdict: {len(bad)} of {len(report.results)} tensors not passing "
+                 f"({', '.join(r.tensor for r in bad) or 'no tensors compared'})"
+                 + (f"; passed: {', '.join(good)}" if good else ""))
+    return "\n".join(lines)
+
+
+def is_autoloaded() -> bool:
+    """Whether pytest loads this plugin by itself (the package is installed, with its pytest11
+    entry point, and plugin autoloading is on). If not, enable it with ``-p harness.pytest_plugin``
+    or ``pytest_plugins = ["harness.pytest_plugin"]``."""
+    import os
+    from importlib.metadata import entry_points
+
+    if os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD"):
+        return False
+    return any(ep.value.strip() == __name__ for ep in entry_points(group="pytest11"))
+
+
+def _is_net(obj: Any) -> bool:
+    return hasattr(obj, "layers") and not hasattr(obj, "backward")
+
+
+def check_any(target: Any, module: Any = None, **kwargs: Any) -> Any:
+    """A :class:`~harness.report.LayerReport` for a layer, layer class, LayerSpec or net."""
+    from harness.check import check_layer, check_net
+    from harness.user_modules import LayerSpec, spec_for_class
+
+    if isinstance(target, type):
+        spec = spec_for_class(target)
+        if spec is None:
+            if module is None:
+                from harness.check import CheckError
+
+                raise CheckError(f"{target.__name__}: no PyTorch twin registered for it or its "
+                                 f"base classes; pass an instance and module=<torch module>")
+            target = target()
+        else:
+            target = spec
+    if isinstance(target, LayerSpec):
+        if module is not None:
+            return check_layer(target.build(kwargs.get("dtype", "float64"), kwargs.get("seed", 0)),
+                               module, **{"name": target.name, **kwargs})
+        return target.check(**kwargs)
+    if _is_net(target) and module is None:
+        return check_net(target, **kwargs)
+    return check_layer(target, module, **kwargs)
+
+
+def assert_parity(layer: Any, module: Any = None, **kwargs: Any) -> Any:
+    """Check ``layer`` against its twin (``module`` if given); raise :class:`ParityError` with
+    the precise report unless every tensor passes. Returns the LayerReport when it does.
+
+    ``kwargs`` go to :func:`harness.check_layer` (``dtype``, ``seed``, ``batch``,
+    ``input_shape``, ``x``, ``t``, ``tol``, ``weight_map``, ``numerical``...) or, for a net,
+    :func:`harness.check_net`.
+    """
+    __tracebackhide__ = True
+    report = check_any(layer, module, **kwargs)
+    if not report.ok:
+        raise ParityError(failure_message(report), report)
+    return report
+
+
+# ---------------------------------------------------------------------------------------
+# Parametrisation
+
+
+@dataclass
+class ParityCase:
+    """One parametrised check: ``case.check()`` asserts parity."""
+
+    target: Any
+    name: str
+    dtype: str
+    seed: int
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return f"{self.name}-{self.dtype}-seed{self.seed}"
+
+    def check(self) -> Any:
+        __tracebackhide__ = True
+        return assert_parity(self.target, dtype=self.dtype, seed=self.seed, **self.kwargs)
+
+    def __repr__(self) -> str:
+        return f"ParityCase({self.id})"
+
+
+def _expand(target: Any) -> list[tuple[str, Any]]:
+    from harness.user_modules import discover, spec_for_class
+
+    if isinstance(target, ModuleType):
+        specs = discover(target, prefix="")
+        if not specs:
+            from harness.check import CheckError
+
+            raise CheckError(f"parity_cases: no layers found in module {target.__name__}")
+        return [(s.name, s) for s in specs]
+    if isinstance(target, type):
+        spec = spec_for_class(target)
+        return [(target.__name__, spec if spec is not None else target)]
+    return [(type(target).__name__, target)]
+
+
+def parity_cases(*targets: Any, dtypes: Iterable[str] = DEFAULT_DTYPES,
+                 seeds: Iterable[int] = DEFAULT_SEEDS, **kwargs: Any) -> list[Any]:
+    """``pytest.param`` cases (ids ``<Layer>-<dtype>-seed<n>``) for every target x dtype x seed.
+
+    Use with ``@pytest.mark.parametrize("case", parity_cases(...))`` and ``case.check()``, or
+    let :func:`parity_test` write the test. ``kwargs`` go to every check (e.g. ``batch=8``).
+    """
+    dtypes, seeds = tuple(dtypes), tuple(seeds)
+    params = []
+    seen: dict[str, int] = {}
+    for target in targets:
+        for name, obj in _expand(target):
+            n = seen.get(name, 0)
+            seen[name] = n + 1
+            label = name if n == 0 else f"{name}{n + 1}"
+            for dtype in dtypes:
+                for seed in seeds:
+                    case = ParityCase(obj, label, str(dtype), int(seed), dict(kwargs))
+                    params.append(pytest.param(case, id=case.id))
+    return params
+
+
+def parity_test(*targets: Any, dtypes: Iterable[str] = DEFAULT_DTYPES,
+                seeds: Iterable[int] = DEFAULT_SEEDS, **kwargs: Any) -> Callable[..., None]:
+    """A parametrised test function checking every target; assign it to a ``test_*`` name."""
+    cases = parity_cases(*targets, dtypes=dtypes, seeds=seeds, **kwargs)
+
+    @pytest.mark.parametrize("parity_case", cases)
+    def test_parity(parity_case: ParityCase) -> None:
+        parity_case.check()
+
+    return test_parity
+
+
+# ---------------------------------------------------------------------------------------
+# Fixture, marker and hooks
+
+MARKER_DOC = ("parity(**kwargs): defaults for the parity fixture (dtype=, seed=, batch=, tol=, "
+              "input_shape=...); dtypes=[...] and/or seeds=[...] parametrise the test over them")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", MARKER_DOC)
+
+
+def _marker_kwargs(node: Any) -> dict[str, Any]:
+    merged: dict[str, Any] = {}
+    for mark in reversed(list(node.iter_markers("parity"))):  # closest marker wins
+        if mark.args:
+            raise pytest.UsageError("@pytest.mark.parity takes keyword arguments only")
+        merged.update(mark.kwargs)
+    return merged
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "_nn_parity_variant" not in metafunc.fixturenames:
+        return
+    kw = _marker_kwargs(metafunc.definition)
+    if "dtypes" not in kw and "seeds" not in kw:
+        return
+    dtypes = [str(d) for d in kw.get("dtypes", [kw.get("dtype", "float64")])]
+    seeds = [int(s) for s in kw.get("seeds", [kw.get("seed", 0)])]
+    variants = [{"dtype": d, "seed": s} for d in dtypes for s in seeds]
+    metafunc.parametrize("_nn_parity_variant", variants, indirect=True,
+                         ids=[f"{v['dtype']}-seed{v['seed']}" for v in variants])
+
+
+@pytest.fixture
+def _nn_parity_variant(request: pytest.FixtureRequest) -> dict[str, Any]:
+    return dict(getattr(request, "param", {}) or {})
+
+
+@pytest.fixture
+def parity(request: pytest.FixtureRequest, _nn_parity_variant: dict[str, Any]) -> Callable[..., Any]:
+    """``parity(layer, module=None, **kwargs)``: :func:`assert_parity` with the defaults of the
+    test's ``@pytest.mark.parity(...)`` marker (and its dtype/seed parametrisation)."""
+    defaults = {k: v for k, v in _marker_kwargs(request.node).items() if k not in ("dtypes", "seeds")}
+    defaults.update(_nn_parity_variant)
+
+    @functools.wraps(assert_parity)
+    def _parity(layer: Any, module: Any = None, **kwargs: Any) -> Any:
+        __tracebackhide__ = True
+        return assert_parity(layer, module, **{**defaults, **kwargs})
+
+    return _parity

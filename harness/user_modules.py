@@ -1,0 +1,358 @@
+"""Checking a user's own layers: ``nn-parity check --module my_layers.py``.
+
+A user module is imported (by file path or dotted name) and its layer classes are found:
+
+* a class **registered** in it with :func:`reference.register` (or the ``@register.twin``
+  decorator) is checked against its own twin. It is built with the registration's
+  ``example(rng, dtype)``; without one, with its zero-argument constructor.
+* a class that **subclasses a registered scratch layer** (``class Affine(scratch.Affine)``)
+  needs no registration: it is checked against the nearest registered base's twin. It is built
+  from that base's ``example``: its constructor is called with the example's parameters and
+  attributes matched by name (``Affine(W, b)``, ``SoftmaxWithLoss(eps=...)``, ``Relu()``);
+  if that is impossible the example itself is re-classed (its ``__dict__`` copied into an
+  instance of the subclass made with ``object.__new__``).
+
+Input shapes come from the twin's ``input_shape`` (inherited for subclasses) or, for a
+registration without one, from ``--input-shape`` (per sample; the batch is prepended).
+
+Every problem the user must fix (file not found, the import failed, no layers found, a layer
+that cannot be built) raises :class:`~harness.check.CheckError`: exit code 2 with a message.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+import importlib.util
+import inspect
+import os
+import re
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+from harness.check import CheckError, check_layer
+from harness.compare import ERROR, TensorResult
+from harness.report import LayerReport
+from reference.registry import Twin, lookup, registered, unregister
+
+HERE = Path(__file__).resolve().parent
+
+
+# ---------------------------------------------------------------------------------------
+# Importing
+
+
+def _is_path(spec: str) -> bool:
+    return spec.endswith(".py") or "/" in spec or os.sep in spec or Path(spec).exists()
+
+
+def _summarise(exc: BaseException, limit: int = 6) -> str:
+    """The user's side of a traceback: their frames (not importlib's nor ours) and the error."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__)
+              if not f.filename.startswith("<frozen") and not Path(f.filename).resolve().is_relative_to(HERE)]
+    lines = traceback.format_list(frames[-limit:])
+    lines += traceback.format_exception_only(type(exc), exc)
+    return "".join(lines).rstrip()
+
+
+def _module_name_for(path: Path) -> str:
+    stem = re.sub(r"\W", "_", path.stem) or "user_module"
+    if stem[0].isdigit():
+        stem = f"m_{stem}"
+    existing = sys.modules.get(stem)
+    if existing is None:
+        return stem
+    if getattr(existing, "__file__", None) and Path(existing.__file__).resolve() == path:
+        return stem
+    return f"nn_parity_user_{stem}"
+
+
+def import_user_module(spec: str) -> ModuleType:
+    """Import ``spec``: a ``.py`` file (its folder joins ``sys.path`` so it can import its
+    siblings), a package folder, or a dotted module name importable from ``sys.path``."""
+    if _is_path(spec):
+        path = Path(spec).expanduser()
+        if not path.exists():
+            raise CheckError(f"--module {spec}: file not found ({path.resolve()})")
+        path = path.resolve()
+        if path.is_dir():
+            if not (path / "__init__.py").is_file():
+                raise CheckError(f"--module {spec}: is a directory, not a Python file or package")
+            parent, name = path.parent, path.name
+            if str(parent) not in sys.path:
+                sys.path.insert(0, str(parent))
+            return _import_name(name, spec)
+        if path.suffix != ".py":
+            raise CheckError(f"--module {spec}: not a Python file (expected a .py file)")
+        name = _module_name_for(path)
+        if name in sys.modules:
+            return sys.modules[name]
+        if str(path.parent) not in sys.path:
+            sys.path.insert(0, str(path.parent))
+        mspec = importlib.util.spec_from_file_location(name, path)
+        if mspec is None or mspec.loader is None:  # pragma: no cover - .py files always load
+            raise CheckError(f"--module {spec}: cannot be imported")
+        module = importlib.util.module_from_spec(mspec)
+        sys.modules[name] = module
+        try:
+            mspec.loader.exec_module(module)
+        except KeyboardInterrupt:
+            sys.modules.pop(name, None)
+            raise
+        except BaseException as exc:
+            sys.modules.pop(name, None)
+            raise CheckError(f"--module {spec}: importing it raised "
+                             f"{type(exc).__name__}:\n{_summarise(exc)}") from exc
+        return module
+    return _import_name(spec, spec)
+
+
+def _import_name(name: str, spec: str) -> ModuleType:
+    try:
+        return importlib.import_module(name)
+    except KeyboardInterrupt:
+        raise
+    except ModuleNotFoundError as exc:
+        if exc.name and (name == exc.name or name.startswith(exc.name + ".")):
+            raise CheckError(f"--module {spec}: no such file, and no module named {exc.name!r} "
+                             f"on the Python path") from exc
+        raise CheckError(f"--module {spec}: importing it raised "
+                         f"{type(exc).__name__}:\n{_summarise(exc)}") from exc
+    except BaseException as exc:
+        raise CheckError(f"--module {spec}: importing it raised "
+                         f"{type(exc).__name__}:\n{_summarise(exc)}") from exc
+
+
+# ---------------------------------------------------------------------------------------
+# Finding and building layers
+
+
+@dataclass
+class LayerSpec:
+    """A layer class to check: its twin, and how an instance is made."""
+
+    name: str
+    cls: type
+    twin: Twin
+    how: str  # "registered" or "subclass of <Base>"
+    base_twin: Twin | None = None  # the registered base whose example builds a subclass
+    input_shape: tuple[int, ...] | None = None  # per sample, for twins without input_shape
+    notes: list[str] = field(default_factory=list)
+
+    def build(self, dtype: Any = np.float64, seed: int = 0) -> Any:
+        """A fresh instance (the built-in suite's convention: example rng seeded 1000 + seed)."""
+        rng = np.random.default_rng(1000 + seed)
+        dtype = np.dtype(dtype)
+        if self.base_twin is None:
+            if self.twin.example is not None:
+                return self.twin.example(rng, dtype)
+            if _required_args(self.cls):
+                raise CheckError(
+                    f"{self.name}: cannot build it: its constructor needs "
+                    f"{_required_args(self.cls)}; add example=lambda rng, dtype: "
+                    f"{self.cls.__name__}(...) to its registration")
+            return self.cls()
+        assert self.base_twin.example is not None
+        return construct_like(self.cls, self.base_twin.example(rng, dtype), self.notes)
+
+    def check(self, dtype: Any = np.float64, seed: int = 0, batch: int = 4,
+              input_shape: tuple[int, ...] | None = None, **kwargs: Any) -> LayerReport:
+        """``check_layer`` on a fresh instance. A failure to build it is an ERROR result."""
+        dtype = np.dtype(dtype)
+        try:
+            layer = self.build(dtype, seed)
+        except CheckError:
+            raise
+        except Exception as exc:
+            res = TensorResult(layer=self.name, tensor="construct", status=ERROR, dtype=dtype.name,
+                               message=f"building the layer raised {type(exc).__name__}: {exc}")
+            return LayerReport(layer=self.name, dtype=dtype.name, seed=seed, results=[res])
+        if input_shape is None and self.twin.input_shape is None:
+            per_sample = self.input_shape
+            if per_sample is None:
+                raise CheckError(
+                    f"{self.name}: no input shape: its registration has no input_shape= and no "
+                    f"--input-shape was given (e.g. --input-shape 9 for (batch, 9) inputs)")
+            input_shape = (batch, *per_sample)
+        return check_layer(layer, dtype=dtype, seed=seed, batch=batch, input_shape=input_shape,
+                           name=self.name, **kwargs)
+
+
+def _required_args(cls: type) -> list[str]:
+    try:
+        sig = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in sig.parameters.values()
+            if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+
+
+def construct_like(cls: type, template: Any, notes: list[str] | None = None) -> Any:
+    """An instance of ``cls`` (a subclass of ``type(template)``) configured like ``template``.
+
+    The constructor is called with ``template``'s parameters and attributes matched by
+    argument name; if an argument cannot be matched or the constructor raises, ``template``'s
+    ``__dict__`` is copied into ``object.__new__(cls)`` instead.
+    """
+    params = getattr(template, "params", None) or {}
+    attrs = vars(template)
+    try:
+        sig: inspect.Signature | None = inspect.signature(cls)
+    except (TypeError, ValueError):
+        sig = None
+    if sig is not None:
+        args: list[Any] = []
+        kwargs: dict[str, Any] = {}
+        missing = []
+        for p in sig.parameters.values():
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            if p.name in params:
+                value = np.array(params[p.name], copy=True)
+            elif p.name in attrs and not p.name.startswith("_"):
+                value = copy.deepcopy(attrs[p.name])
+            elif p.default is not p.empty:
+                continue
+            else:
+                missing.append(p.name)
+                continue
+            if p.kind is p.POSITIONAL_ONLY:
+                args.append(value)
+            else:
+                kwargs[p.name] = value
+        if not missing:
+            try:
+                return cls(*args, **kwargs)
+            except Exception as exc:
+                if notes is not None:
+                    notes.append(f"{cls.__name__}(...) raised {type(exc).__name__}: {exc}; "
+                                 f"checked a re-classed {type(template).__name__} example")
+        elif notes is not None:
+            notes.append(f"{cls.__name__}() needs {missing}, not in the "
+                         f"{type(template).__name__} example; checked a re-classed example")
+    obj = object.__new__(cls)
+    obj.__dict__.update(copy.deepcopy(attrs))
+    return obj
+
+
+def spec_for_class(cls: type, name: str | None = None) -> LayerSpec | None:
+    """How to check ``cls``, or None if neither it nor a base class is registered."""
+    table = registered()
+    name = name or cls.__name__
+    if cls in table:
+        return LayerSpec(name, cls, table[cls], "registered")
+    twin = lookup(cls)
+    if twin is None:
+        return None
+    base = next((b for b in cls.__mro__ if b in table and table[b].example is not None), None)
+    if base is None:
+        if _required_args(cls):
+            raise CheckError(f"{name}: subclasses {twin.scratch_cls.__name__}, whose registration "
+                             f"has no example=, and its constructor needs {_required_args(cls)}: "
+                             f"register it with example=lambda rng, dtype: {cls.__name__}(...)")
+        return LayerSpec(name, cls, twin, f"subclass of {twin.scratch_cls.__name__}")
+    return LayerSpec(name, cls, twin, f"subclass of {base.__name__}", base_twin=table[base])
+
+
+def discover(module: ModuleType, prefix: str | None = None) -> list[LayerSpec]:
+    """The layer classes defined in ``module`` that can be checked, in definition order."""
+    prefix = module.__name__.rsplit(".", 1)[-1] if prefix is None else prefix
+    found = []
+    for attr, obj in vars(module).items():
+        if not isinstance(obj, type) or obj.__module__ != module.__name__ or attr.startswith("_"):
+            continue
+        spec = spec_for_class(obj, f"{prefix}.{obj.__name__}" if prefix else obj.__name__)
+        if spec is not None:
+            found.append(spec)
+    return found
+
+
+# ---------------------------------------------------------------------------------------
+# The check command's --module
+
+
+@dataclass
+class _Loaded:
+    modules: list[ModuleType] = field(default_factory=list)
+    specs: list[LayerSpec] = field(default_factory=list)
+    case_names: list[str] = field(default_factory=list)
+
+
+_LOADED = _Loaded()
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"3,8,8"`` or ``"3x8x8"`` or ``"9"`` -> a per-sample shape (for argparse ``type=``)."""
+    import argparse
+
+    try:
+        dims = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+    except ValueError:
+        dims = ()
+    if not dims or any(d <= 0 for d in dims):
+        raise argparse.ArgumentTypeError(f"expected positive integers like 9 or 3,8,8, got {text!r}")
+    return dims
+
+
+def load_user_modules(specs: list[str], *, input_shape: Iterable[int] | None = None) -> list[ModuleType]:
+    """Import each user module, find its layers and add them to the check suite as cases of
+    group ``"user"`` named ``<module>.<Class>`` (see :func:`user_cases`)."""
+    from harness.suite import add_case
+
+    shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
+    modules = []
+    for spec in specs:
+        module = import_user_module(spec)
+        layers = discover(module)
+        if not layers:
+            raise CheckError(
+                f"--module {spec}: no layers found in {module.__name__}: define classes that "
+                f"subclass a scratch layer (e.g. class Affine(scratch.Affine)) or register them "
+                f"with reference.register(cls, torch_factory, weight_map)")
+        for ls in layers:
+            ls.input_shape = shape
+            add_case(ls.name, _case_runner(ls), group="user")
+            _LOADED.specs.append(ls)
+            _LOADED.case_names.append(ls.name)
+        modules.append(module)
+        _LOADED.modules.append(module)
+    return modules
+
+
+def _case_runner(ls: LayerSpec) -> Callable[[np.dtype, int, int], LayerReport]:
+    def run(dtype: np.dtype, seed: int, batch: int) -> LayerReport:
+        return ls.check(dtype, seed=seed, batch=batch)
+
+    return run
+
+
+def user_cases() -> list[Any]:
+    """The suite cases :func:`load_user_modules` added, in load order."""
+    from harness.suite import _EXTRA
+
+    names = set(_LOADED.case_names)
+    return [c for c in _EXTRA if c.name in names and c.group == "user"]
+
+
+def forget_user_modules() -> None:
+    """Undo :func:`load_user_modules`: drop its cases, registrations and imported modules."""
+    from harness.suite import _EXTRA
+
+    names = set(_LOADED.case_names)
+    _EXTRA[:] = [c for c in _EXTRA if not (c.group == "user" and c.name in names)]
+    for module in _LOADED.modules:
+        for cls, _twin in list(registered().items()):
+            if cls.__module__ == module.__name__:
+                unregister(cls)
+        if sys.modules.get(module.__name__) is module:
+            del sys.modules[module.__name__]
+    _LOADED.modules.clear()
+    _LOADED.specs.clear()
+    _LOADED.case_names.clear()
