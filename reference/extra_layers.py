@@ -1,0 +1,462 @@
+"""PyTorch twins of the classic BatchNormalization, Dropout, Convolution, Pooling and Flatten.
+
+Each twin is built *from the scratch layer's settings*, so a layer with classic conventions is
+checked against a torch module with the same conventions, and a layer switched to torch's
+conventions against torch's own code path. docs/conventions.md lists every difference and the
+switch that aligns it; :data:`CONVENTIONS` holds the same table as data.
+
+* BatchNormalization -> :class:`TwinBatchNorm`, torch's ``_BatchNorm`` (the code of
+  ``nn.BatchNorm1d/2d``) for input of any rank, with two switches: ``per_activation``
+  (flatten to (N, C*H*W) first, the classic 4-D behaviour) and ``biased_running_var``
+  (classic running-variance update). The output and all gradients always come from torch's
+  batch-norm kernel, except for one value per feature (batch 1), where torch refuses and the
+  twin writes the same formula out in torch ops (everything is then exactly 0 but ``beta``:
+  the harness reports VACUOUS).
+* Dropout -> :class:`MaskedDropout` (one injected mask, classic or inverted scaling), or the
+  real ``nn.Dropout``: ``prepare`` pins torch's RNG for that module and reads its mask back, so
+  both sides drop the same units.
+* Convolution -> ``nn.Conv2d`` (same weight layout, cross-correlation, zero padding).
+* Pooling -> ``nn.MaxPool2d`` (torch allows ``padding <= kernel / 2``); inputs are distinct
+  values so that no window has a tie.
+* Flatten -> ``nn.Flatten``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+from reference.registry import register
+from scratch.convolution import Convolution, Flatten, Pooling
+from scratch.normalization import BatchNormalization, Dropout
+
+# ---------------------------------------------------------------------------------------
+# Torch modules
+
+
+class TwinBatchNorm(_BatchNorm):
+    """torch's batch norm over dim 1 for 2-D to 5-D input, with the classic switches.
+
+    * ``momentum`` is torch's (the fraction of the batch statistic mixed in: classic 0.9 is
+      0.1 here).
+    * ``per_activation=True``: (N, C, H, W) is flattened to (N, C*H*W) first, so every
+      activation is a feature (the classic layer on 4-D input); ``False``: per channel, as
+      ``nn.BatchNorm2d``.
+    * ``biased_running_var=True``: the running variance is updated with the biased batch
+      variance (the classic rule) instead of torch's unbiased one. The output and its
+      gradients still come from torch's kernel (``torch.batch_norm`` with batch statistics);
+      only the buffer update is written out. ``False``: ``nn.BatchNorm``'s own forward.
+    """
+
+    def __init__(self, num_features: int, eps: float = 1e-5, momentum: float = 0.1, *,
+                 per_activation: bool = False, biased_running_var: bool = False) -> None:
+        super().__init__(num_features, eps=eps, momentum=momentum, affine=True,
+                         track_running_stats=True)
+        self.per_activation = per_activation
+        self.biased_running_var = biased_running_var
+
+    def _check_input_dim(self, input: torch.Tensor) -> None:
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2-D input (N, C, ...), got {input.dim()}-D")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shape = x.shape
+        if self.per_activation:
+            x = x.reshape(shape[0], -1)
+        self._check_input_dim(x)
+        if self.training and self.biased_running_var:
+            out = self._forward_classic_stats(x)
+        else:
+            out = super().forward(x)
+        return out.reshape(shape)
+
+    def _forward_classic_stats(self, x: torch.Tensor) -> torch.Tensor:
+        dims = [0, *range(2, x.dim())]
+        per_feature = x.numel() // x.shape[1]
+        view = [1, -1] + [1] * (x.dim() - 2)
+        if per_feature > 1:
+            out = torch.batch_norm(x, self.weight, self.bias, None, None, True, 0.0, self.eps,
+                                   False)
+        else:  # torch's kernel refuses one value per feature: the same formula in torch ops
+            mean = x.mean(dims, keepdim=True)
+            var = x.var(dims, unbiased=False, keepdim=True)
+            out = (x - mean) / torch.sqrt(var + self.eps) * self.weight.view(view) \
+                + self.bias.view(view)
+        with torch.no_grad():
+            m = self.momentum
+            mean, var = x.mean(dims), x.var(dims, unbiased=False)
+            self.running_mean.copy_((1 - m) * self.running_mean + m * mean)
+            self.running_var.copy_((1 - m) * self.running_var + m * var)
+            self.num_batches_tracked += 1
+        return out
+
+
+class MaskedDropout(nn.Module):
+    """Dropout with an injected keep-mask (True = keep): the same units as the scratch layer.
+
+    ``scale="inverted"`` is ``nn.Dropout``: ``x * mask / (1 - p)`` in training, ``x`` in eval.
+    ``scale="classic"``: ``x * mask`` in training, ``x * (1 - p)`` in eval.
+    """
+
+    def __init__(self, p: float = 0.5, scale: str = "inverted",
+                 mask: np.ndarray | None = None) -> None:
+        super().__init__()
+        self.p, self.scale = float(p), scale
+        self.mask: np.ndarray | None = None if mask is None else np.asarray(mask, dtype=bool)
+
+    def set_mask(self, mask: np.ndarray) -> None:
+        self.mask = np.asarray(mask, dtype=bool).copy()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x * (1.0 - self.p) if self.scale == "classic" else x
+        if self.mask is None:
+            raise RuntimeError("MaskedDropout has no mask: set_mask() it (the twin's prepare "
+                               "hook does) before a training forward")
+        if tuple(self.mask.shape) != tuple(x.shape):
+            raise RuntimeError(f"MaskedDropout mask {self.mask.shape} does not fit input "
+                               f"{tuple(x.shape)}")
+        keep = torch.from_numpy(self.mask).to(x.dtype)
+        if self.scale == "inverted":
+            keep = keep / (1.0 - self.p)  # what nn.Dropout computes: noise.div_(1 - p)
+        return x * keep
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, scale={self.scale!r}"
+
+
+def pin_torch_dropout(module: nn.Dropout, x: np.ndarray, seed: int) -> np.ndarray:
+    """Make ``module`` (a stock ``nn.Dropout``) draw its mask from a fixed seed on every call,
+    and return that mask for an input like ``x``.
+
+    The module's forward runs inside ``torch.random.fork_rng`` after ``manual_seed(seed)``:
+    the global RNG is untouched and every call draws the same mask. The mask is read back by
+    running the module once on ones.
+    """
+    cls_forward = type(module).forward
+
+    def pinned(inp: torch.Tensor) -> torch.Tensor:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return cls_forward(module, inp)
+
+    module.forward = pinned  # type: ignore[method-assign]
+    with torch.no_grad():
+        probe = pinned(torch.ones(x.shape, dtype=torch.from_numpy(np.asarray(x)).dtype))
+    return (probe != 0).numpy() if module.training else np.ones(x.shape, dtype=bool)
+
+
+# ---------------------------------------------------------------------------------------
+# Factories and hooks
+
+
+def batchnorm_factory(layer: BatchNormalization) -> TwinBatchNorm:
+    """The torch module with the scratch layer's settings and current running statistics."""
+    mod = TwinBatchNorm(layer.gamma.size, eps=layer.eps, momentum=1.0 - layer.momentum,
+                        per_activation=layer.mode == "classic",
+                        biased_running_var=not layer.unbiased_running_var)
+    with torch.no_grad():
+        mod.running_mean.copy_(torch.from_numpy(np.ascontiguousarray(layer.running_mean)))
+        mod.running_var.copy_(torch.from_numpy(np.ascontiguousarray(layer.running_var)))
+    return mod
+
+
+def batchnorm_input_shape(layer: BatchNormalization, n: int) -> tuple[int, ...]:
+    """(n, D) for the classic mode (4-D input flattens to this anyway); (n, C, 3, 3) per
+    channel. ``n`` is honoured: a batch of 1 is a vacuous check and is reported so."""
+    if layer.mode == "per_channel":
+        return (n, layer.gamma.size, 3, 3)
+    return (n, layer.gamma.size)
+
+
+def dropout_prepare(layer: Dropout, module: nn.Module | None, x: np.ndarray,
+                    rng: np.random.Generator) -> None:
+    """One mask for both sides: drawn from ``rng`` (``rand > p``), or, for a stock
+    ``nn.Dropout``, the one torch draws from a pinned seed. ``module`` is None when the
+    numerical gradient check freezes the scratch mask alone."""
+    if isinstance(module, nn.Dropout):
+        mask = pin_torch_dropout(module, x, int(rng.integers(0, 2**31 - 1)))
+    else:
+        mask = rng.random(np.shape(x)) > layer.dropout_ratio
+        if isinstance(module, MaskedDropout):
+            module.set_mask(mask)
+    layer.set_mask(mask)
+
+
+def distinct_values(layer: Any, shape: tuple[int, ...], dtype: np.dtype,
+                    rng: np.random.Generator) -> np.ndarray:
+    """A random permutation of evenly spaced values with unit variance: no two are equal, so
+    no pooling window has a tie and a central difference (h=1e-5) never reorders a window."""
+    size = math.prod(shape)
+    spacing = 2.0 * math.sqrt(3.0) / size
+    vals = (rng.permutation(size) - (size - 1) / 2.0) * spacing
+    return vals.reshape(shape).astype(dtype)
+
+
+def bn_example(rng: np.random.Generator, dtype: np.dtype, features: int = 6, mode: str = "classic",
+               stats: bool = True, **kw: Any) -> BatchNormalization:
+    gamma = (1.0 + 0.3 * rng.standard_normal(features)).astype(dtype)
+    beta = (0.2 * rng.standard_normal(features)).astype(dtype)
+    layer = BatchNormalization(gamma, beta, mode=mode, **kw)
+    if stats:  # running statistics that are not the initial ones
+        layer.running_mean = (0.5 * rng.standard_normal(features)).astype(dtype)
+        layer.running_var = (0.5 + rng.random(features)).astype(dtype)
+    return layer
+
+
+def conv_example(rng: np.random.Generator, dtype: np.dtype, fn: int = 4, c: int = 3, fh: int = 3,
+                 fw: int = 3, stride: int = 1, pad: int = 0) -> Convolution:
+    W = (rng.standard_normal((fn, c, fh, fw)) / math.sqrt(c * fh * fw)).astype(dtype)
+    b = (0.1 * rng.standard_normal(fn)).astype(dtype)
+    return Convolution(W, b, stride, pad)
+
+
+def _conv_factory(layer: Convolution) -> nn.Conv2d:
+    fn, c, fh, fw = layer.W.shape
+    return nn.Conv2d(c, fn, (fh, fw), stride=layer.stride, padding=layer.pad)
+
+
+# ---------------------------------------------------------------------------------------
+# Registration
+
+BN_CONVENTIONS = (
+    "momentum: classic keeps 0.9 of the old value, torch mixes in 0.1 (twin: 1 - momentum); "
+    "eps: classic 1e-6 (10e-7), torch 1e-5; running_var: classic starts at 0 and is biased, "
+    "torch starts at 1 and feeds the unbiased N/(N-1) variance (switches running_var_init, "
+    "unbiased_running_var); 4-D input: classic normalises per activation (BatchNorm1d on "
+    "C*H*W), BatchNorm2d per channel (mode='per_channel'). torch_defaults() aligns all."
+)
+
+register(
+    BatchNormalization,
+    batchnorm_factory,
+    {"gamma": "weight", "beta": "bias"},
+    buffer_map={"running_mean": "running_mean", "running_var": "running_var"},
+    input_shape=batchnorm_input_shape,
+    example=None,  # the suite's cases below use batches >= 3 (batch 1 is vacuous)
+    conventions=BN_CONVENTIONS,
+)
+register(
+    Dropout,
+    lambda layer: MaskedDropout(layer.dropout_ratio, layer.scale, layer.fixed_mask),
+    input_shape=lambda layer, n: (n, 16),
+    example=lambda rng, dtype: Dropout(0.5),
+    prepare=dropout_prepare,
+    conventions=(
+        "classic scales by (1 - p) at test time, nn.Dropout by 1/(1 - p) in training "
+        "(scale='inverted'); masks come from different RNGs: prepare injects one mask into "
+        "both sides (for nn.Dropout itself, by pinning its seed and reading the mask back)."
+    ),
+)
+register(
+    Convolution,
+    _conv_factory,
+    {"W": "weight", "b": "bias"},
+    input_shape=lambda layer, n: (n, layer.W.shape[1], 7, 7),
+    example=conv_example,
+    conventions="none: same (FN, C, FH, FW) layout, cross-correlation and zero padding.",
+)
+register(
+    Pooling,
+    lambda layer: nn.MaxPool2d((layer.pool_h, layer.pool_w), stride=layer.stride,
+                               padding=layer.pad),
+    input_shape=lambda layer, n: (n, 2, 6, 6),
+    example=lambda rng, dtype: Pooling(2, 2, stride=2),
+    make_input=distinct_values,
+    conventions=(
+        "classic pooling with pad > 0 is broken (output size ignores pad, zero padding); "
+        "the scratch Pooling pads with -inf and sizes the output like nn.MaxPool2d."
+    ),
+)
+register(
+    Flatten,
+    lambda layer: nn.Flatten(),
+    input_shape=lambda layer, n: (n, 2, 3, 3),
+    example=lambda rng, dtype: Flatten(),
+    conventions="none.",
+)
+
+
+# ---------------------------------------------------------------------------------------
+# The conventions table (docs/conventions.md has the same rows with numbers)
+
+CONVENTIONS: list[dict[str, str]] = [
+    {"component": "BatchNormalization", "twin": "TwinBatchNorm (nn.BatchNorm1d/2d code)",
+     "differs": "momentum 0.9 (keep) vs 0.1 (mix in)", "switch": "momentum (twin: 1 - momentum)"},
+    {"component": "BatchNormalization", "twin": "TwinBatchNorm",
+     "differs": "eps 1e-6 (10e-7) vs 1e-5", "switch": "eps"},
+    {"component": "BatchNormalization", "twin": "TwinBatchNorm",
+     "differs": "running_var starts at 0 vs 1", "switch": "running_var_init"},
+    {"component": "BatchNormalization", "twin": "TwinBatchNorm(biased_running_var)",
+     "differs": "running_var biased vs unbiased N/(N-1)", "switch": "unbiased_running_var"},
+    {"component": "BatchNormalization", "twin": "TwinBatchNorm(per_activation)",
+     "differs": "4-D: per activation (C*H*W) vs per channel (C)", "switch": "mode"},
+    {"component": "Dropout", "twin": "MaskedDropout / nn.Dropout",
+     "differs": "x*(1-p) at test time vs x/(1-p) in training", "switch": "scale"},
+    {"component": "Dropout", "twin": "MaskedDropout / nn.Dropout",
+     "differs": "masks from different RNGs", "switch": "set_mask (twin prepare hook)"},
+    {"component": "Convolution", "twin": "nn.Conv2d", "differs": "none", "switch": "-"},
+    {"component": "Pooling", "twin": "nn.MaxPool2d",
+     "differs": "classic pad > 0 broken; here fixed", "switch": "-"},
+    {"component": "Flatten", "twin": "nn.Flatten", "differs": "none", "switch": "-"},
+    {"component": "Momentum", "twin": "optim.SGD(momentum, dampening=0)",
+     "differs": "lr folded into the velocity (diverges when lr changes)", "switch": "form"},
+    {"component": "Nesterov", "twin": "optim.SGD(momentum, nesterov=True)",
+     "differs": "book code uses the updated velocity; lr folded in", "switch": "form"},
+    {"component": "AdaGrad", "twin": "optim.Adagrad", "differs": "eps 1e-7 vs 1e-10",
+     "switch": "eps (twin: eps=1e-7)"},
+    {"component": "RMSprop", "twin": "optim.RMSprop", "differs": "eps 1e-7 vs 1e-8; decay_rate = alpha",
+     "switch": "eps, decay_rate"},
+    {"component": "Adam", "twin": "optim.Adam", "differs": "eps added to uncorrected sqrt(v)",
+     "switch": "twin eps_t = eps / sqrt(1 - beta2**t) per step"},
+    {"component": "MultiLayerNet", "twin": "TorchNet + explicit L2",
+     "differs": "weight decay: 0.5*lambda*sum W^2 in the loss, weights only vs SGD(weight_decay)",
+     "switch": "weight_decay_lambda / explicit L2 term"},
+]
+
+
+# ---------------------------------------------------------------------------------------
+# A multi-step check of the running statistics from each side's own initial state
+
+
+def check_running_stats(layer: BatchNormalization, module: nn.Module | None = None, *,
+                        steps: int = 4, dtype: Any = np.float64, seed: int = 0, batch: int = 4,
+                        input_shape: tuple[int, ...] | None = None, name: str | None = None):
+    """Run ``steps`` training forwards on both sides from *their own* initial buffers (the
+    harness's ``check_layer`` copies the scratch buffers into torch first; this does not),
+    then one test-time forward. Compared: ``running_mean`` and ``running_var`` after every
+    step (stacked, shape (steps, D)) and the test-time ``out (eval)``.
+
+    ``module`` defaults to the twin built from the layer (aligned by construction); pass a
+    stock ``nn.BatchNorm1d/2d`` to see which conventions differ.
+    """
+    from harness.check import TORCH_DTYPE, as_float_dtype, copy_layer
+    from harness.compare import compare
+    from harness.report import LayerReport
+
+    dtype = as_float_dtype(dtype)
+    name = name or "BatchNormalization (running stats)"
+    work = copy_layer(layer, dtype)
+    work.running_mean = np.asarray(work.running_mean).astype(dtype)
+    work.running_var = np.asarray(work.running_var).astype(dtype)
+    mod = batchnorm_factory(work) if module is None else copy.deepcopy(module)
+    mod = mod.to(TORCH_DTYPE[dtype])
+    with torch.no_grad():
+        mod.weight.copy_(torch.from_numpy(work.gamma.copy()))
+        mod.bias.copy_(torch.from_numpy(work.beta.copy()))
+    shape = tuple(input_shape or batchnorm_input_shape(work, batch))
+    rng = np.random.default_rng(seed)
+    means, vars_, t_means, t_vars = [], [], [], []
+    for _ in range(steps):
+        x = (1.5 * rng.standard_normal(shape) + 0.5).astype(dtype)
+        work.forward(x, train_flg=True)
+        mod.train(True)
+        with torch.no_grad():
+            mod(torch.from_numpy(x))
+        means.append(np.asarray(work.running_mean))
+        vars_.append(np.asarray(work.running_var))
+        t_means.append(mod.running_mean.detach().numpy().copy())
+        t_vars.append(mod.running_var.detach().numpy().copy())
+    report = LayerReport(layer=name, dtype=dtype.name, input_shape=shape, seed=seed)
+    for tensor, mine, theirs in (("running_mean", means, t_means), ("running_var", vars_, t_vars)):
+        r = compare(np.stack(mine), np.stack(theirs), tensor=tensor, layer=name, dtype=dtype,
+                    vacuous_check=False)
+        if not r.ok and r.worst_index is not None:
+            r.message = (f"first differs after training step {_first_bad_step(mine, theirs, dtype)}"
+                         " (index 0 = after step 1)")
+        report.results.append(r)
+    x = (1.5 * rng.standard_normal(shape) + 0.5).astype(dtype)
+    mod.train(False)
+    with torch.no_grad():
+        out_t = mod(torch.from_numpy(x))
+    report.results.append(compare(work.forward(x, train_flg=False), out_t, tensor="out (eval)",
+                                  layer=name, dtype=dtype))
+    return report
+
+
+def _first_bad_step(mine: list[np.ndarray], theirs: list[np.ndarray], dtype: np.dtype) -> int:
+    from harness.compare import compare
+
+    for i, (a, e) in enumerate(zip(mine, theirs, strict=True)):
+        if not compare(a, e, tensor="", dtype=dtype, vacuous_check=False).ok:
+            return i + 1
+    return -1
+
+
+# ---------------------------------------------------------------------------------------
+# Extra cases for `nn-parity check`
+
+
+def _register_cases() -> None:
+    from harness.check import check_layer
+    from harness.suite import add_case
+
+    def bn_case(name: str, *, features: int = 6, mode: str = "classic", shape=None,
+                min_batch: int = 3, train: bool = True, **kw: Any) -> None:
+        def run(dtype: np.dtype, seed: int, batch: int):
+            layer = bn_example(np.random.default_rng(1000 + seed), np.dtype(dtype), features,
+                               mode, **kw)
+            n = max(batch, min_batch)  # batch 1 is vacuous and batch 2 nearly so (docs)
+            ishape = None if shape is None else (n, *shape)
+            return check_layer(layer, dtype=dtype, seed=seed, batch=n, input_shape=ishape,
+                               train=train, name=name)
+
+        add_case(name, run, group="layer")
+
+    bn_case("BatchNormalization")
+    bn_case("BatchNormalization (eval)", train=False)
+    bn_case("BatchNormalization (4-D, per activation)", features=2 * 3 * 3, shape=(2, 3, 3))
+    bn_case("BatchNormalization (4-D, per channel)", features=3, mode="per_channel",
+            shape=(3, 4, 4), min_batch=1)
+    bn_case("BatchNormalization (torch defaults, 4-D)", features=3, mode="per_channel",
+            shape=(3, 4, 4), min_batch=1, eps=1e-5, running_var_init=1.0,
+            unbiased_running_var=True)
+
+    def running_stats(dtype: np.dtype, seed: int, batch: int):
+        layer = bn_example(np.random.default_rng(1000 + seed), np.dtype(dtype), stats=False)
+        return check_running_stats(layer, dtype=dtype, seed=seed, batch=max(batch, 3),
+                                   name="BatchNormalization (running stats, 4 steps)")
+
+    add_case("BatchNormalization (running stats, 4 steps)", running_stats, group="layer")
+
+    def dropout_case(name: str, scale: str, train: bool, stock: bool) -> None:
+        def run(dtype: np.dtype, seed: int, batch: int):
+            layer = Dropout(0.5, scale)
+            module = nn.Dropout(0.5) if stock else None
+            return check_layer(layer, module, dtype=dtype, seed=seed, batch=batch, train=train,
+                               name=name)
+
+        add_case(name, run, group="layer")
+
+    dropout_case("Dropout (eval)", "classic", False, False)
+    dropout_case("Dropout (inverted) vs nn.Dropout", "inverted", True, True)
+    dropout_case("Dropout (inverted, eval) vs nn.Dropout", "inverted", False, True)
+
+    def layer_case(name: str, make, shape: tuple[int, ...]) -> None:
+        def run(dtype: np.dtype, seed: int, batch: int):
+            layer = make(np.random.default_rng(1000 + seed), np.dtype(dtype))
+            return check_layer(layer, dtype=dtype, seed=seed, input_shape=(batch, *shape),
+                               name=name)
+
+        add_case(name, run, group="layer")
+
+    layer_case("Convolution (stride 2, pad 1)",
+               lambda r, d: conv_example(r, d, fn=5, c=2, stride=2, pad=1), (2, 8, 7))
+    layer_case("Convolution (2x3 kernel, stride 2, pad 2)",
+               lambda r, d: conv_example(r, d, fn=3, c=2, fh=2, fw=3, stride=2, pad=2), (2, 6, 9))
+    layer_case("Convolution (30 filters 5x5, 28x28)",
+               lambda r, d: conv_example(r, d, fn=30, c=1, fh=5, fw=5), (1, 28, 28))
+    layer_case("Pooling (3x3, stride 2, pad 1)", lambda r, d: Pooling(3, 3, stride=2, pad=1),
+               (2, 7, 7))
+    layer_case("Pooling (3x3, stride 1, overlapping)", lambda r, d: Pooling(3, 3, stride=1),
+               (2, 5, 5))
+    layer_case("Pooling (2x2/2 on 7x7)", lambda r, d: Pooling(2, 2, stride=2), (3, 7, 7))
+
+
+_register_cases()
