@@ -16,7 +16,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.compare import ERROR, FAIL, PASS, VACUOUS, TensorResult, Tolerance, compare
+from harness.compare import (
+    ERROR,
+    FAIL,
+    PASS,
+    VACUOUS,
+    TensorResult,
+    Tolerance,
+    compare,
+    default_tolerance,
+)
 from harness.report import LayerReport
 from reference.registry import Twin, WeightSpec, lookup
 
@@ -171,37 +180,55 @@ def _check_finite(name: str, what: str, a: np.ndarray) -> None:
         raise CheckError(f"{name}: {what} contains NaN/Inf (first at index {first})")
 
 
-FLOW_FLOOR = 1e-6
-"""``dx`` below ``FLOW_FLOOR * max|dout|`` everywhere: no gradient flows (saturated input)."""
+def dx_tolerance(tol: Tolerance | None, dtype: np.dtype, dout: np.ndarray | None,
+                 expected: np.ndarray) -> tuple[Tolerance | None, str]:
+    """The tolerance for ``dx``: its rounding error scales with ``|dout|``, not with ``|dx|``.
+
+    ``dx = dout * f'(x)`` where ``f'`` is computed from O(1) terms (``1 - y*y``, ``y*(1-y)``):
+    near saturation ``f'`` is tiny but its absolute error stays ~eps, so ``dx`` is judged with
+    ``atol * max|dout|`` as its absolute floor when that exceeds ``atol * max|dx|``.
+    Returns the tolerance and its description ("" when the default scaling applies).
+    """
+    base = tol or default_tolerance(dtype)
+    if dout is None or not base.scaled or dout.size == 0:
+        return tol, ""
+    d, e = np.abs(dout[np.isfinite(dout)]), np.abs(expected[np.isfinite(expected)])
+    d_max, e_max = (float(d.max()) if d.size else 0.0), (float(e.max()) if e.size else 0.0)
+    if d_max <= e_max:
+        return tol, ""
+    atol = base.atol * d_max
+    return (Tolerance(base.rtol, atol, scaled=False),
+            f"rtol={base.rtol:.1e}, atol={base.atol:.1e} x max|dout| (= {atol:.2e})")
 
 
 def _mark_unexercised(results: list[TensorResult], x: np.ndarray, out: Any, dout: np.ndarray,
-                      dx_torch: Any, twin: Twin) -> None:
+                      dx_torch: np.ndarray, twin: Twin, dx_tol: Tolerance | None) -> None:
     """Turn PASS into VACUOUS where the input never reached the region that matters.
 
     * a layer without parameters whose output is its input and whose ``dx`` is its ``dout``
       acted as the identity (every ReLU input > 0): its nonlinearity was never exercised;
-    * ``dx`` that is tiny everywhere next to ``dout`` (a saturated sigmoid, tanh or softmax)
-      carries no information about the backward formula.
+    * a ``dx`` so small next to ``dout`` that an all-zero ``dx`` would pass too (a saturated
+      sigmoid, tanh or softmax): no gradient flows, the backward formula is not exercised.
     """
     by = {r.tensor: r for r in results if r.status == PASS}
-    if dx_torch is None or "dx" not in by:
+    if "dx" not in by:
         return
-    dxt = dx_torch.detach().cpu().numpy()
-    scale = float(np.max(np.abs(dout))) if dout.size else 0.0
     if (not twin.weight_map and "out" in by and np.shape(out) == x.shape
-            and np.array_equal(np.asarray(out), x) and np.array_equal(dxt, dout)):
+            and np.array_equal(np.asarray(out), x) and np.array_equal(dx_torch, dout)):
         for r in (by["out"], by["dx"]):
             r.status = VACUOUS
             r.message = ("the layer acted as the identity on this input (output == input, "
                          "dx == dout): its nonlinearity was never exercised, e.g. every ReLU "
                          "input > 0; use inputs on both sides of the kink")
-    elif dxt.size and scale > 0 and float(np.abs(dxt).max()) <= FLOW_FLOOR * scale:
+        return
+    finite = np.abs(dx_torch[np.isfinite(dx_torch)])
+    e_max = float(finite.max()) if finite.size else 0.0
+    if dx_tol is not None and not dx_tol.scaled and e_max * (1 - dx_tol.rtol) <= dx_tol.atol:
         r = by["dx"]
         r.status = VACUOUS
-        r.message = (f"no gradient flows: max|dx| = {float(np.abs(dxt).max()):.2e} <= "
-                     f"{FLOW_FLOOR:g} x max|dout| everywhere (a saturated input?): the backward "
-                     "is not exercised")
+        r.message = (f"no gradient flows: max|dx| = {e_max:.2e} is below the rounding floor "
+                     f"{dx_tol.atol:.2e} (atol x max|dout|), so an all-zero dx would pass too "
+                     "(a saturated input?): the backward is not exercised")
 
 
 # ---------------------------------------------------------------------------------------
@@ -286,8 +313,12 @@ def run_pair(
             results.append(_error(name, "backward", exc))
             return results, arrays
     arrays.update(dx=dx, dout=dout, t=t)
-    results.append(compare(None if dx is None else np.asarray(dx), xt.grad, tensor="dx",
-                           layer=name, tol=tol, dtype=dtype))
+    dx_torch = xt.grad.detach().cpu().numpy() if xt.grad is not None else np.zeros(x.shape, dtype)
+    dx_tol, dx_tol_text = dx_tolerance(tol, dtype, None if is_loss else dout, dx_torch)
+    results.append(compare(None if dx is None else np.asarray(dx), dx_torch, tensor="dx",
+                           layer=name, tol=dx_tol, dtype=dtype))
+    if dx_tol_text:
+        results[-1].tolerance_text = dx_tol_text
     torch_params = dict(module.named_parameters())
     grads = getattr(work, "grads", {}) or {}
     for k, spec in twin.weight_map.items():
@@ -302,7 +333,7 @@ def run_pair(
         results.append(r)
 
     if not is_loss and train:
-        _mark_unexercised(results, x_before, out, dout_before, xt.grad, twin)
+        _mark_unexercised(results, x_before, out, dout_before, dx_torch, twin, dx_tol)
 
     # nothing the layer was given may change
     results.append(_unchanged(name, "input x", x_before, x))

@@ -1,0 +1,335 @@
+"""The measured false-alarm rate: every correct component over many random seeds and shapes.
+
+``run_false_alarms(n)`` checks each correct component ``n`` times per dtype, each time with a
+fresh random shape (batch 1 to 64, fan-in up to 300, odd sizes included) and input magnitude,
+and counts the verdicts. On correct code every check must PASS: a FAIL is a false alarm (the
+tolerance is too tight), a VACUOUS means the generated input left a code path unexercised.
+It also records the largest difference seen per component and dtype, and the margin to the
+tolerance (``1 / worst ratio``, where ratio = |diff| / allowed at the worst element).
+
+``python -m harness.false_alarms --scaling`` prints how the scratch-vs-torch rounding
+difference grows with fan-in and with magnitude (docs/tolerances.md explains the numbers).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.compare import ERROR, FAIL, PASS, VACUOUS, TensorResult, default_tolerance
+from harness.report import LayerReport
+
+DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+Case = Callable[[np.dtype, int], LayerReport]
+
+
+# ---------------------------------------------------------------------------------------
+# Random cases: shapes, magnitudes and inputs that exercise every code path
+
+
+def both_signs(x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """``x`` with at least one negative and one positive element (both sides of a kink)."""
+    flat = x.reshape(-1)
+    if flat.size >= 2 and (np.all(flat > 0) or np.all(flat < 0)):
+        flat[rng.integers(flat.size)] *= -1
+    return x
+
+
+def away(shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator, scale: float = 1.0,
+         margin: float = 0.05) -> np.ndarray:
+    z = rng.standard_normal(shape)
+    return both_signs((scale * np.sign(z) * (margin + np.abs(z))).astype(dtype), rng)
+
+
+def size(rng: np.random.Generator, lo: int, hi: int) -> int:
+    """A log-uniform integer in [lo, hi]: mostly small (fast), the largest sizes still drawn."""
+    return int(np.exp(rng.uniform(np.log(lo), np.log(hi + 1))))
+
+
+def magnitude(rng: np.random.Generator, lo: float = -1.0, hi: float = 1.0) -> float:
+    return float(10 ** rng.uniform(lo, hi))
+
+
+def _affine(dtype: np.dtype, seed: int) -> LayerReport:
+    from harness.check import check_layer
+    from reference.layers import affine_example
+
+    r = np.random.default_rng(seed)
+    n_in, n_out, batch = size(r, 1, 300), size(r, 1, 64), size(r, 1, 64)
+    layer = affine_example(r, dtype, n_in, n_out)
+    shape = (batch, n_in) if n_in % 2 or r.random() < 0.5 else (batch, 2, n_in // 2)
+    x = magnitude(r) * r.standard_normal(shape)
+    return check_layer(layer, dtype=dtype, seed=seed, x=x)
+
+
+def _elementwise(cls_name: str, hi: float) -> Case:
+    def case(dtype: np.dtype, seed: int) -> LayerReport:
+        import scratch
+        from harness.check import check_layer
+
+        r = np.random.default_rng(seed)
+        shape = (size(r, 1, 64), size(r, 2, 300))
+        x = away(shape, dtype, r, magnitude(r, -1, hi))
+        return check_layer(getattr(scratch, cls_name)(), dtype=dtype, seed=seed, x=x)
+    return case
+
+
+def _softmax_loss(dtype: np.dtype, seed: int) -> LayerReport:
+    import scratch
+    from harness.check import check_layer
+
+    r = np.random.default_rng(seed)
+    batch, classes = size(r, 1, 64), size(r, 2, 100)
+    x = magnitude(r, -1, 1.3) * r.standard_normal((batch, classes))
+    t = r.integers(0, classes, batch)
+    layer = scratch.SoftmaxWithLoss(eps=0.0 if r.random() < 0.3 else 1e-7)
+    return check_layer(layer, dtype=dtype, seed=seed, x=x, t=t)
+
+
+def _mse(dtype: np.dtype, seed: int) -> LayerReport:
+    import scratch
+    from harness.check import check_layer
+
+    r = np.random.default_rng(seed)
+    shape = (size(r, 1, 64), size(r, 1, 50))
+    m = magnitude(r)
+    x, t = m * r.standard_normal(shape), m * r.standard_normal(shape)
+    layer = scratch.MeanSquaredError("mean" if r.random() < 0.5 else "classic")
+    return check_layer(layer, dtype=dtype, seed=seed, x=x, t=t)
+
+
+def _two_layer_net(dtype: np.dtype, seed: int) -> LayerReport:
+    import scratch
+    from harness.check import check_net
+
+    r = np.random.default_rng(seed)
+    n_in, hidden, out = size(r, 2, 300), size(r, 4, 64), size(r, 2, 20)
+    net = scratch.TwoLayerNet(n_in, hidden, out, weight_init_std=magnitude(r, -2, 0), seed=seed)
+    x = r.standard_normal((size(r, 1, 64), n_in))
+    return check_net(net, x, dtype=dtype, seed=seed)
+
+
+SPECIFIC: dict[str, Case] = {
+    "Affine": _affine,
+    "Relu": _elementwise("Relu", 1.0),
+    "Sigmoid": _elementwise("Sigmoid", 0.7),
+    "Tanh": _elementwise("Tanh", 0.5),
+    "SoftmaxWithLoss": _softmax_loss,
+    "MeanSquaredError": _mse,
+    "TwoLayerNet": _two_layer_net,
+}
+"""Components with a hand-written generator (random fan-in, width, classes, reduction...)."""
+
+
+def _registered_case(twin: Any) -> Case:
+    """Any other registered layer: its example, its default input, a random batch of 2..64."""
+    def case(dtype: np.dtype, seed: int) -> LayerReport:
+        from harness.check import check_layer
+
+        r = np.random.default_rng(seed)
+        layer = twin.example(r, dtype)
+        return check_layer(layer, dtype=dtype, seed=seed, batch=size(r, 2, 64),
+                           name=twin.name)
+    return case
+
+
+def _suite_case(run: Callable[[np.dtype, int, int], LayerReport]) -> Case:
+    def case(dtype: np.dtype, seed: int) -> LayerReport:
+        return run(dtype, seed, int(np.random.default_rng(seed).integers(2, 17)))
+    return case
+
+
+def components() -> dict[str, Case]:
+    """Every correct component: the hand-written generators, every other registered layer
+    with an example, and every extra suite case (optimizers, nets) added by plugins."""
+    from harness.suite import _EXTRA, _load_plugins
+    from reference.registry import registered
+
+    _load_plugins()
+    out: dict[str, Case] = dict(SPECIFIC)
+    for twin in registered().values():
+        if twin.example is not None and twin.name not in out:
+            out[twin.name] = _registered_case(twin)
+    for c in _EXTRA:
+        out.setdefault(c.name, _suite_case(c.run))
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Running and tallying
+
+
+@dataclass
+class Stats:
+    """One component in one dtype: verdict counts and the largest differences seen."""
+
+    component: str
+    dtype: str
+    runs: int = 0
+    counts: dict[str, int] = field(default_factory=lambda: {PASS: 0, FAIL: 0, VACUOUS: 0, ERROR: 0})
+    max_abs: float = 0.0
+    max_rel: float = 0.0
+    worst_ratio: float = 0.0  # the largest |diff| / allowed seen, over every tensor
+    worst_tensor: str = ""
+    examples: list[str] = field(default_factory=list)  # the first few non-PASS, reproducible
+    seconds: float = 0.0
+
+    @property
+    def margin(self) -> float:
+        """How many times larger the tolerance is than the worst difference seen."""
+        return math.inf if self.worst_ratio == 0 else 1.0 / self.worst_ratio
+
+    def add(self, seed: int, report: LayerReport) -> None:
+        self.runs += 1
+        status = report.status
+        self.counts[status] = self.counts.get(status, 0) + 1
+        for r in report.results:
+            self._tensor(r)
+        if status != PASS and len(self.examples) < 3:
+            bad = report.first_divergence
+            self.examples.append(f"seed {seed}, input {report.input_shape}: {status} "
+                                 f"{bad.name if bad else ''} {bad.message if bad else ''}".strip())
+
+    def _tensor(self, r: TensorResult) -> None:
+        if r.status not in (PASS, FAIL) or not r.total or "unchanged" in r.tensor:
+            return
+        ratio = float(r.extra.get("worst_ratio", 0.0))
+        if math.isfinite(r.max_abs):
+            self.max_abs = max(self.max_abs, r.max_abs)
+        if math.isfinite(r.max_rel):
+            self.max_rel = max(self.max_rel, r.max_rel)
+        if ratio > self.worst_ratio:
+            self.worst_ratio, self.worst_tensor = ratio, r.name
+
+    def row(self) -> dict[str, Any]:
+        return {"component": self.component, "dtype": self.dtype, "runs": self.runs,
+                "fail": self.counts[FAIL], "vacuous": self.counts[VACUOUS],
+                "error": self.counts[ERROR], "max_abs": self.max_abs, "max_rel": self.max_rel,
+                "worst_ratio": self.worst_ratio, "worst_tensor": self.worst_tensor,
+                "margin": self.margin, "examples": self.examples, "seconds": self.seconds}
+
+
+def iter_false_alarms(n: int, dtypes: tuple[np.dtype, ...] = DTYPES,
+                      only: list[str] | None = None) -> Iterator[Stats]:
+    """Yield one :class:`Stats` per component x dtype after ``n`` random checks of it."""
+    import fnmatch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is faster and leaves the other core free
+    try:
+        for name, case in components().items():
+            if only and not any(fnmatch.fnmatch(name, p) for p in only):
+                continue
+            for dtype in dtypes:
+                st = Stats(name, dtype.name)
+                t0 = time.perf_counter()
+                with np.errstate(all="ignore"), warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    for seed in range(n):
+                        st.add(seed, case(dtype, seed))
+                st.seconds = time.perf_counter() - t0
+                yield st
+    finally:
+        torch.set_num_threads(threads)
+
+
+def run_false_alarms(n: int = 1000, dtypes: tuple[np.dtype, ...] = DTYPES,
+                     only: list[str] | None = None) -> list[Stats]:
+    return list(iter_false_alarms(n, dtypes, only))
+
+
+# ---------------------------------------------------------------------------------------
+# How the rounding difference scales (the basis of the tolerances)
+
+
+def _affine_pair(dtype: np.dtype, fan_in: int, mag: float, batch: int,
+                 seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Scratch Affine and torch Linear on the same weights, input (scaled by ``mag``) and
+    upstream gradient: (scratch, torch) for out, dx and dW."""
+    from harness.check import TORCH_DTYPE
+    from reference.layers import affine_example
+
+    r = np.random.default_rng(seed)
+    layer = affine_example(r, dtype, fan_in, 16)
+    x = (mag * r.standard_normal((batch, fan_in))).astype(dtype)
+    dout = r.standard_normal((batch, 16)).astype(dtype)
+    out, dx = layer.forward(x), layer.backward(dout)
+    W = torch.tensor(layer.params["W"], dtype=TORCH_DTYPE[dtype], requires_grad=True)
+    xt = torch.tensor(x, requires_grad=True)
+    out_t = torch.nn.functional.linear(xt, W.T, torch.tensor(layer.params["b"]))
+    out_t.backward(torch.tensor(dout))
+    return {"out": (out, out_t.detach().numpy()), "dx": (dx, xt.grad.numpy()),
+            "dW": (layer.grads["W"], W.grad.numpy())}
+
+
+def scaling(fan_ins: tuple[int, ...] = (4, 16, 64, 256, 1024, 4096),
+            magnitudes: tuple[float, ...] = (1e-3, 1.0, 1e3), batch: int = 32,
+            seeds: int = 5) -> list[dict[str, Any]]:
+    """Affine scratch vs torch: the largest |diff| of ``out``, ``dx`` and ``dW`` per fan-in and
+    input magnitude, absolute and relative to max|expected| (what the scaled atol judges) in
+    units of the dtype's machine epsilon."""
+    rows = []
+    for dtype in DTYPES:
+        eps = float(np.finfo(dtype).eps)
+        for fan_in in fan_ins:
+            for mag in magnitudes:
+                row: dict[str, Any] = {"dtype": dtype.name, "fan_in": fan_in, "magnitude": mag}
+                for seed in range(seeds):
+                    for t, (a, e) in _affine_pair(dtype, fan_in, mag, batch, seed).items():
+                        d = float(np.max(np.abs(a.astype(np.float64) - e)))
+                        rel = d / float(np.max(np.abs(e))) / eps
+                        row[f"{t}_abs"] = max(row.get(f"{t}_abs", 0.0), d)
+                        row[f"{t}_scaled_eps"] = max(row.get(f"{t}_scaled_eps", 0.0), rel)
+                rows.append(row)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m harness.false_alarms",
+                                description="measure the false-alarm rate of the checks")
+    p.add_argument("-n", type=int, default=1000, help="random seeds per component and dtype")
+    p.add_argument("--only", action="append", metavar="PATTERN")
+    p.add_argument("--scaling", action="store_true",
+                   help="print how the difference grows with fan-in and magnitude")
+    args = p.parse_args(argv)
+    if args.scaling:
+        print_scaling(scaling())
+        return 0
+    t0 = time.perf_counter()
+    stats = []
+    for st in iter_false_alarms(args.n, only=args.only):
+        stats.append(st)
+        print(format_stats(st), flush=True)
+    fails = sum(s.counts[FAIL] + s.counts[ERROR] for s in stats)
+    print(f"{fails} false alarm(s) in {sum(s.runs for s in stats)} checks "
+          f"({time.perf_counter() - t0:.1f} s)")
+    return 1 if fails else 0
+
+
+def format_stats(s: Stats) -> str:
+    tol = default_tolerance(s.dtype)
+    return (f"{s.component:24s} {s.dtype:8s} runs {s.runs:5d}  FAIL {s.counts[FAIL]:3d}  "
+            f"VACUOUS {s.counts[VACUOUS]:3d}  ERROR {s.counts[ERROR]:3d}  max_abs {s.max_abs:8.2e}  "
+            f"max_rel {s.max_rel:8.2e}  worst {s.worst_ratio:8.2e} of tol "
+            f"(rtol {tol.rtol:.0e}) at {s.worst_tensor}  {s.seconds:5.1f}s")
+
+
+def print_scaling(rows: list[dict[str, Any]]) -> None:
+    print("| dtype | fan-in | magnitude | out max abs | out / (eps max|out|) | dx / (eps max|dx|) "
+          "| dW / (eps max|dW|) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for r in rows:
+        print(f"| {r['dtype']} | {r['fan_in']} | {r['magnitude']:g} | {r['out_abs']:.2e} | "
+              f"{r['out_scaled_eps']:.2f} | {r['dx_scaled_eps']:.2f} | {r['dW_scaled_eps']:.2f} |")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())
