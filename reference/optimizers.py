@@ -1,0 +1,304 @@
+"""Torch twins of the scratch optimizers, and the checks that run both side by side.
+
+:func:`check_optimizer` gives a scratch optimizer and its torch twin the same parameters and
+the same sequence of gradients (random, from a seed) for several steps, and compares the
+parameters after every step. The twins (:func:`torch_twin`):
+
+============  ====================================================================
+scratch       torch
+============  ====================================================================
+SGD           ``optim.SGD(lr)``
+Momentum      ``optim.SGD(lr, momentum, dampening=0)``; classic form: equal only while
+              ``lr`` is constant (``form="torch"``: always)
+Nesterov      ``optim.SGD(lr, momentum, nesterov=True)``; ``form="bengio"``: equal while
+              ``lr`` is constant, ``form="torch"``: always, the book's form: never
+AdaGrad       ``optim.Adagrad(lr, eps=1e-7)`` (torch's default eps is 1e-10)
+RMSprop       ``optim.RMSprop(lr, alpha=decay_rate, eps=1e-7)`` (torch's eps is 1e-8)
+Adam          ``optim.Adam(lr, betas, eps=eps_t)`` with ``eps_t = 1e-7 / sqrt(1 - beta2**t)``
+              set before step t: the stock torch Adam computes the classic update exactly
+============  ====================================================================
+
+:func:`check_weight_decay` shows the classic L2 weight decay (``0.5*lambda*sum W**2`` in the
+loss, weights only) against its torch equivalent (the same explicit term) and against
+``optim.SGD(weight_decay=lambda)`` (every parameter, not in the loss).
+
+Importing this module adds the optimizer cases to ``nn-parity check``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+import reference.extra_layers  # noqa: F401  (registers the layer twins and their cases)
+from harness.check import TORCH_DTYPE, as_float_dtype
+from harness.compare import FAIL, TensorResult, compare
+from harness.report import LayerReport
+from scratch.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, Optimizer, RMSprop
+
+TorchFactory = Callable[[list[torch.Tensor]], torch.optim.Optimizer]
+BeforeStep = Callable[[torch.optim.Optimizer, int], None]
+
+
+@dataclass
+class OptimizerTwin:
+    """How to build the torch optimizer for a scratch one, and what to do before step t."""
+
+    factory: TorchFactory
+    before_step: BeforeStep | None = None
+    description: str = ""
+
+
+def adam_eps_schedule(eps: float, beta2: float) -> BeforeStep:
+    """Set torch Adam's eps to ``eps / sqrt(1 - beta2**t)`` before step t.
+
+    Classic: ``p -= lr*sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps)``.
+    torch:   ``p -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps_t)``.
+    Multiplying the torch denominator by ``sqrt(1-b2^t)`` shows they are equal exactly when
+    ``eps_t = eps / sqrt(1-b2^t)``.
+    """
+
+    def before(opt: torch.optim.Optimizer, t: int) -> None:
+        for group in opt.param_groups:
+            group["eps"] = eps / math.sqrt(1.0 - beta2 ** t)
+
+    return before
+
+
+def torch_twin(opt: Optimizer) -> OptimizerTwin:
+    """The torch optimizer with the scratch optimizer's hyper-parameters and conventions."""
+    if isinstance(opt, SGD):
+        return OptimizerTwin(lambda ps: torch.optim.SGD(ps, lr=opt.lr), None, "optim.SGD(lr)")
+    if isinstance(opt, Momentum):
+        return OptimizerTwin(
+            lambda ps: torch.optim.SGD(ps, lr=opt.lr, momentum=opt.momentum, dampening=0.0),
+            None, "optim.SGD(lr, momentum, dampening=0)")
+    if isinstance(opt, Nesterov):
+        return OptimizerTwin(
+            lambda ps: torch.optim.SGD(ps, lr=opt.lr, momentum=opt.momentum, dampening=0.0,
+                                       nesterov=True),
+            None, "optim.SGD(lr, momentum, nesterov=True)")
+    if isinstance(opt, AdaGrad):
+        return OptimizerTwin(lambda ps: torch.optim.Adagrad(ps, lr=opt.lr, eps=opt.eps),
+                             None, f"optim.Adagrad(lr, eps={opt.eps:g})")
+    if isinstance(opt, RMSprop):
+        return OptimizerTwin(
+            lambda ps: torch.optim.RMSprop(ps, lr=opt.lr, alpha=opt.decay_rate, eps=opt.eps),
+            None, f"optim.RMSprop(lr, alpha=decay_rate, eps={opt.eps:g})")
+    if isinstance(opt, Adam):
+        return OptimizerTwin(
+            lambda ps: torch.optim.Adam(ps, lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps),
+            adam_eps_schedule(opt.eps, opt.beta2),
+            "optim.Adam(lr, betas, eps=eps/sqrt(1-beta2**t) per step)")
+    raise TypeError(f"no torch twin for optimizer {type(opt).__name__}: pass torch_optimizer=")
+
+
+DEFAULT_SHAPES: dict[str, tuple[int, ...]] = {"W1": (5, 4), "b1": (4,), "W2": (4, 3), "b2": (3,)}
+
+
+def _schedule(lr_schedule: dict[int, float] | Callable[[int], float | None] | None,
+              t: int) -> float | None:
+    if lr_schedule is None:
+        return None
+    if callable(lr_schedule):
+        return lr_schedule(t)
+    return lr_schedule.get(t)
+
+
+def check_optimizer(
+    optimizer: Optimizer,
+    torch_optimizer: TorchFactory | None = None,
+    *,
+    before_step: BeforeStep | None = None,
+    dtype: Any = np.float64,
+    seed: int = 0,
+    steps: int = 6,
+    shapes: dict[str, tuple[int, ...]] | None = None,
+    lr_schedule: dict[int, float] | Callable[[int], float | None] | None = None,
+    grad_scale: float = 1.0,
+    name: str | None = None,
+) -> LayerReport:
+    """Run ``optimizer`` (a fresh copy of it) and its torch twin on the same parameters and
+    gradients for ``steps`` steps; compare every parameter after every step.
+
+    * ``torch_optimizer``: ``params -> torch.optim.Optimizer``; default :func:`torch_twin`.
+      ``before_step(torch_opt, t)`` runs before torch's step t (1-based), e.g. Adam's eps.
+    * ``lr_schedule``: ``{step: lr}`` or ``t -> lr | None``: the learning rate set on both
+      sides (``opt.lr`` and every param group's ``lr``) before step t.
+    * ``grad_scale``: gradients are ``grad_scale * standard normal``; a small scale shows
+      where eps matters.
+
+    One result per parameter, named like the parameter, comparing the stacked trajectory
+    (shape ``(steps, *param.shape)``; index 0 = after step 1); a FAIL says the first step at
+    which it differs. A last result checks that ``update`` changed the arrays in place.
+    """
+    dtype = as_float_dtype(dtype)
+    opt = copy.deepcopy(optimizer)
+    label = name or type(opt).__name__
+    rng = np.random.default_rng(seed)
+    shapes = dict(shapes or DEFAULT_SHAPES)
+    params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
+    originals = dict(params)
+    tparams = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in params.items()}
+    if torch_optimizer is None:
+        twin = torch_twin(opt)
+        torch_optimizer, before_step = twin.factory, before_step or twin.before_step
+    topt = torch_optimizer(list(tparams.values()))
+    ours: dict[str, list[np.ndarray]] = {k: [] for k in params}
+    theirs: dict[str, list[np.ndarray]] = {k: [] for k in params}
+    for t in range(1, steps + 1):
+        lr = _schedule(lr_schedule, t)
+        if lr is not None:
+            opt.lr = lr
+            for group in topt.param_groups:
+                group["lr"] = lr
+        grads = {k: (grad_scale * rng.standard_normal(s)).astype(dtype) for k, s in shapes.items()}
+        for k, p in tparams.items():
+            p.grad = torch.from_numpy(grads[k].copy()).to(TORCH_DTYPE[dtype])
+        opt.update(params, grads)
+        if before_step is not None:
+            before_step(topt, t)
+        topt.step()
+        for k in params:
+            ours[k].append(np.array(params[k], copy=True))
+            theirs[k].append(tparams[k].detach().numpy().copy())
+    report = LayerReport(layer=label, dtype=dtype.name, input_shape=(steps,), seed=seed)
+    for k in params:
+        r = compare(np.stack(ours[k]), np.stack(theirs[k]), tensor=k, layer=label, dtype=dtype)
+        if not r.ok:
+            bad = [i for i in range(steps)
+                   if not compare(ours[k][i], theirs[k][i], tensor=k, dtype=dtype,
+                                  vacuous_check=False).ok]
+            if bad:
+                r.message = (f"{k} first differs after step {bad[0] + 1} of {steps} "
+                             f"(index 0 = after step 1). {r.message}").strip()
+        report.results.append(r)
+    rebound = [k for k in params if params[k] is not originals[k]]
+    res = TensorResult(layer=label, tensor="params updated in place", status="PASS",
+                       total=len(params))
+    if rebound:
+        res.status, res.mismatched = FAIL, len(rebound)
+        res.message = (f"update() replaced {rebound} with new arrays: layers sharing the old "
+                       "arrays never see the update")
+    report.results.append(res)
+    report.info["torch"] = repr(topt).splitlines()[0] if topt is not None else ""
+    return report
+
+
+# ---------------------------------------------------------------------------------------
+# Weight decay: the classic L2 term vs torch's weight_decay
+
+
+WEIGHT_DECAY_CONVENTIONS = ("explicit_l2", "sgd_weight_decay")
+
+
+def check_weight_decay(
+    net: Any,
+    *,
+    convention: str = "explicit_l2",
+    lr: float = 0.1,
+    seed: int = 0,
+    batch: int = 4,
+    name: str | None = None,
+) -> LayerReport:
+    """The classic weight decay of ``net`` (``weight_decay_lambda``) against torch.
+
+    ``convention="explicit_l2"``: the torch twin (``reference.nets.TorchNet``) adds the same
+    ``0.5 * lambda * sum ||W||^2`` over the weights to its loss and takes a plain SGD step:
+    loss, every gradient and every parameter after the step agree.
+    ``convention="sgd_weight_decay"``: the twin's loss has no L2 term and the step is
+    ``optim.SGD(lr, weight_decay=lambda)``: the loss and the weight gradients differ (torch
+    adds lambda*W inside the optimizer, not to the loss), the weights after the step agree,
+    and every bias (and gamma/beta) after the step differs (torch decays them too).
+
+    Results: ``loss``, ``d<key>`` per parameter, ``<key> after step`` per parameter.
+    """
+    if convention not in WEIGHT_DECAY_CONVENTIONS:
+        raise ValueError(f"convention must be one of {WEIGHT_DECAY_CONVENTIONS}, got {convention!r}")
+    from reference.nets import TorchNet
+
+    work = copy.deepcopy(net)  # deepcopy keeps params and layers sharing their arrays
+    dtype = np.dtype(work.dtype)
+    lam = float(getattr(work, "weight_decay_lambda", 0.0))
+    label = name or f"{type(net).__name__} weight decay ({convention})"
+    rng = np.random.default_rng(seed)
+    n_in = next(iter(work.params.values())).shape[0]
+    x = rng.standard_normal((batch, n_in)).astype(dtype)
+    t = rng.integers(0, work.output_size, size=batch)
+    tnet = TorchNet(work)
+    if convention == "sgd_weight_decay":
+        tnet.weight_decay_lambda = 0.0
+    tnet.train(True)
+    loss_t = tnet.loss(torch.from_numpy(x), torch.from_numpy(t))  # installs dropout masks
+    loss_t.backward()
+    loss_s = work.loss(x, t, train_flg=True)
+    grads = work.gradient(x, t)
+    report = LayerReport(layer=label, dtype=dtype.name, input_shape=x.shape, seed=seed)
+    report.results.append(compare(np.asarray(loss_s), loss_t, tensor="loss", layer=label,
+                                  dtype=dtype))
+    tgrads = tnet.grads()
+    for k in work.params:
+        report.results.append(compare(grads[k], tgrads[k], tensor=f"d{k}", layer=label,
+                                      dtype=dtype))
+    SGD(lr).update(work.params, grads)
+    wd = lam if convention == "sgd_weight_decay" else 0.0
+    torch.optim.SGD(tnet.parameters(), lr=lr, weight_decay=wd).step()
+    after = tnet.params_numpy()
+    for k in work.params:
+        report.results.append(compare(work.params[k], after[k], tensor=f"{k} after step",
+                                      layer=label, dtype=dtype))
+    return report
+
+
+# ---------------------------------------------------------------------------------------
+# Cases for `nn-parity check`
+
+
+def _shapes(batch: int) -> dict[str, tuple[int, ...]]:
+    return {"W1": (batch + 2, 4), "b1": (4,), "W2": (4, 3), "b2": (3,)}
+
+
+def _register_cases() -> None:
+    from harness.suite import add_case
+
+    def case(name: str, make: Callable[[], Optimizer], **kw: Any) -> None:
+        def run(dtype: np.dtype, seed: int, batch: int) -> LayerReport:
+            return check_optimizer(make(), dtype=dtype, seed=seed, shapes=_shapes(batch),
+                                   name=name, **kw)
+
+        add_case(name, run, group="optimizer")
+
+    case("SGD", lambda: SGD(lr=0.1))
+    case("Momentum", lambda: Momentum(lr=0.1, momentum=0.9))
+    case("Momentum (form='torch', lr schedule)", lambda: Momentum(lr=0.1, form="torch"),
+         lr_schedule={4: 0.03})
+    case("Nesterov (form='bengio')", lambda: Nesterov(lr=0.1, form="bengio"))
+    case("Nesterov (form='torch', lr schedule)", lambda: Nesterov(lr=0.1, form="torch"),
+         lr_schedule={4: 0.03})
+    case("AdaGrad", lambda: AdaGrad(lr=0.1))
+    case("AdaGrad (grads ~1e-7: eps matters)", lambda: AdaGrad(lr=0.1), grad_scale=1e-7)
+    case("RMSprop", lambda: RMSprop(lr=0.01))
+    case("RMSprop (grads ~1e-7: eps matters)", lambda: RMSprop(lr=0.01), grad_scale=1e-7)
+    case("Adam", lambda: Adam(lr=0.01))
+    case("Adam (grads ~1e-7: eps matters)", lambda: Adam(lr=0.01), grad_scale=1e-7)
+
+    def weight_decay(dtype: np.dtype, seed: int, batch: int) -> LayerReport:
+        from scratch.multi_layer_net import MultiLayerNet
+
+        # no BatchNorm here: a bias right before a BatchNorm has a gradient of exactly 0 in
+        # exact arithmetic, so both sides return rounding noise for it
+        net = MultiLayerNet(6, [5, 4], 3, weight_init_std="he", weight_decay_lambda=0.1,
+                            use_dropout=True, dropout_ratio=0.3, dtype=dtype, seed=seed)
+        return check_weight_decay(net, seed=seed, batch=max(batch, 3),
+                                  name="MultiLayerNet weight decay (explicit L2, SGD step)")
+
+    add_case("MultiLayerNet weight decay (explicit L2, SGD step)", weight_decay, group="optimizer")
+
+
+_register_cases()
