@@ -25,6 +25,10 @@ tinygrad-style one-liners::
 ``targets`` may be layer instances, layer classes (built like ``nn-parity check`` builds
 them: the registration's ``example`` or the registered base's example), modules (every layer
 class found in them, see :mod:`harness.user_modules`) or nets.
+
+Not installed? ``pytest -p harness.pytest_plugin`` or ``pytest_plugins = ["harness.pytest_plugin"]``.
+(PYTEST_DONT_REWRITE: this module has no asserts; the marker spares a warning when a test
+module imports it before listing it in ``pytest_plugins``.)
 """
 
 from __future__ import annotations

@@ -1,0 +1,148 @@
+"""The pytest plugin, run the way a user runs it: test files in a fresh directory outside the
+repository (pytester), the plugin loaded by its entry point when the package is installed or
+with ``-p harness.pytest_plugin`` when it is not."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import scratch
+from harness.compare import FAIL
+from harness.pytest_plugin import ParityError, assert_parity, is_autoloaded, parity_cases
+
+pytest_plugins = ["pytester"]
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = REPO / "examples"
+PLUGIN = [] if is_autoloaded() else ["-p", "harness.pytest_plugin"]
+ARGS = [*PLUGIN, "-p", "no:cacheprovider", "-W", "ignore::pytest.PytestAssertRewriteWarning"]
+
+
+class SoftmaxNoMean(scratch.SoftmaxWithLoss):
+    def backward(self, dout=1.0):
+        return super().backward(dout) * self.y.shape[0]
+
+
+def test_three_line_file_checks_a_users_layers(pytester: pytest.Pytester) -> None:
+    shutil.copy(EXAMPLES / "user_layers_buggy.py", pytester.path)
+    shutil.copy(EXAMPLES / "user_layers.py", pytester.path)
+    pytester.makepyfile(
+        test_buggy="import user_layers_buggy\n"
+                   "from harness.pytest_plugin import parity_test\n"
+                   "test_my_layers = parity_test(user_layers_buggy)\n",
+        test_good="import user_layers\n"
+                  "from harness.pytest_plugin import parity_test\n"
+                  "test_my_layers = parity_test(user_layers)\n",
+    )
+    result = pytester.runpytest(*ARGS, "-rf")
+    # 3 layers x 2 dtypes x 3 seeds per file; only the buggy SoftmaxWithLoss fails
+    result.assert_outcomes(passed=30, failed=6)
+    result.stdout.fnmatch_lines([
+        "FAILED test_buggy.py::test_my_layers[[]SoftmaxWithLoss-float32-seed0[]]*",
+        "FAILED test_buggy.py::test_my_layers[[]SoftmaxWithLoss-float64-seed2[]]*",
+    ])
+    out = result.stdout.str()
+    assert "test_good.py" not in out.split("short test summary")[1]
+    # the assertion message is the harness's precise report of the failing tensor only
+    result.stdout.fnmatch_lines([
+        ">*parity_case.check()",
+        "E*harness.pytest_plugin.ParityError: SoftmaxWithLoss [[]float32, input (4, 10), seed 0[]]: "
+        "FAIL: scratch differs from PyTorch",
+        "E*first divergence: SoftmaxWithLoss.dx",
+        "E*SoftmaxWithLoss.dx [[]float32, shape (4, 10)[]]: FAIL",
+        "E*  Mismatched elements: 40 / 40 (100.0%)",
+        "E*  Greatest absolute difference: * at index *",
+        "E*  Worst element vs tolerance: index *: actual (scratch) *, expected (torch) *",
+        "E*  Tolerance: rtol=1.0e-04, atol=1.0e-05 x max|expected|*",
+        "E*verdict: 1 of 4 tensors not passing (dx); passed: loss, input x unchanged, targets t unchanged",
+    ])
+    assert "SoftmaxWithLoss.loss [float32" not in out  # passing tensors are only named
+    # a clean traceback: none of the harness's internals
+    for internal in ("harness/check.py", "run_pair", "def assert_parity", "def check_any"):
+        assert internal not in out, internal
+
+
+def test_fixture_marker_and_one_liners(pytester: pytest.Pytester) -> None:
+    shutil.copy(EXAMPLES / "user_layers_buggy.py", pytester.path)
+    pytester.makepyfile(test_one_liners="""
+        import numpy as np
+        import pytest
+        import torch
+
+        import scratch
+        from user_layers_buggy import Affine, SoftmaxWithLoss
+
+        def test_affine(parity): parity(Affine(np.ones((3, 2)), np.zeros(2)), input_shape=(4, 3))
+        def test_builtin_class(parity): parity(scratch.Tanh)
+        def test_softmax_one_sample(parity): parity(SoftmaxWithLoss, batch=1)
+        def test_softmax(parity): parity(SoftmaxWithLoss)
+        def test_explicit_twin(parity): parity(scratch.Relu(), torch.nn.ReLU(), input_shape=(2, 5))
+        def test_net(parity): parity(scratch.TwoLayerNet(6, 5, 3, weight_init_std=0.5), input_shape=(4, 6))
+
+        @pytest.mark.parity(dtype="float32", batch=1)
+        def test_marker_defaults(parity):
+            report = parity(SoftmaxWithLoss)
+            assert report.dtype == "float32" and report.input_shape == (1, 10)
+
+        @pytest.mark.parity(dtypes=["float32", "float64"], seeds=[0, 1])
+        def test_marker_parametrises(parity): parity(scratch.Relu)
+
+        def test_is_an_assertion_error(parity):
+            with pytest.raises(AssertionError, match="first divergence: SoftmaxWithLoss.dx"):
+                parity(SoftmaxWithLoss)
+        """)
+    result = pytester.runpytest(*ARGS, "-v", "--strict-markers")
+    result.assert_outcomes(passed=11, failed=1)
+    result.stdout.fnmatch_lines([
+        "*::test_softmax_one_sample PASSED*",
+        "*::test_softmax FAILED*",
+        "*::test_marker_parametrises[[]float32-seed0[]] PASSED*",
+        "*::test_marker_parametrises[[]float64-seed1[]] PASSED*",
+    ])
+    # the failing one-liner shows its own line and the report, nothing else
+    result.stdout.fnmatch_lines([
+        ">   def test_softmax(parity): parity(SoftmaxWithLoss)",
+        "E   harness.pytest_plugin.ParityError: SoftmaxWithLoss [[]float64, input (4, 10), seed 0[]]: "
+        "FAIL: scratch differs from PyTorch",
+        "E   first divergence: SoftmaxWithLoss.dx",
+    ])
+    assert "harness/check.py" not in result.stdout.str()
+
+
+def test_parity_cases_ids() -> None:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("user_layers_for_ids", EXAMPLES / "user_layers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    params = parity_cases(scratch.Affine, scratch.Relu(), scratch.Relu(), dtypes=("float32",),
+                          seeds=range(2))
+    assert [p.id for p in params] == ["Affine-float32-seed0", "Affine-float32-seed1",
+                                      "Relu-float32-seed0", "Relu-float32-seed1",
+                                      "Relu2-float32-seed0", "Relu2-float32-seed1"]
+    ids = [p.id for p in parity_cases(module, seeds=[0])]
+    assert ids == ["Relu-float32-seed0", "Relu-float64-seed0", "Affine-float32-seed0",
+                   "Affine-float64-seed0", "SoftmaxWithLoss-float32-seed0",
+                   "SoftmaxWithLoss-float64-seed0"]
+    for p in params:
+        p.values[0].check()
+
+
+def test_assert_parity_message_and_return_value() -> None:
+    report = assert_parity(scratch.Relu(), input_shape=(2, 4), dtype=np.float32)
+    assert report.ok and report.dtype == "float32"
+    with pytest.raises(ParityError) as exc:
+        assert_parity(SoftmaxNoMean(), input_shape=(4, 10), seed=3)
+    assert isinstance(exc.value, AssertionError) and exc.value.report.status == FAIL
+    lines = str(exc.value).splitlines()
+    assert lines[0] == ("SoftmaxNoMean [float64, input (4, 10), seed 3]: FAIL: scratch differs "
+                        "from PyTorch")
+    assert lines[1] == "first divergence: SoftmaxNoMean.dx"
+    assert lines[2] == "SoftmaxNoMean.dx [float64, shape (4, 10)]: FAIL"
+    assert lines[-1] == ("verdict: 1 of 4 tensors not passing (dx); passed: loss, input x unchanged, "
+                         "targets t unchanged")
+    assert not any(": PASS" in line for line in lines)
