@@ -99,6 +99,20 @@ def torch_twin(opt: Optimizer) -> OptimizerTwin:
     raise TypeError(f"no torch twin for optimizer {type(opt).__name__}: pass torch_optimizer=")
 
 
+def compare_steps(ours: list[np.ndarray], theirs: list[np.ndarray], *, tensor: str, layer: str,
+                  dtype: np.dtype) -> TensorResult:
+    """Compare two trajectories (one array per step) as one stacked tensor (index 0 = after
+    step 1); a FAIL says the first step at which they differ."""
+    r = compare(np.stack(ours), np.stack(theirs), tensor=tensor, layer=layer, dtype=dtype)
+    if not r.ok:
+        bad = [i for i, (a, e) in enumerate(zip(ours, theirs, strict=True))
+               if not compare(a, e, tensor=tensor, dtype=dtype, vacuous_check=False).ok]
+        if bad:
+            r.message = (f"{tensor} first differs after step {bad[0] + 1} of {len(ours)} "
+                         f"(index 0 = after step 1). {r.message}").strip()
+    return r
+
+
 DEFAULT_SHAPES: dict[str, tuple[int, ...]] = {"W1": (5, 4), "b1": (4,), "W2": (4, 3), "b2": (3,)}
 
 
@@ -170,15 +184,8 @@ def check_optimizer(
             theirs[k].append(tparams[k].detach().numpy().copy())
     report = LayerReport(layer=label, dtype=dtype.name, input_shape=(steps,), seed=seed)
     for k in params:
-        r = compare(np.stack(ours[k]), np.stack(theirs[k]), tensor=k, layer=label, dtype=dtype)
-        if not r.ok:
-            bad = [i for i in range(steps)
-                   if not compare(ours[k][i], theirs[k][i], tensor=k, dtype=dtype,
-                                  vacuous_check=False).ok]
-            if bad:
-                r.message = (f"{k} first differs after step {bad[0] + 1} of {steps} "
-                             f"(index 0 = after step 1). {r.message}").strip()
-        report.results.append(r)
+        report.results.append(compare_steps(ours[k], theirs[k], tensor=k, layer=label,
+                                            dtype=dtype))
     rebound = [k for k in params if params[k] is not originals[k]]
     res = TensorResult(layer=label, tensor="params updated in place", status="PASS",
                        total=len(params))
@@ -203,21 +210,25 @@ def check_weight_decay(
     *,
     convention: str = "explicit_l2",
     lr: float = 0.1,
+    steps: int = 2,
     seed: int = 0,
     batch: int = 4,
     name: str | None = None,
 ) -> LayerReport:
-    """The classic weight decay of ``net`` (``weight_decay_lambda``) against torch.
+    """The classic weight decay of ``net`` (``weight_decay_lambda``) against torch, over
+    ``steps`` SGD steps on one batch.
 
     ``convention="explicit_l2"``: the torch twin (``reference.nets.TorchNet``) adds the same
-    ``0.5 * lambda * sum ||W||^2`` over the weights to its loss and takes a plain SGD step:
-    loss, every gradient and every parameter after the step agree.
+    ``0.5 * lambda * sum ||W||^2`` over the weights to its loss and takes plain SGD steps:
+    loss, every gradient and every parameter agree.
     ``convention="sgd_weight_decay"``: the twin's loss has no L2 term and the step is
-    ``optim.SGD(lr, weight_decay=lambda)``: the loss and the weight gradients differ (torch
-    adds lambda*W inside the optimizer, not to the loss), the weights after the step agree,
-    and every bias (and gamma/beta) after the step differs (torch decays them too).
+    ``optim.SGD(lr, weight_decay=lambda)``: the ``loss`` and the weight gradients ``dW*``
+    differ (torch adds lambda*W inside the optimizer, not to the loss); the weights after each
+    step agree; biases (and gamma/beta) differ from step 2 on (torch decays them too; they
+    start at 0, where decay is invisible for one step).
 
-    Results: ``loss``, ``d<key>`` per parameter, ``<key> after step`` per parameter.
+    Results, each stacked over the steps: ``loss``, ``d<key>`` per parameter and
+    ``<key> after step`` per parameter.
     """
     if convention not in WEIGHT_DECAY_CONVENTIONS:
         raise ValueError(f"convention must be one of {WEIGHT_DECAY_CONVENTIONS}, got {convention!r}")
@@ -231,28 +242,38 @@ def check_weight_decay(
     n_in = next(iter(work.params.values())).shape[0]
     x = rng.standard_normal((batch, n_in)).astype(dtype)
     t = rng.integers(0, work.output_size, size=batch)
+    xt, tt = torch.from_numpy(x), torch.from_numpy(t)
     tnet = TorchNet(work)
     if convention == "sgd_weight_decay":
         tnet.weight_decay_lambda = 0.0
     tnet.train(True)
-    loss_t = tnet.loss(torch.from_numpy(x), torch.from_numpy(t))  # installs dropout masks
-    loss_t.backward()
-    loss_s = work.loss(x, t, train_flg=True)
-    grads = work.gradient(x, t)
-    report = LayerReport(layer=label, dtype=dtype.name, input_shape=x.shape, seed=seed)
-    report.results.append(compare(np.asarray(loss_s), loss_t, tensor="loss", layer=label,
-                                  dtype=dtype))
-    tgrads = tnet.grads()
-    for k in work.params:
-        report.results.append(compare(grads[k], tgrads[k], tensor=f"d{k}", layer=label,
-                                      dtype=dtype))
-    SGD(lr).update(work.params, grads)
     wd = lam if convention == "sgd_weight_decay" else 0.0
-    torch.optim.SGD(tnet.parameters(), lr=lr, weight_decay=wd).step()
-    after = tnet.params_numpy()
-    for k in work.params:
-        report.results.append(compare(work.params[k], after[k], tensor=f"{k} after step",
-                                      layer=label, dtype=dtype))
+    topt = torch.optim.SGD(tnet.parameters(), lr=lr, weight_decay=wd)
+    opt = SGD(lr)
+    keys = list(work.params)
+    hist: dict[str, tuple[list[np.ndarray], list[np.ndarray]]] = {
+        name: ([], []) for name in ["loss", *(f"d{k}" for k in keys), *(f"{k} after step" for k in keys)]}
+    for _ in range(steps):
+        topt.zero_grad()
+        loss_t = tnet.loss(xt, tt)  # installs the same dropout masks in the scratch layers
+        loss_t.backward()
+        loss_s = work.loss(x, t, train_flg=True)
+        grads = work.gradient(x, t)
+        tgrads = tnet.grads()
+        hist["loss"][0].append(np.asarray(loss_s))
+        hist["loss"][1].append(loss_t.detach().numpy().copy())
+        for k in keys:
+            hist[f"d{k}"][0].append(np.array(grads[k], copy=True))
+            hist[f"d{k}"][1].append(np.array(tgrads[k], copy=True))
+        opt.update(work.params, grads)
+        topt.step()
+        after = tnet.params_numpy()
+        for k in keys:
+            hist[f"{k} after step"][0].append(np.array(work.params[k], copy=True))
+            hist[f"{k} after step"][1].append(np.array(after[k], copy=True))  # not a view
+    report = LayerReport(layer=label, dtype=dtype.name, input_shape=x.shape, seed=seed)
+    for tensor, (ours, theirs) in hist.items():
+        report.results.append(compare_steps(ours, theirs, tensor=tensor, layer=label, dtype=dtype))
     return report
 
 
