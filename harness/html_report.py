@@ -76,6 +76,7 @@ figure img { max-width: 100%; height: auto; display: block; margin: 0 auto; }
 figcaption { color: var(--muted); font-size: 12px; text-align: center; margin-top: .3rem; }
 .missing { color: var(--fail); }
 .controls { margin: .5rem 0; color: var(--muted); }
+.jump a { color: var(--fail); }
 body.only-failing tr.PASS { display: none; }
 details > summary { cursor: pointer; font-weight: 600; margin: .5rem 0; }
 footer { margin-top: 3rem; color: var(--muted); font-size: 12px; }
@@ -212,6 +213,12 @@ def render_html(report: RunReport, title: str | None = None) -> str:
                 (ERROR, "errors"))]
         parts.append('<div class="cards">' + "".join(
             f'<div class="card {s}"><b>{n}</b>{label}</div>' for n, s, label in cards) + "</div>")
+    bad = [(i, lr) for i, lr in enumerate(report.layers) if not lr.ok]
+    if bad:
+        links = ", ".join(f'<a href="#layer-{i}">{esc(component_of(lr))} {esc(lr.dtype)} '
+                          f"({esc(run_label(lr))})</a>" for i, lr in bad[:25])
+        more = f" and {len(bad) - 25} more" if len(bad) > 25 else ""
+        parts.append(f'<p class="jump">Not passing: {links}{more}.</p>')
     scalars = {k: v for k, v in report.summary.items() if not _is_table(v)}
     if scalars:
         parts.append(_kv_table(scalars))
