@@ -1,0 +1,80 @@
+"""The classic optimizers against their torch.optim twins, step by step, in both dtypes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from reference.optimizers import check_optimizer, torch_twin
+from scratch import SGD, AdaGrad, Adam, Momentum, Nesterov, RMSprop
+
+DTYPES = (np.float32, np.float64)
+
+
+def assert_ok(opt, **kw):
+    for dtype in DTYPES:
+        report = check_optimizer(opt, dtype=dtype, **kw)
+        assert report.status == "PASS", str(report)
+
+
+def test_sgd(): assert_ok(SGD(lr=0.1))
+def test_momentum(): assert_ok(Momentum(lr=0.1, momentum=0.9))
+def test_momentum_torch_form_with_lr_schedule():
+    assert_ok(Momentum(0.1, form="torch"), lr_schedule={3: 0.02, 5: 0.2})
+def test_nesterov_bengio_form(): assert_ok(Nesterov(lr=0.1, form="bengio"))
+def test_nesterov_torch_form_with_lr_schedule(): assert_ok(Nesterov(0.1, form="torch"), lr_schedule={3: 0.02})
+def test_adagrad(): assert_ok(AdaGrad(lr=0.1))
+def test_adagrad_tiny_grads(): assert_ok(AdaGrad(lr=0.1), grad_scale=1e-7)
+def test_rmsprop(): assert_ok(RMSprop(lr=0.01))
+def test_rmsprop_other_decay_rate(): assert_ok(RMSprop(lr=0.01, decay_rate=0.9))
+def test_rmsprop_tiny_grads(): assert_ok(RMSprop(lr=0.01), grad_scale=1e-7)
+def test_adam(): assert_ok(Adam(lr=0.01))
+def test_adam_tiny_grads(): assert_ok(Adam(lr=0.01), grad_scale=1e-7)
+def test_adam_many_steps_other_betas(): assert_ok(Adam(lr=0.01, beta1=0.8, beta2=0.99), steps=40)
+def test_adam_with_lr_schedule(): assert_ok(Adam(lr=0.01), lr_schedule=lambda t: 0.01 / t)
+
+
+def test_classic_defaults():
+    assert SGD().lr == Momentum().lr == Nesterov().lr == AdaGrad().lr == RMSprop().lr == 0.01
+    assert (Momentum().momentum, RMSprop().decay_rate, Adam().lr) == (0.9, 0.99, 0.001)
+    assert (Adam().beta1, Adam().beta2) == (0.9, 0.999)
+    assert AdaGrad().eps == RMSprop().eps == Adam().eps == 1e-7
+    assert (Momentum().form, Nesterov().form) == ("classic", "book")
+
+
+@pytest.mark.parametrize("opt", [SGD(), Momentum(), Nesterov(), AdaGrad(), RMSprop(), Adam()],
+                         ids=lambda o: type(o).__name__)
+def test_update_is_in_place_and_keeps_float32(opt):
+    params = {"W": np.ones((2, 3), np.float32), "b": np.zeros(3, np.float32)}
+    arrays = dict(params)
+    for _ in range(2):
+        opt.update(params, {"W": np.full((2, 3), 0.5, np.float32), "b": np.ones(3, np.float32)})
+    assert all(params[k] is arrays[k] and params[k].dtype == np.float32 for k in params)
+    assert not np.array_equal(params["W"], np.ones((2, 3)))
+
+
+def test_lr_is_an_attribute_read_at_every_step():
+    opt, p = SGD(lr=0.1), {"w": np.zeros(1)}
+    opt.update(p, {"w": np.ones(1)})
+    opt.lr = 1.0
+    opt.update(p, {"w": np.ones(1)})
+    assert p["w"][0] == pytest.approx(-1.1)
+
+
+def test_a_rebinding_optimizer_is_reported():
+    class RebindingSGD(SGD):  # params[k] = p - lr*g: the layers never see the update
+        def update(self, params, grads):
+            for k in params:
+                params[k] = params[k] - self.lr * grads[k]
+
+    report = check_optimizer(RebindingSGD(0.1), lambda ps: torch.optim.SGD(ps, lr=0.1))
+    assert report["params updated in place"].status == "FAIL"
+    assert report["W1"].status == "PASS"  # the numbers are right, the sharing is lost
+
+
+def test_twins_name_their_torch_optimizer():
+    assert "nesterov=True" in torch_twin(Nesterov()).description
+    assert "eps/sqrt(1-beta2**t)" in torch_twin(Adam()).description
+    with pytest.raises(TypeError, match="no torch twin"):
+        torch_twin(object())
