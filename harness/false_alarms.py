@@ -106,15 +106,140 @@ def _mse(dtype: np.dtype, seed: int) -> LayerReport:
     return check_layer(layer, dtype=dtype, seed=seed, x=x, t=t)
 
 
+def relu_covering_input(net: Any, r: np.random.Generator, batch: int, n_in: int) -> np.ndarray:
+    """An input whose first-layer pre-activations take both signs (redrawn until they do)."""
+    W, b = net.params["W1"], net.params["b1"]
+    for _ in range(20):
+        x = r.standard_normal((batch, n_in))
+        h = x @ W + b
+        if (h > 0).any() and (h < 0).any():
+            break
+    return x
+
+
 def _two_layer_net(dtype: np.dtype, seed: int) -> LayerReport:
     import scratch
     from harness.check import check_net
 
     r = np.random.default_rng(seed)
-    n_in, hidden, out = size(r, 2, 300), size(r, 4, 64), size(r, 2, 20)
+    n_in, hidden, out = size(r, 2, 300), size(r, 16, 64), size(r, 2, 20)
     net = scratch.TwoLayerNet(n_in, hidden, out, weight_init_std=magnitude(r, -2, 0), seed=seed)
-    x = r.standard_normal((size(r, 1, 64), n_in))
-    return check_net(net, x, dtype=dtype, seed=seed)
+    return check_net(net, relu_covering_input(net, r, size(r, 1, 64), n_in), dtype=dtype,
+                     seed=seed)
+
+
+def _batchnorm(dtype: np.dtype, seed: int) -> LayerReport:
+    from harness.check import check_layer
+    from reference.extra_layers import bn_example, check_running_stats
+
+    r = np.random.default_rng(seed)
+    batch, mode = size(r, 3, 64), ("classic", "per_channel")[int(r.integers(2))]
+    torch_like = r.random() < 0.3
+    kw: dict[str, Any] = ({"eps": 1e-5, "running_var_init": 1.0, "unbiased_running_var": True}
+                          if torch_like else {})
+    if mode == "per_channel" or r.random() < 0.3:  # 4-D input
+        c, h, w = size(r, 1, 8), size(r, 1, 5), size(r, 1, 5)
+        features, shape = (c if mode == "per_channel" else c * h * w), (batch, c, h, w)
+    else:
+        features = size(r, 1, 64)
+        shape = (batch, features)
+    if r.random() < 0.15:  # several steps from each side's own initial running statistics
+        # (stats=False: batchnorm_factory copies given statistics into float32 buffers before
+        # the module is cast, so random float64 statistics lose precision there)
+        layer = bn_example(r, dtype, features, mode, stats=False, **kw)
+        return check_running_stats(layer, dtype=dtype, seed=seed, input_shape=shape,
+                                   name="BatchNormalization")
+    layer = bn_example(r, dtype, features, mode, **kw)
+    x = magnitude(r) * r.standard_normal(shape) + r.standard_normal()
+    return check_layer(layer, dtype=dtype, seed=seed, x=x, train=bool(r.random() < 0.8),
+                       name="BatchNormalization")
+
+
+def _dropout(dtype: np.dtype, seed: int) -> LayerReport:
+    from torch import nn
+
+    import scratch.normalization as sn
+    from harness.check import check_layer
+
+    r = np.random.default_rng(seed)
+    p, scale = float(r.uniform(0.05, 0.9)), ("classic", "inverted")[int(r.integers(2))]
+    shape = (size(r, 1, 64), size(r, 4, 300))
+    stock = scale == "inverted" and r.random() < 0.5
+    module = nn.Dropout(p) if stock else None
+    return check_layer(sn.Dropout(p, scale), module, dtype=dtype, seed=seed,
+                       x=magnitude(r) * r.standard_normal(shape), train=bool(r.random() < 0.7),
+                       name="Dropout")
+
+
+def _convolution(dtype: np.dtype, seed: int) -> LayerReport:
+    from harness.check import check_layer
+    from reference.extra_layers import conv_example
+
+    r = np.random.default_rng(seed)
+    c, fn, fh, fw = size(r, 1, 8), size(r, 1, 12), size(r, 1, 5), size(r, 1, 5)
+    # pad < kernel and stride <= kernel: every window overlaps the real input, so every input
+    # element is seen (a window over padding alone would leave dx all zeros: vacuous)
+    pad = int(r.integers(0, min(fh, fw, 3)))
+    stride = size(r, 1, min(fh, fw, 3))
+    h, w = fh + size(r, 1, 11) - 1, fw + size(r, 1, 11) - 1
+    layer = conv_example(r, dtype, fn, c, fh, fw, stride, pad)
+    x = magnitude(r) * r.standard_normal((size(r, 1, 16), c, h, w))
+    return check_layer(layer, dtype=dtype, seed=seed, x=x, name="Convolution")
+
+
+def _pooling(dtype: np.dtype, seed: int) -> LayerReport:
+    from harness.check import check_layer
+    from reference.extra_layers import distinct_values
+    from scratch.convolution import Pooling
+
+    r = np.random.default_rng(seed)
+    ph, pw = size(r, 1, 4), size(r, 1, 4)
+    if ph * pw == 1:
+        pw = 2  # a 1x1 window is the identity
+    pad = int(r.integers(0, min(ph, pw) // 2 + 1))
+    stride = size(r, 1, min(ph, pw) - (1 if pad else 0))  # no window holding one real value
+    shape = (size(r, 1, 16), size(r, 1, 6), ph + size(r, 1, 10) - 1, pw + size(r, 1, 10) - 1)
+    x = magnitude(r) * distinct_values(None, shape, dtype, r)
+    return check_layer(Pooling(ph, pw, stride, pad), dtype=dtype, seed=seed, x=x, name="Pooling")
+
+
+def _flatten(dtype: np.dtype, seed: int) -> LayerReport:
+    from harness.check import check_layer
+    from scratch.convolution import Flatten
+
+    r = np.random.default_rng(seed)
+    shape = (size(r, 1, 64), *(size(r, 1, 8) for _ in range(int(r.integers(2, 4)))))
+    return check_layer(Flatten(), dtype=dtype, seed=seed, x=r.standard_normal(shape),
+                       name="Flatten")
+
+
+def _multi_layer_net(dtype: np.dtype, seed: int) -> LayerReport:
+    from harness.check import check_net
+    from scratch.multi_layer_net import MultiLayerNet
+
+    r = np.random.default_rng(seed)
+    n_in, out = size(r, 2, 100), size(r, 2, 10)
+    hidden = [size(r, 16, 40) for _ in range(int(r.integers(1, 3)))]
+    act = ("relu", "sigmoid", "tanh")[int(r.integers(3))]
+    net = MultiLayerNet(n_in, hidden, out, act, weight_init_std="he" if act == "relu" else "xavier",
+                        weight_decay_lambda=float(r.choice([0.0, 0.1])),
+                        use_batchnorm=bool(r.random() < 0.5), use_dropout=bool(r.random() < 0.3),
+                        dropout_ratio=0.3, seed=seed)
+    batch = size(r, 3, 32)
+    return check_net(net, relu_covering_input(net, r, batch, n_in), dtype=dtype, seed=seed)
+
+
+def _simple_convnet(dtype: np.dtype, seed: int) -> LayerReport:
+    from harness.check import check_net
+    from scratch.simple_convnet import SimpleConvNet
+
+    r = np.random.default_rng(seed)
+    c, fs = size(r, 1, 3), size(r, 2, 4)
+    h, w = fs + size(r, 1, 7), fs + size(r, 1, 7)
+    net = SimpleConvNet((c, h, w), {"filter_num": size(r, 2, 8), "filter_size": fs},
+                        hidden_size=size(r, 8, 32), output_size=size(r, 2, 10),
+                        weight_init_std="he", seed=seed)
+    return check_net(net, r.standard_normal((size(r, 1, 8), c, h, w)), dtype=dtype, seed=seed)
 
 
 SPECIFIC: dict[str, Case] = {
@@ -125,6 +250,13 @@ SPECIFIC: dict[str, Case] = {
     "SoftmaxWithLoss": _softmax_loss,
     "MeanSquaredError": _mse,
     "TwoLayerNet": _two_layer_net,
+    "BatchNormalization": _batchnorm,
+    "Dropout": _dropout,
+    "Convolution": _convolution,
+    "Pooling": _pooling,
+    "Flatten": _flatten,
+    "MultiLayerNet": _multi_layer_net,
+    "SimpleConvNet": _simple_convnet,
 }
 """Components with a hand-written generator (random fan-in, width, classes, reduction...)."""
 
@@ -158,8 +290,9 @@ def components() -> dict[str, Case]:
     for twin in registered().values():
         if twin.example is not None and twin.name not in out:
             out[twin.name] = _registered_case(twin)
-    for c in _EXTRA:
-        out.setdefault(c.name, _suite_case(c.run))
+    for c in _EXTRA:  # variants of a component generated above ("Pooling (3x3, ...)") are
+        if c.name.split(" ")[0].rstrip(",") not in out:  # already drawn at random by its generator
+            out[c.name] = _suite_case(c.run)
     return out
 
 
