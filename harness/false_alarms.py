@@ -106,13 +106,24 @@ def _mse(dtype: np.dtype, seed: int) -> LayerReport:
     return check_layer(layer, dtype=dtype, seed=seed, x=x, t=t)
 
 
-def relu_covering_input(net: Any, r: np.random.Generator, batch: int, n_in: int) -> np.ndarray:
-    """An input whose first-layer pre-activations take both signs (redrawn until they do)."""
-    W, b = net.params["W1"], net.params["b1"]
-    for _ in range(20):
-        x = r.standard_normal((batch, n_in))
-        h = x @ W + b
-        if (h > 0).any() and (h < 0).any():
+def covering_input(net: Any, r: np.random.Generator, shape: tuple[int, ...],
+                   tries: int = 50) -> np.ndarray:
+    """A standard normal input on which every ReLU of ``net`` sees both signs (redrawn until
+    it does), so check_net exercises both sides of every kink."""
+    import copy
+
+    from scratch.layers import Relu
+
+    layers = list(net.layers.values()) if isinstance(net.layers, dict) else list(net.layers)
+    for _ in range(tries):
+        x = r.standard_normal(shape)
+        h, ok = x, True
+        for layer in copy.deepcopy(layers):
+            if isinstance(layer, Relu) and not ((h > 0).any() and (h < 0).any()):
+                ok = False
+                break
+            h = layer.forward(h)
+        if ok:
             break
     return x
 
@@ -124,8 +135,7 @@ def _two_layer_net(dtype: np.dtype, seed: int) -> LayerReport:
     r = np.random.default_rng(seed)
     n_in, hidden, out = size(r, 2, 300), size(r, 16, 64), size(r, 2, 20)
     net = scratch.TwoLayerNet(n_in, hidden, out, weight_init_std=magnitude(r, -2, 0), seed=seed)
-    return check_net(net, relu_covering_input(net, r, size(r, 1, 64), n_in), dtype=dtype,
-                     seed=seed)
+    return check_net(net, covering_input(net, r, (size(r, 1, 64), n_in)), dtype=dtype, seed=seed)
 
 
 def _batchnorm(dtype: np.dtype, seed: int) -> LayerReport:
@@ -162,8 +172,11 @@ def _dropout(dtype: np.dtype, seed: int) -> LayerReport:
     from harness.check import check_layer
 
     r = np.random.default_rng(seed)
-    p, scale = float(r.uniform(0.05, 0.9)), ("classic", "inverted")[int(r.integers(2))]
-    shape = (size(r, 1, 64), size(r, 4, 300))
+    # p in [0.3, 0.6] and >= 32 units: a mask that keeps all (the identity) or none (all
+    # zeros) has probability < 1e-5, so every draw exercises both branches
+    p, scale = float(r.uniform(0.3, 0.6)), ("classic", "inverted")[int(r.integers(2))]
+    batch = size(r, 1, 64)
+    shape = (batch, max(size(r, 4, 300), -(-32 // batch)))
     stock = scale == "inverted" and r.random() < 0.5
     module = nn.Dropout(p) if stock else None
     return check_layer(sn.Dropout(p, scale), module, dtype=dtype, seed=seed,
@@ -199,7 +212,12 @@ def _pooling(dtype: np.dtype, seed: int) -> LayerReport:
     pad = int(r.integers(0, min(ph, pw) // 2 + 1))
     stride = size(r, 1, min(ph, pw) - (1 if pad else 0))  # no window holding one real value
     shape = (size(r, 1, 16), size(r, 1, 6), ph + size(r, 1, 10) - 1, pw + size(r, 1, 10) - 1)
-    x = magnitude(r) * distinct_values(None, shape, dtype, r)
+    layer = Pooling(ph, pw, stride, pad)
+    for _ in range(20):  # not every window may hold the global maximum (a constant output)
+        x = magnitude(r) * distinct_values(None, shape, dtype, r)
+        out = layer.forward(x)
+        if out.size == 1 or not np.all(out == out.flat[0]):
+            break
     return check_layer(Pooling(ph, pw, stride, pad), dtype=dtype, seed=seed, x=x, name="Pooling")
 
 
@@ -226,7 +244,7 @@ def _multi_layer_net(dtype: np.dtype, seed: int) -> LayerReport:
                         use_batchnorm=bool(r.random() < 0.5), use_dropout=bool(r.random() < 0.3),
                         dropout_ratio=0.3, seed=seed)
     batch = size(r, 3, 32)
-    return check_net(net, relu_covering_input(net, r, batch, n_in), dtype=dtype, seed=seed)
+    return check_net(net, covering_input(net, r, (batch, n_in)), dtype=dtype, seed=seed)
 
 
 def _simple_convnet(dtype: np.dtype, seed: int) -> LayerReport:
@@ -237,9 +255,61 @@ def _simple_convnet(dtype: np.dtype, seed: int) -> LayerReport:
     c, fs = size(r, 1, 3), size(r, 2, 4)
     h, w = fs + size(r, 1, 7), fs + size(r, 1, 7)
     net = SimpleConvNet((c, h, w), {"filter_num": size(r, 2, 8), "filter_size": fs},
-                        hidden_size=size(r, 8, 32), output_size=size(r, 2, 10),
+                        hidden_size=size(r, 16, 32), output_size=size(r, 2, 10),
                         weight_init_std="he", seed=seed)
-    return check_net(net, r.standard_normal((size(r, 1, 8), c, h, w)), dtype=dtype, seed=seed)
+    return check_net(net, covering_input(net, r, (size(r, 1, 8), c, h, w)), dtype=dtype,
+                     seed=seed)
+
+
+def _optimizer(cls_name: str) -> Case:
+    """Random hyper-parameters, forms, shapes, step counts, gradient scales and (where both
+    sides agree on its meaning) a learning-rate change mid-run."""
+    def case(dtype: np.dtype, seed: int) -> LayerReport:
+        import scratch.optimizers as so
+        from reference.optimizers import check_optimizer
+
+        r = np.random.default_rng(seed)
+        adaptive = cls_name in ("AdaGrad", "RMSprop", "Adam")  # steps ~lr whatever the grads
+        lr, m = magnitude(r, -3 if adaptive else -2, -0.5), float(r.uniform(0.5, 0.95))
+        form = ""
+        if cls_name == "Momentum":
+            form = ("classic", "torch")[int(r.integers(2))]
+            opt = so.Momentum(lr, m, form=form)
+        elif cls_name == "Nesterov":
+            form = ("bengio", "torch")[int(r.integers(2))]
+            opt = so.Nesterov(lr, m, form=form)
+        elif cls_name == "RMSprop":
+            opt = so.RMSprop(lr, decay_rate=float(r.uniform(0.8, 0.999)))
+        elif cls_name == "Adam":
+            opt = so.Adam(lr, beta1=float(r.uniform(0.8, 0.95)), beta2=float(r.uniform(0.99, 0.9999)))
+        else:
+            opt = getattr(so, cls_name)(lr)
+        steps = size(r, 1, 12)
+        # the classic Momentum and Bengio-form Nesterov fold lr into the velocity: with a lr
+        # change the two sides are different optimizers (documented), not a false alarm
+        schedule = ({int(r.integers(1, steps + 1)): lr / 3} if form not in ("classic", "bengio")
+                    and r.random() < 0.3 else None)
+        shapes = {"W1": (size(r, 1, 30), size(r, 1, 30)), "b1": (size(r, 1, 30),)}
+        # SGD-like steps of lr * grad must stay above float32 resolution (a parameter that
+        # never moves is a vacuous trajectory); adaptive ones also get grads ~1e-7 (eps matters)
+        grad_scale = (1e-7 if adaptive and r.random() < 0.2 else
+                      magnitude(r, -3 if adaptive else -1, 1))
+        return check_optimizer(opt, dtype=dtype, seed=seed, steps=steps, shapes=shapes,
+                               lr_schedule=schedule, grad_scale=grad_scale, name=cls_name)
+    return case
+
+
+def _weight_decay(dtype: np.dtype, seed: int) -> LayerReport:
+    from reference.optimizers import check_weight_decay
+    from scratch.multi_layer_net import MultiLayerNet
+
+    r = np.random.default_rng(seed)
+    net = MultiLayerNet(size(r, 2, 30), [size(r, 4, 20) for _ in range(int(r.integers(1, 3)))],
+                        size(r, 2, 10), weight_init_std="he",
+                        weight_decay_lambda=magnitude(r, -3, 0), use_dropout=bool(r.random() < 0.3),
+                        dropout_ratio=0.3, dtype=dtype, seed=seed)
+    return check_weight_decay(net, seed=seed, batch=size(r, 3, 32), steps=size(r, 1, 3),
+                              lr=magnitude(r, -2, -0.5), name="weight decay")
 
 
 SPECIFIC: dict[str, Case] = {
@@ -257,6 +327,9 @@ SPECIFIC: dict[str, Case] = {
     "Flatten": _flatten,
     "MultiLayerNet": _multi_layer_net,
     "SimpleConvNet": _simple_convnet,
+    **{name: _optimizer(name) for name in ("SGD", "Momentum", "Nesterov", "AdaGrad", "RMSprop",
+                                           "Adam")},
+    "MultiLayerNet weight decay": _weight_decay,
 }
 """Components with a hand-written generator (random fan-in, width, classes, reduction...)."""
 

@@ -116,10 +116,30 @@ def net_check(cls: type, *, make: Callable[..., Any], dtype: np.dtype = F64, see
     return check_net(make(cls, seed), dtype=dtype, seed=seed, input_shape=input_shape, **kwargs)
 
 
+def optimizer_check(cls: type, *, make: Callable[[type], Any], dtype: np.dtype = F64,
+                    seed: int = 0, **kwargs: Any) -> LayerReport:
+    """``check_optimizer``: the same parameters and gradients through ``make(cls)`` and its
+    torch.optim twin for several steps; every parameter compared after every step."""
+    from reference.optimizers import check_optimizer
+
+    return check_optimizer(make(cls), dtype=dtype, seed=seed, **kwargs)
+
+
+def weight_decay_check(cls: type, *, make: Callable[..., Any], seed: int = 0,
+                       **kwargs: Any) -> LayerReport:
+    """``check_weight_decay``: the net's gradient() and SGD steps vs the torch twin with the
+    same explicit L2 term, loss, every gradient and every parameter per step."""
+    from reference.optimizers import check_weight_decay
+
+    return check_weight_decay(make(cls, seed), seed=seed, **kwargs)
+
+
 CHECKS: dict[str, Callable[..., LayerReport]] = {
     "check_layer": layer_check,
     "numerical": numerical_check,
     "check_net": net_check,
+    "optimizer": optimizer_check,
+    "weight_decay": weight_decay_check,
 }
 
 
@@ -265,6 +285,181 @@ mutant("net-bias-grad-mean", "TwoLayerNet whose second Affine takes db as the ba
        "scratch.two_layer_net:TwoLayerNet",
        in_net("Affine2", backward=_affine_backward(db=lambda d, W, x: d.mean(axis=0))),
        "check_net", "Affine2(Affine).db", make=_two_layer_net)
+
+
+# -- BatchNormalization, Dropout ------------------------------------------------------------
+
+
+def flipped(cls: type, method: str, **attrs: Callable[[Any], Any]) -> type:
+    """A subclass whose ``method`` runs with attributes temporarily changed, e.g. the
+    BatchNorm momentum swapped: ``flipped(C, "forward", momentum=lambda m: 1 - m)``."""
+    def run(self: Any, *args: Any, **kwargs: Any) -> Any:
+        saved = {k: getattr(self, k) for k in attrs}
+        for k, f in attrs.items():
+            setattr(self, k, f(saved[k]))
+        try:
+            return getattr(cls, method)(self, *args, **kwargs)
+        finally:
+            for k, v in saved.items():
+                setattr(self, k, v)
+    return sub(cls, **{method: run})
+
+
+def _bn(C: type, rng: np.random.Generator, dtype: np.dtype) -> Any:
+    from reference.extra_layers import bn_example
+
+    layer = bn_example(rng, dtype)
+    layer.__class__ = C
+    return layer
+
+
+def _bn_eval_batch_stats(self: Any, x: np.ndarray, train_flg: bool = True) -> np.ndarray:
+    rm, rv = self.running_mean, self.running_var  # forgets train_flg: batch statistics always
+    out = type(self).__mro__[1].forward(self, x, True)
+    self.running_mean, self.running_var = rm, rv
+    return out
+
+
+def _dropout_backward_unmasked(self: Any, dout: np.ndarray) -> np.ndarray:
+    return dout.copy()
+
+
+N = "scratch.normalization:"
+mutant("batchnorm-running-var-unbiased", "classic BatchNorm updates running_var with the "
+       "unbiased N/(N-1) variance (torch's rule) while configured for the biased one",
+       N + "BatchNormalization",
+       lambda C: flipped(C, "forward", unbiased_running_var=lambda u: not u),
+       "check_layer", "running_var", make=_bn)
+mutant("batchnorm-momentum-swap", "running = (1 - m) * running + m * batch (torch's "
+       "momentum meaning used with the classic m = 0.9)", N + "BatchNormalization",
+       lambda C: flipped(C, "forward", momentum=lambda m: 1 - m), "check_layer",
+       "running_mean", make=_bn)
+mutant("batchnorm-eval-uses-batch-stats", "BatchNorm ignores train_flg: test time normalizes "
+       "with the batch statistics", N + "BatchNormalization",
+       lambda C: sub(C, forward=_bn_eval_batch_stats), "check_layer", "out", make=_bn,
+       train=False)
+mutant("dropout-mask-not-in-backward", "Dropout backward returns dout without the mask",
+       N + "Dropout", lambda C: sub(C, backward=_dropout_backward_unmasked), "check_layer", "dx")
+
+
+# -- Convolution, Pooling -------------------------------------------------------------------
+
+
+def im2col_stride_rows_only(input_data: np.ndarray, filter_h: int, filter_w: int,
+                            stride: int = 1, pad: int = 0, pad_value: float = 0.0) -> np.ndarray:
+    """im2col that strides down the rows but steps one column at a time (the wrong stride
+    along W); the number of windows is right, so only the values are wrong."""
+    from scratch.convolution import conv_output_size, im2col
+
+    N, _, H, W = input_data.shape
+    oh, ow = (conv_output_size(H, filter_h, stride, pad), conv_output_size(W, filter_w, stride, pad))
+    col = im2col(input_data, filter_h, filter_w, 1, pad, pad_value)
+    col = col.reshape(N, H + 2 * pad - filter_h + 1, W + 2 * pad - filter_w + 1, -1)
+    return col[:, ::stride][:, :oh, :ow].reshape(N * oh * ow, -1)
+
+
+def _conv_dW_untransposed(self: Any, dout: np.ndarray) -> np.ndarray:
+    C = type(self).__mro__[1]
+    dx = C.backward(self, dout)
+    FN, c, FH, FW = self.W.shape
+    d2 = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
+    self.grads["W"] = (self.col.T @ d2).reshape(FN, c, FH, FW)  # the missing .T before reshape
+    return dx
+
+
+def _pool_grad_to_first(self: Any, dout: np.ndarray) -> np.ndarray:
+    arg_max, self.arg_max = self.arg_max, np.zeros_like(self.arg_max)  # window's first element
+    try:
+        return type(self).__mro__[1].backward(self, dout)
+    finally:
+        self.arg_max = arg_max
+
+
+def _conv(C: type, rng: np.random.Generator, dtype: np.dtype) -> Any:
+    from reference.extra_layers import conv_example
+
+    layer = conv_example(rng, dtype, fn=5, c=2, stride=2, pad=1)
+    layer.__class__ = C
+    return layer
+
+
+V = "scratch.convolution:"
+mutant("im2col-wrong-stride", "im2col strides the rows but not the columns (stride 2 conv)",
+       V + "Convolution", lambda C: rebind(C, "forward", im2col=im2col_stride_rows_only),
+       "check_layer", "out", make=_conv, input_shape=(5, 2, 8, 7))
+mutant("conv-dW-untransposed", "Convolution dW = (col.T @ dout).reshape(W.shape) without the "
+       "transpose: right size, wrong layout", V + "Convolution",
+       lambda C: sub(C, backward=_conv_dW_untransposed), "check_layer", "dW", make=_conv,
+       input_shape=(5, 2, 8, 7))
+mutant("maxpool-grad-wrong-element", "max-pool backward routes dout to each window's first "
+       "element instead of its maximum", V + "Pooling",
+       lambda C: sub(C, backward=_pool_grad_to_first), "check_layer", "dx",
+       make=lambda C, rng, dt: C(2, 2, stride=2))
+
+
+# -- Optimizers, weight decay ---------------------------------------------------------------
+
+
+def _momentum_sign_error(self: Any, params: dict, grads: dict) -> None:
+    v = self._state(self.v, params)
+    for k, p in params.items():
+        v[k] = self.momentum * v[k] + self.lr * grads[k]  # + where the book has -
+        p += v[k]
+
+
+def _adam_no_bias_correction(self: Any, params: dict, grads: dict) -> None:
+    m, v = self._state(self.m, params), self._state(self.v, params)
+    self.iter += 1
+    for k, p in params.items():
+        g = grads[k]
+        m[k] += (1 - self.beta1) * (g - m[k])
+        v[k] += (1 - self.beta2) * (g * g - v[k])
+        p -= self.lr * m[k] / (np.sqrt(v[k]) + self.eps)  # lr, not lr_t
+
+
+def _adagrad_eps_in_sqrt(self: Any, params: dict, grads: dict) -> None:
+    h = self._state(self.h, params)
+    for k, p in params.items():
+        h[k] += grads[k] * grads[k]
+        p -= self.lr * grads[k] / np.sqrt(h[k] + self.eps)  # eps inside the root
+
+
+def _rmsprop_decay_swapped(self: Any, params: dict, grads: dict) -> None:
+    h = self._state(self.h, params)
+    for k, p in params.items():
+        h[k] = (1 - self.decay_rate) * h[k] + self.decay_rate * grads[k] * grads[k]
+        p -= self.lr * grads[k] / (np.sqrt(h[k]) + self.eps)
+
+
+def _decay_biases_too(self: Any, x: np.ndarray, t: np.ndarray) -> dict:
+    grads = type(self).__mro__[1].gradient(self, x, t)
+    for k in grads:
+        if k.startswith("b"):
+            grads[k] = grads[k] + self.weight_decay_lambda * self.params[k]
+    return grads
+
+
+def _decayed_net(C: type, seed: int) -> Any:
+    return C(6, [5, 4], 3, weight_init_std="he", weight_decay_lambda=0.1, seed=seed)
+
+
+O = "scratch.optimizers:"
+mutant("momentum-sign-error", "Momentum v = m*v + lr*g; p += v (the gradient's sign flipped)",
+       O + "Momentum", lambda C: sub(C, update=_momentum_sign_error), "optimizer", "W1",
+       make=lambda C: C(lr=0.1, momentum=0.9))
+mutant("adam-no-bias-correction", "Adam steps with lr instead of "
+       "lr * sqrt(1 - beta2**t) / (1 - beta1**t)", O + "Adam",
+       lambda C: sub(C, update=_adam_no_bias_correction), "optimizer", "W1",
+       make=lambda C: C(lr=0.01))
+mutant("adagrad-eps-inside-sqrt", "AdaGrad divides by sqrt(h + eps), not sqrt(h) + eps",
+       O + "AdaGrad", lambda C: sub(C, update=_adagrad_eps_in_sqrt), "optimizer", "W1",
+       make=lambda C: C(lr=0.1), grad_scale=1e-3)
+mutant("rmsprop-decay-swapped", "RMSprop h = (1 - rho) * h + rho * g*g (decay and rate "
+       "swapped)", O + "RMSprop", lambda C: sub(C, update=_rmsprop_decay_swapped), "optimizer",
+       "W1", make=lambda C: C(lr=0.01))
+mutant("weight-decay-on-biases", "MultiLayerNet.gradient adds lambda * b to the bias "
+       "gradients too (the classic decays weights only)", "scratch.multi_layer_net:MultiLayerNet",
+       lambda C: sub(C, gradient=_decay_biases_too), "weight_decay", "db", make=_decayed_net)
 
 
 # ---------------------------------------------------------------------------------------
