@@ -1,0 +1,1258 @@
+"""Side-by-side training: the scratch NumPy net and its PyTorch twin, step by step.
+
+:func:`train_side_by_side` runs the classic experiment (two-layer net on MNIST, SGD, batches
+sampled with replacement, accuracy every epoch) in NumPy and PyTorch at once:
+
+* identical initial weights: the scratch net's init, copied into the torch twin
+  (:func:`reference.nets.to_torch`);
+* identical mini-batches: one index stream ``rng.integers(0, N, size=batch)`` per step
+  (the classic ``np.random.choice(N, batch)``, with replacement), shared by both;
+* the same optimizer and hyper-parameters (:func:`make_optimizer_pair`: the scratch optimizer
+  and the torch optimizer that computes the same update, from ``reference.optimizers``);
+* the same evaluation schedule (:func:`evaluation_steps`, the classic
+  ``if i % iter_per_epoch == 0``) on all of the training and test set.
+
+Each step records both losses (the loss of the forward pass the gradient comes from), and
+optionally (``record_param_diff``) the largest difference of every gradient and every
+parameter after the update. Two modes:
+
+* ``free``: both runs evolve on their own (the curves a user plots). In float64 they stay
+  within ~1e-15; in float32 rounding differences grow chaotically (1e-2 in loss by step 1,000).
+* ``lockstep``: before each step the torch model is re-synchronised to the NumPy weights, so
+  every step compares loss, gradients and update computed from identical weights. Rounding
+  cannot accumulate, and a real bug shows at every step.
+
+Divergence (:func:`analyse`):
+
+* float64: a fixed tolerance: ``|loss diff| <= 1e-9``; gradients and parameters by
+  :data:`harness.compare.DEFAULT_TOLERANCES` (``rtol=1e-9, atol=1e-10 x max|torch|``), judged
+  at the element of largest absolute difference.
+* float32: the rounding noise floor measured in the same run. Float64 *shadows* of both
+  sides (a float64 scratch net and a float64 torch twin, started from the same float32-valued
+  weights, fed the same batches) give each framework's own float32-vs-float64 gap. For every
+  tensor and step, the triangle inequality gives, for correct code,
+
+      |np32 - t32| <= |np32 - np64| + |np64 - t64| + |t64 - t32| <= 2 * floor + |np64 - t64|
+
+  with ``floor = max(|np32 - np64|, |t32 - t64|, eps32 * max|t32|)`` and ``|np64 - t64|`` at
+  float64 rounding (~1e-15). So a NumPy-vs-PyTorch gap above ``2 * floor`` (plus the float64
+  tolerance) cannot be rounding: it is a real difference. A bug present in both scratch runs
+  (float32 and float64) is *not* part of the floor (``np32 - np64`` cancels it) and shows in
+  full; the shadows' own float64 comparison is reported too. Shadows cost two extra float64
+  runs, so they run for the first ``shadow_steps`` steps only: all steps in lockstep (cheap:
+  one extra forward/backward per side), the first 1,000 in free mode (where a small bug
+  still stands out of the drift). Steps after the window are reported, not judged.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from harness.compare import DEFAULT_TOLERANCES, TensorResult, Tolerance, compare
+from harness.report import LayerReport, RunReport
+from reference.nets import TORCH_DTYPE, TorchNet, load_from_scratch, to_torch
+
+FRAMEWORKS = ("numpy", "torch")
+MODES = ("free", "lockstep")
+OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
+LOSS_ATOL_FLOAT64 = 1e-9
+"""float64: the largest |loss difference| accepted at any step."""
+NOISE_RATIO_LIMIT = 2.0
+"""float32: a gap above this many noise floors cannot be rounding (the triangle bound)."""
+EPS32 = float(np.finfo(np.float32).eps)
+DEFAULT_FREE_SHADOW_STEPS = 1000
+DEFAULT_EVAL_CHUNK = 10000
+
+
+# ---------------------------------------------------------------------------------------
+# The classic schedule (pure functions: the self-test mutates copies of these)
+
+
+def iter_per_epoch(train_size: int, batch: int) -> float:
+    """The classic ``max(train_size / batch_size, 1)`` (600.0 for MNIST and batch 100)."""
+    return max(train_size / batch, 1)
+
+
+def evaluation_steps(iters: int, iter_per_epoch: float) -> list[int]:
+    """The steps after which both runs are evaluated: the classic ``i % iter_per_epoch == 0``
+    (0, 600, ..., 9600: 17 evaluations for 10,000 steps of 600 per epoch)."""
+    return [i for i in range(iters) if i % iter_per_epoch == 0]
+
+
+def batch_indices(rng: np.random.Generator, train_size: int, batch: int) -> np.ndarray:
+    """One step's mini-batch: ``batch`` indices drawn with replacement (shared by both sides)."""
+    return rng.integers(0, train_size, size=batch)
+
+
+# ---------------------------------------------------------------------------------------
+# Nets and optimizers
+
+
+def available_nets() -> dict[str, Callable[..., Any]]:
+    """``--net`` name -> builder ``(dtype, seed, hidden, input_size, output_size) -> net``,
+    for the scratch nets that are importable."""
+    out: dict[str, Callable[..., Any]] = {}
+
+    from scratch.two_layer_net import TwoLayerNet
+
+    def two_layer(dtype: Any, seed: int, hidden: Sequence[int], input_size: int = 784,
+                  output_size: int = 10) -> Any:
+        return TwoLayerNet(input_size, hidden[0], output_size, dtype=dtype, seed=seed)
+
+    out["two-layer"] = two_layer
+    try:
+        from scratch.multi_layer_net import MultiLayerNet
+    except ImportError:
+        MultiLayerNet = None
+    if MultiLayerNet is not None:
+        def multi_layer(dtype: Any, seed: int, hidden: Sequence[int], input_size: int = 784,
+                        output_size: int = 10) -> Any:
+            return MultiLayerNet(input_size, list(hidden), output_size, dtype=dtype, seed=seed)
+
+        out["multi-layer"] = multi_layer
+    try:
+        from scratch.simple_convnet import SimpleConvNet
+    except ImportError:
+        SimpleConvNet = None
+    if SimpleConvNet is not None:
+        def convnet(dtype: Any, seed: int, hidden: Sequence[int], input_size: int = 784,
+                    output_size: int = 10) -> Any:
+            side = round(math.sqrt(input_size))
+            return SimpleConvNet((1, side, side), hidden_size=hidden[0], output_size=output_size,
+                                 dtype=dtype, seed=seed)
+
+        out["convnet"] = convnet
+    return out
+
+
+def make_net(name: str = "two-layer", *, dtype: Any = np.float64, seed: int = 0,
+             hidden: Sequence[int] | int = (50,), input_size: int = 784,
+             output_size: int = 10) -> Any:
+    nets = available_nets()
+    if name not in nets:
+        raise ValueError(f"unknown net {name!r}; available: {sorted(nets)}")
+    hidden = [hidden] if isinstance(hidden, int) else list(hidden)
+    return nets[name](np.dtype(dtype), seed, hidden, input_size, output_size)
+
+
+class _ClassicSGD:
+    """``p -= lr * g``: used only when scratch.optimizers is missing."""
+
+    def __init__(self, lr: float) -> None:
+        self.lr = lr
+
+    def update(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        for key, p in params.items():
+            p -= p.dtype.type(self.lr) * grads[key]
+
+
+@dataclass
+class OptimizerPair:
+    """A scratch optimizer and the torch optimizer that computes the same update."""
+
+    name: str
+    scratch: Any
+    torch: torch.optim.Optimizer | None
+    before_step: Callable[[torch.optim.Optimizer, int], None] | None = None
+    description: str = ""
+
+
+# name -> (scratch class name in scratch.optimizers, default keyword arguments)
+_SCRATCH_OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "sgd": ("SGD", {}),
+    "momentum": ("Momentum", {}),
+    # the book's Nesterov is a different optimizer from torch's; the paper's form (bengio)
+    # equals SGD(nesterov=True) while lr is constant, as it is here.
+    "nesterov": ("Nesterov", {"form": "bengio"}),
+    "adagrad": ("AdaGrad", {}),
+    "rmsprop": ("RMSprop", {}),
+    "adam": ("Adam", {}),
+}
+
+
+def available_optimizers() -> list[str]:
+    try:
+        import reference.optimizers  # noqa: F401
+        import scratch.optimizers  # noqa: F401
+    except ImportError:
+        return ["sgd"]
+    return list(OPTIMIZER_NAMES)
+
+
+def make_optimizer_pair(name: str, torch_params: Sequence[torch.Tensor] | None, lr: float,
+                        **kwargs: Any) -> OptimizerPair:
+    """The scratch optimizer ``name`` (lr and keyword arguments) and its torch twin over
+    ``torch_params`` (None: no torch optimizer). Uses ``reference.optimizers.torch_twin``;
+    plain SGD works without it."""
+    key = name.lower()
+    if key not in _SCRATCH_OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {name!r}; choose from {list(OPTIMIZER_NAMES)}")
+    cls_name, defaults = _SCRATCH_OPTIMIZERS[key]
+    try:
+        import scratch.optimizers as sopt
+        from reference.optimizers import torch_twin
+    except ImportError:
+        if key != "sgd":
+            raise ValueError(f"optimizer {name!r} needs scratch.optimizers and "
+                             "reference.optimizers, which are not available") from None
+        if kwargs:
+            raise ValueError(f"sgd takes no options, got {sorted(kwargs)}") from None
+        topt = torch.optim.SGD(list(torch_params), lr=lr) if torch_params is not None else None
+        return OptimizerPair(key, _ClassicSGD(lr), topt, None, "optim.SGD(lr)")
+    scratch_opt = getattr(sopt, cls_name)(lr=lr, **{**defaults, **kwargs})
+    twin = torch_twin(scratch_opt)
+    topt = twin.factory(list(torch_params)) if torch_params is not None else None
+    return OptimizerPair(key, scratch_opt, topt, twin.before_step, twin.description)
+
+
+# ---------------------------------------------------------------------------------------
+# One side of the comparison
+
+
+def cast_net(net: Any, dtype: Any) -> Any:
+    """A deep copy of a scratch net with every float array of its params and layers cast to
+    ``dtype``; arrays shared between ``net.params`` and the layers stay shared."""
+    dtype = np.dtype(dtype)
+    work = copy.deepcopy(net)
+    memo: dict[int, np.ndarray] = {}
+
+    def cast(a: Any) -> Any:
+        if isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.dtype != dtype:
+            if id(a) not in memo:
+                memo[id(a)] = a.astype(dtype)
+            return memo[id(a)]
+        return a
+
+    for k, v in list(work.params.items()):
+        work.params[k] = cast(v)
+    layers = work.layers.values() if isinstance(work.layers, dict) else work.layers
+    last = getattr(work, "last_layer", None)
+    for layer in [*layers, *([last] if last is not None else [])]:
+        for attr, val in list(vars(layer).items()):
+            if isinstance(val, dict):
+                for k2, v2 in list(val.items()):
+                    val[k2] = cast(v2)
+            else:
+                setattr(layer, attr, cast(val))
+    if hasattr(work, "dtype"):
+        work.dtype = dtype
+    return work
+
+
+def _layer_list(net: Any) -> list[Any]:
+    layers = net.layers.values() if isinstance(net.layers, dict) else net.layers
+    return list(layers)
+
+
+def sync_net(dst: Any, src: Any) -> None:
+    """Copy (and cast) ``src``'s parameters and layer state arrays into ``dst`` in place."""
+    for k, v in src.params.items():
+        np.copyto(dst.params[k], v, casting="unsafe")
+    for ld, ls in zip(_layer_list(dst), _layer_list(src), strict=True):
+        for attr, val in vars(ls).items():
+            if attr in ("params", "grads") or not isinstance(val, np.ndarray):
+                continue
+            target = getattr(ld, attr, None)
+            if (isinstance(target, np.ndarray) and target.shape == val.shape
+                    and attr.startswith("running_")):
+                np.copyto(target, val, casting="unsafe")
+
+
+class NumpySide:
+    """The scratch net, its optimizer, and the loss of its last forward pass."""
+
+    framework = "numpy"
+
+    def __init__(self, net: Any, optimizer: Any) -> None:
+        self.net = net
+        self.optimizer = optimizer
+        self.dtype = np.dtype(next(iter(net.params.values())).dtype)
+        self._loss_box: list[Any] = []
+        original = net.loss
+
+        def loss(*args: Any, **kwargs: Any) -> Any:  # records the value gradient() computes
+            value = original(*args, **kwargs)
+            self._loss_box.append(value)
+            return value
+
+        net.loss = loss
+        self.grads: dict[str, np.ndarray] = {}
+
+    def forward_backward(self, x: np.ndarray, t: np.ndarray) -> float:
+        self._loss_box.clear()
+        self.grads = self.net.gradient(x, t)
+        if not self._loss_box:  # a net whose gradient() does not call self.loss
+            self._loss_box.append(self.net.loss(x, t))
+        return float(self._loss_box[-1])
+
+    def step(self) -> None:
+        self.optimizer.update(self.net.params, self.grads)
+
+    def close(self) -> None:
+        """Give the net its own ``loss`` method back."""
+        self.net.__dict__.pop("loss", None)
+
+    def params(self) -> dict[str, np.ndarray]:
+        return self.net.params
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return self.net.predict(x)
+
+
+class TorchSide:
+    """The torch twin and its optimizer; gradients and parameters seen in scratch layout."""
+
+    framework = "torch"
+
+    def __init__(self, tnet: TorchNet, pair: OptimizerPair) -> None:
+        self.tnet = tnet
+        self.pair = pair
+        self.dtype = tnet.np_dtype
+        self.t = 0
+        self._links = [(link.key, tnet.param(link), link.spec.from_torch) for link in tnet.links]
+
+    def forward_backward(self, x: torch.Tensor, t: torch.Tensor) -> float:
+        self.pair.torch.zero_grad()
+        loss = self.tnet.loss(x, t)
+        loss.backward()
+        return float(loss.item())
+
+    def step(self) -> None:
+        self.t += 1
+        if self.pair.before_step is not None:
+            self.pair.before_step(self.pair.torch, self.t)
+        self.pair.torch.step()
+
+    def grads(self) -> dict[str, np.ndarray]:
+        out = {}
+        for key, p, from_torch in self._links:
+            g = p.grad if p.grad is not None else torch.zeros_like(p)
+            out[key] = from_torch(g.detach().numpy())
+        return out
+
+    def params(self) -> dict[str, np.ndarray]:
+        return {key: from_torch(p.detach().numpy()) for key, p, from_torch in self._links}
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        self.tnet.eval()
+        try:
+            with torch.no_grad():
+                return self.tnet.forward(torch.from_numpy(x), inject=False).numpy()
+        finally:
+            self.tnet.train()
+
+
+# ---------------------------------------------------------------------------------------
+# Per-step records
+
+
+@dataclass
+class Trace:
+    """Per-step largest difference of one tensor between two runs.
+
+    ``abs[s]``: max |a - b| at step s; ``index[s]``: where (flat index into ``shape``);
+    ``scale[s]``: max |b| (b is the reference side: torch, or float64); ``ref[s]``: |b| at the
+    index; ``rel = abs / scale``. ``recorded[s]`` is False where nothing was compared.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    abs: np.ndarray
+    scale: np.ndarray
+    ref: np.ndarray
+    index: np.ndarray
+    recorded: np.ndarray
+
+    @classmethod
+    def empty(cls, name: str, shape: tuple[int, ...], n: int) -> Trace:
+        return cls(name, tuple(shape), np.full(n, np.nan), np.full(n, np.nan),
+                   np.full(n, np.nan), np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool))
+
+    @property
+    def rel(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.scale > 0, self.abs / self.scale,
+                            np.where(self.abs > 0, np.inf, 0.0))
+
+    def index_at(self, step: int) -> tuple[int, ...]:
+        i = int(self.index[step])
+        if i < 0 or not self.shape:
+            return ()
+        return tuple(int(j) for j in np.unravel_index(i, self.shape))
+
+
+class _Differ:
+    """Fast max-abs-difference of two arrays into a reusable buffer."""
+
+    def __init__(self) -> None:
+        self._bufs: dict[tuple[tuple[int, ...], str], np.ndarray] = {}
+
+    def __call__(self, trace: Trace, step: int, a: Any, b: Any) -> None:
+        if np.ndim(a) == 0:
+            fa, fb = float(a), float(b)
+            d = abs(fa - fb)
+            trace.abs[step], trace.scale[step], trace.ref[step] = d, abs(fb), abs(fb)
+            trace.index[step] = 0
+            trace.recorded[step] = True
+            return
+        dt = np.dtype(np.float64)  # exact for float32 inputs, so the noise-floor bound is rigorous
+        key = (a.shape, dt.str)
+        buf = self._bufs.get(key)
+        if buf is None:
+            buf = self._bufs[key] = np.empty(a.shape, dtype=dt)
+        np.subtract(a, b, out=buf, dtype=dt)
+        np.abs(buf, out=buf)
+        i = int(buf.argmax())
+        trace.abs[step] = float(buf.flat[i])
+        trace.scale[step] = max(float(b.max()), -float(b.min())) if b.size else 0.0
+        trace.ref[step] = abs(float(b.flat[i]))
+        trace.index[step] = i
+        trace.recorded[step] = True
+
+
+@dataclass
+class EvalRecord:
+    step: int
+    epoch: int
+    train_acc: dict[str, float]
+    test_acc: dict[str, float]
+
+
+@dataclass
+class Snapshot:
+    """Both sides' tensors at one step, with the limit each was judged against."""
+
+    step: int
+    reason: str
+    numpy: dict[str, np.ndarray]
+    torch: dict[str, np.ndarray]
+    limits: dict[str, float]
+    floors: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = ""
+    net: str = ""
+    iters: int = 10000
+    batch: int = 100
+    lr: float = 0.1
+    optimizer: str = "sgd"
+    mode: str = "free"
+    dtype: str = "float64"
+    seed: int = 0
+    frameworks: tuple[str, ...] = FRAMEWORKS
+    record_param_diff: bool = True
+    record_grad_diff: bool = False
+    shadow_steps: int = 0
+    threads: int | None = 1
+    eval_chunk: int = DEFAULT_EVAL_CHUNK
+    train_size: int = 0
+    test_size: int = 0
+    iter_per_epoch: float = 0.0
+
+
+@dataclass
+class TrainResult:
+    """Everything a side-by-side run recorded. Arrays have one entry per step."""
+
+    config: TrainConfig
+    loss: dict[str, np.ndarray]
+    evals: list[EvalRecord]
+    diffs: dict[str, Trace]
+    floors: dict[str, dict[str, Trace]]
+    shadow_gap: dict[str, Trace]
+    snapshot: Snapshot | None
+    timings: dict[str, float]
+    threads: dict[str, Any]
+    data: dict[str, Any]
+    tensor_order: list[str]
+    final_diff: dict[str, float] = field(default_factory=dict)
+    """max |numpy - torch| of every parameter after the last step."""
+
+    @property
+    def frameworks(self) -> tuple[str, ...]:
+        return self.config.frameworks
+
+    @property
+    def both(self) -> bool:
+        return len(self.config.frameworks) == 2
+
+    @property
+    def dtype(self) -> np.dtype:
+        return np.dtype(self.config.dtype)
+
+    def accuracy(self, which: str, framework: str) -> np.ndarray:
+        return np.array([getattr(e, f"{which}_acc")[framework] for e in self.evals])
+
+    @property
+    def eval_steps(self) -> list[int]:
+        return [e.step for e in self.evals]
+
+
+@dataclass
+class TrainEvent:
+    """What a callback receives: ``kind`` is 'step', 'eval' or 'end'."""
+
+    kind: str
+    step: int
+    result: TrainResult
+    eval: EvalRecord | None = None
+
+
+Callback = Callable[[TrainEvent], None]
+
+
+# ---------------------------------------------------------------------------------------
+# Judging one step
+
+
+def float64_limit(name: str, scale: float, ref: float, loss_atol: float = LOSS_ATOL_FLOAT64,
+                  tol: Tolerance | None = None) -> float:
+    """The largest accepted difference for a float64 tensor (at its worst element)."""
+    if name == "loss":
+        return loss_atol
+    tol = tol or DEFAULT_TOLERANCES["float64"]
+    return tol.atol * scale + tol.rtol * ref
+
+
+def noise_floor(floor_np: float, floor_t: float, scale: float) -> float:
+    """The rounding noise floor of one float32 tensor at one step."""
+    return max(floor_np, floor_t, EPS32 * scale)
+
+
+def float32_limit(floor: float, scale: float) -> float:
+    """A gap above this is not rounding: 2 floors (triangle bound) + float64 tolerance."""
+    tol = DEFAULT_TOLERANCES["float64"]
+    return NOISE_RATIO_LIMIT * floor + (tol.atol + tol.rtol) * scale
+
+
+# ---------------------------------------------------------------------------------------
+# The trainer
+
+
+def _data_arrays(data: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    try:
+        return data.x_train, data.t_train, data.x_test, data.t_test
+    except AttributeError as exc:
+        raise TypeError("data must have x_train, t_train, x_test, t_test (harness.data.Dataset)"
+                        ) from exc
+
+
+def _labels(t: np.ndarray) -> np.ndarray:
+    t = np.asarray(t)
+    if t.ndim == 2:  # one-hot
+        t = t.argmax(axis=1)
+    return t.astype(np.int64, copy=False)
+
+
+def _input_shape(net: Any) -> tuple[int, ...] | None:
+    dim = getattr(net, "input_dim", None)
+    return tuple(dim) if dim is not None else None
+
+
+def train_side_by_side(
+    net: Any = None,
+    data: Any = None,
+    *,
+    iters: int = 10000,
+    batch: int = 100,
+    lr: float = 0.1,
+    optimizer: str = "sgd",
+    optimizer_kwargs: dict[str, Any] | None = None,
+    mode: str = "free",
+    dtype: Any = np.float64,
+    seed: int = 0,
+    frameworks: Sequence[str] = FRAMEWORKS,
+    record_param_diff: bool = True,
+    record_grad_diff: bool | None = None,
+    shadow_steps: int | None = None,
+    callbacks: Sequence[Callback] = (),
+    threads: int | None = 1,
+    eval_chunk: int = DEFAULT_EVAL_CHUNK,
+    net_name: str = "",
+) -> TrainResult:
+    """Train the scratch net and its torch twin side by side; see the module docstring.
+
+    * ``net``: a scratch net, or a factory ``(dtype) -> net`` (e.g. ``lambda dtype:
+      TwoLayerNet(dtype=dtype, seed=0)``), or None for the classic TwoLayerNet(784, 50, 10).
+      A net instance is used as is (its dtype wins) and is trained in place.
+    * ``data``: an object with ``x_train, t_train, x_test, t_test`` (``harness.data.Dataset``);
+      images (N, 784) in any float dtype, labels integers (or one-hot).
+    * ``mode``: 'free' or 'lockstep'; ``frameworks``: ('numpy', 'torch') or one of them.
+    * ``record_param_diff``: compare every parameter after every step (always on in
+      lockstep); ``record_grad_diff``: every gradient (default: in lockstep only). The loss is
+      always compared.
+    * ``shadow_steps``: float32 only, how many steps run float64 shadows for the noise floor;
+      None: all in lockstep, ``min(iters, 1000)`` in free mode; 0: none.
+    * ``threads``: limit NumPy's BLAS and PyTorch to this many threads while training
+      (:mod:`harness.threads`); None leaves both alone.
+    * ``callbacks``: called with a :class:`TrainEvent` after every step, evaluation and at the
+      end.
+    """
+    from harness.threads import limit_threads
+
+    if data is None:
+        raise TypeError("train_side_by_side needs data (harness.data.load_dataset(...))")
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    frameworks = tuple(frameworks)
+    if not frameworks or any(f not in FRAMEWORKS for f in frameworks) or \
+            len(set(frameworks)) != len(frameworks):
+        raise ValueError(f"frameworks must be a non-empty subset of {FRAMEWORKS}, got {frameworks}")
+    frameworks = tuple(f for f in FRAMEWORKS if f in frameworks)
+    both = len(frameworks) == 2
+    if iters < 1 or batch < 1:
+        raise ValueError(f"iters and batch must be >= 1, got {iters}, {batch}")
+
+    if net is None:
+        net = make_net("two-layer", dtype=dtype, seed=seed)
+        net_name = net_name or "two-layer"
+    elif callable(net) and not hasattr(net, "params"):
+        net = net(np.dtype(dtype))
+    dt = np.dtype(next(iter(net.params.values())).dtype)
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise TypeError(f"the net's parameters must be float32 or float64, got {dt}")
+    if mode == "lockstep" and not both:
+        raise ValueError("lockstep mode needs both frameworks")
+
+    x_train, t_train, x_test, t_test = _data_arrays(data)
+    t_train, t_test = _labels(t_train), _labels(t_test)
+    n_train = int(x_train.shape[0])
+    ipe = iter_per_epoch(n_train, batch)
+    eval_at = set(evaluation_steps(iters, ipe))
+    in_shape = _input_shape(net)
+
+    if dt == np.float32 and both:
+        if shadow_steps is None:
+            shadow_steps = iters if mode == "lockstep" else min(iters, DEFAULT_FREE_SHADOW_STEPS)
+        shadow_steps = max(0, min(int(shadow_steps), iters))
+    else:
+        shadow_steps = 0
+    record = record_param_diff or mode == "lockstep"
+    record_grads = (mode == "lockstep") if record_grad_diff is None else bool(record_grad_diff)
+
+    config = TrainConfig(dataset=str(getattr(data, "name", "")), net=net_name or type(net).__name__,
+                         iters=iters, batch=batch, lr=lr, optimizer=optimizer, mode=mode,
+                         dtype=dt.name, seed=seed, frameworks=frameworks,
+                         record_param_diff=record, record_grad_diff=record_grads,
+                         shadow_steps=shadow_steps, threads=threads,
+                         eval_chunk=eval_chunk, train_size=n_train,
+                         test_size=int(x_test.shape[0]), iter_per_epoch=float(ipe))
+    okw = dict(optimizer_kwargs or {})
+
+    # --- build the sides (shadows first: cast_net must copy the net before it is wrapped)
+    shadow_np = shadow_t = None
+    if shadow_steps:
+        net64 = cast_net(net, np.float64)
+        t64 = to_torch(net64, np.float64)
+        shadow_t = TorchSide(t64, make_optimizer_pair(optimizer, list(t64.parameters()), lr, **okw))
+        shadow_np = NumpySide(net64, make_optimizer_pair(optimizer, None, lr, **okw).scratch)
+    np_side = t_side = None
+    if "torch" in frameworks:
+        tnet = to_torch(net, dt)
+        t_side = TorchSide(tnet, make_optimizer_pair(optimizer, list(tnet.parameters()), lr, **okw))
+    if "numpy" in frameworks:
+        np_side = NumpySide(net, make_optimizer_pair(optimizer, None, lr, **okw).scratch)
+
+    keys = list(net.params)
+    shapes = {k: tuple(v.shape) for k, v in net.params.items()}
+    order = ["loss"] + ([f"d{k}" for k in keys] if record_grads else []) + (keys if record else [])
+    tshape = {"loss": ()} | {f"d{k}": shapes[k] for k in keys} | {k: shapes[k] for k in keys}
+    n = iters
+
+    def traces() -> dict[str, Trace]:
+        return {name: Trace.empty(name, tshape[name], n) for name in order}
+
+    result = TrainResult(
+        config=config,
+        loss={f: np.full(n, np.nan) for f in frameworks},
+        evals=[],
+        diffs=traces() if both else {},
+        floors={"numpy": traces(), "torch": traces()} if shadow_steps else {},
+        shadow_gap=traces() if shadow_steps else {},
+        snapshot=None,
+        timings={"numpy_step": 0.0, "torch_step": 0.0, "numpy_eval": 0.0, "torch_eval": 0.0,
+                 "compare": 0.0, "shadow": 0.0, "sync": 0.0, "total": 0.0},
+        threads={},
+        data={"name": config.dataset, "source": str(getattr(data, "source", "")),
+              "train": n_train, "test": int(x_test.shape[0])},
+        tensor_order=order,
+    )
+    diff = _Differ()
+    tm = result.timings
+    rng = np.random.default_rng(seed)
+    judged_last = (shadow_steps - 1) if dt == np.float32 else iters - 1
+    torch_dt = TORCH_DTYPE[dt]
+    perf = time.perf_counter
+
+    def as_input(xb: np.ndarray, d: np.dtype) -> np.ndarray:
+        xb = xb.astype(d, copy=False)
+        return xb.reshape(-1, *in_shape) if in_shape else xb
+
+    def limit_for(name: str, s: int) -> float:
+        tr = result.diffs[name]
+        if dt == np.float64:
+            return float64_limit(name, tr.scale[s], tr.ref[s])
+        if s >= shadow_steps:
+            return math.nan
+        fl = noise_floor(result.floors["numpy"][name].abs[s], result.floors["torch"][name].abs[s],
+                         tr.scale[s])
+        return float32_limit(fl, tr.scale[s])
+
+    def take_snapshot(s: int, reason: str, np_vals: dict[str, Any], t_vals: dict[str, Any]) -> None:
+        names = [k for k in order if k in np_vals]
+        limits = {k: limit_for(k, s) for k in names}
+        floors = {}
+        if shadow_steps and s < shadow_steps:
+            floors = {k: {"numpy": float(result.floors["numpy"][k].abs[s]),
+                          "torch": float(result.floors["torch"][k].abs[s])} for k in names}
+        result.snapshot = Snapshot(
+            step=s, reason=reason,
+            numpy={k: np.array(np_vals[k], dtype=dt, copy=True) for k in names},
+            torch={k: np.array(t_vals[k], dtype=dt, copy=True) for k in names},
+            limits=limits, floors=floors)
+
+    t_start = perf()
+    with limit_threads(threads, threads) if threads else _null_threads() as thread_info:
+        result.threads = dict(thread_info)
+        for s in range(iters):
+            idx = batch_indices(rng, n_train, batch)
+            xb, tb = x_train[idx], t_train[idx]
+            xr = as_input(xb, dt)
+            shadows = shadow_np is not None and s < shadow_steps
+            if mode == "lockstep":
+                t0 = perf()
+                load_from_scratch(t_side.tnet, net)
+                tm["sync"] += perf() - t0
+            if shadows and mode == "lockstep":
+                t0 = perf()
+                sync_net(shadow_np.net, net)
+                load_from_scratch(shadow_t.tnet, shadow_np.net)
+                tm["shadow"] += perf() - t0
+            # forward + backward: torch first (a Dropout twin installs its mask in the scratch
+            # layer), then NumPy
+            if t_side is not None:
+                t0 = perf()
+                tt = torch.from_numpy(tb)
+                lt = t_side.forward_backward(torch.from_numpy(xr).to(torch_dt), tt)
+                tm["torch_step"] += perf() - t0
+                result.loss["torch"][s] = lt
+            if np_side is not None:
+                t0 = perf()
+                ln = np_side.forward_backward(xr, tb)
+                tm["numpy_step"] += perf() - t0
+                result.loss["numpy"][s] = ln
+            if shadows:
+                t0 = perf()
+                x64 = as_input(xb, np.dtype(np.float64))
+                l64t = shadow_t.forward_backward(torch.from_numpy(x64), torch.from_numpy(tb))
+                l64n = shadow_np.forward_backward(x64, tb)
+                tm["shadow"] += perf() - t0
+            t_vals: dict[str, Any] = {}
+            np_vals: dict[str, Any] = {}
+            if both:
+                t0 = perf()
+                np_vals["loss"], t_vals["loss"] = ln, lt
+                diff(result.diffs["loss"], s, ln, lt)
+                if shadows:
+                    fl_n, fl_t, gap = result.floors["numpy"], result.floors["torch"], result.shadow_gap
+                    diff(fl_n["loss"], s, ln, l64n)
+                    diff(fl_t["loss"], s, lt, l64t)
+                    diff(gap["loss"], s, l64n, l64t)
+                if record_grads:
+                    tg = t_side.grads()
+                    for k in keys:
+                        name = f"d{k}"
+                        np_vals[name], t_vals[name] = np_side.grads[k], tg[k]
+                        diff(result.diffs[name], s, np_side.grads[k], tg[k])
+                    if shadows:
+                        sg = shadow_t.grads()
+                        for k in keys:
+                            name = f"d{k}"
+                            diff(fl_n[name], s, np_side.grads[k], shadow_np.grads[k])
+                            diff(fl_t[name], s, tg[k], sg[k])
+                            diff(gap[name], s, shadow_np.grads[k], sg[k])
+                tm["compare"] += perf() - t0
+            # updates
+            if t_side is not None:
+                t0 = perf()
+                t_side.step()
+                tm["torch_step"] += perf() - t0
+            if np_side is not None:
+                t0 = perf()
+                np_side.step()
+                tm["numpy_step"] += perf() - t0
+            if shadows:
+                t0 = perf()
+                shadow_t.step()
+                shadow_np.step()
+                tm["shadow"] += perf() - t0
+            if both:
+                t0 = perf()
+                final = s == judged_last and result.snapshot is None
+                if record:
+                    tp, npp = t_side.params(), np_side.params()
+                    for k in keys:
+                        np_vals[k], t_vals[k] = npp[k], tp[k]
+                        diff(result.diffs[k], s, npp[k], tp[k])
+                    if shadows:
+                        sp, snp = shadow_t.params(), shadow_np.params()
+                        for k in keys:
+                            diff(result.floors["numpy"][k], s, npp[k], snp[k])
+                            diff(result.floors["torch"][k], s, tp[k], sp[k])
+                            diff(result.shadow_gap[k], s, snp[k], sp[k])
+                if result.snapshot is None and s <= judged_last:
+                    for name in order:
+                        tr = result.diffs[name]
+                        if tr.recorded[s] and not tr.abs[s] <= limit_for(name, s):
+                            take_snapshot(s, f"first step where {name} exceeds its limit",
+                                          np_vals, t_vals)
+                            break
+                    else:
+                        if final:
+                            take_snapshot(s, "last judged step (no step exceeded)", np_vals, t_vals)
+                tm["compare"] += perf() - t0
+            if s == shadow_steps - 1:  # the window ends: free the shadows
+                shadow_np = shadow_t = None
+            if s in eval_at:
+                rec = _evaluate(result, s, ipe, np_side, t_side, x_train, t_train, x_test, t_test,
+                                dt, in_shape, eval_chunk)
+                result.evals.append(rec)
+                for cb in callbacks:
+                    cb(TrainEvent("eval", s, result, rec))
+            for cb in callbacks:
+                cb(TrainEvent("step", s, result))
+        if both:
+            tp, npp = t_side.params(), np_side.params()
+            result.final_diff = {k: float(np.max(np.abs(npp[k].astype(np.float64)
+                                                        - tp[k].astype(np.float64))))
+                                 for k in keys}
+    tm["total"] = perf() - t_start
+    for side in (np_side, shadow_np):
+        if side is not None:
+            side.close()
+    for cb in callbacks:
+        cb(TrainEvent("end", iters - 1, result))
+    return result
+
+
+class _null_threads:
+    def __enter__(self) -> dict[str, Any]:
+        from harness.threads import numpy_threads
+
+        return {"numpy_threads": numpy_threads(), "torch_threads": torch.get_num_threads()}
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _evaluate(result: TrainResult, step: int, ipe: float, np_side: NumpySide | None,
+              t_side: TorchSide | None, x_train: np.ndarray, t_train: np.ndarray,
+              x_test: np.ndarray, t_test: np.ndarray, dt: np.dtype,
+              in_shape: tuple[int, ...] | None, chunk: int) -> EvalRecord:
+    """Accuracy of both sides on all of the training and test set, in chunks; each chunk is
+    cast once and given to both."""
+    sides = [s for s in (np_side, t_side) if s is not None]
+    accs: dict[str, dict[str, float]] = {"train": {}, "test": {}}
+    for which, x, t in (("train", x_train, t_train), ("test", x_test, t_test)):
+        correct = dict.fromkeys((s.framework for s in sides), 0)
+        for i in range(0, x.shape[0], chunk):
+            xc = x[i:i + chunk].astype(dt, copy=False)
+            if in_shape:
+                xc = xc.reshape(-1, *in_shape)
+            tc = t[i:i + chunk]
+            for side in sides:
+                t0 = time.perf_counter()
+                y = side.predict(xc)
+                correct[side.framework] += int(np.count_nonzero(y.argmax(axis=1) == tc))
+                result.timings[f"{side.framework}_eval"] += time.perf_counter() - t0
+        for f, c in correct.items():
+            accs[which][f] = c / float(x.shape[0])
+    return EvalRecord(step=step, epoch=int(step // ipe), train_acc=accs["train"],
+                      test_acc=accs["test"])
+
+
+# ---------------------------------------------------------------------------------------
+# Divergence analysis
+
+
+@dataclass
+class TensorSummary:
+    """One tensor over the whole run (NumPy vs PyTorch in the run's dtype)."""
+
+    name: str
+    max_abs: float
+    max_abs_step: int
+    max_abs_index: tuple[int, ...]
+    max_rel: float
+    judged_steps: int
+    exceeded_steps: int
+    first_step: int | None
+    first_index: tuple[int, ...] | None
+    max_ratio: float  # largest gap / limit-unit (float32: gap / noise floor; float64: gap / limit)
+    max_ratio_step: int | None
+    floor_numpy: float | None = None  # float32: the largest float32-vs-float64 gap, numpy
+    floor_torch: float | None = None
+    shadow_gap: float | None = None  # float64 shadows: numpy vs torch
+    unjudged_max_abs: float | None = None  # after the shadow window
+
+
+@dataclass
+class Analysis:
+    agree: bool | None
+    criterion: str
+    mode: str
+    dtype: str
+    judged_steps: int
+    first_step: int | None
+    first_tensor: str | None
+    first_index: tuple[int, ...] | None
+    first_abs: float | None
+    first_limit: float | None
+    first_ratio: float | None
+    tensors: dict[str, TensorSummary]
+    shadow_ok: bool | None
+    shadow_first: tuple[int, str] | None
+    verdict: str
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        return _jsonable(d)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {k: _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        v = float(x)
+        return v if math.isfinite(v) else str(v)
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, np.bool_):
+        return bool(x)
+    return x
+
+
+def _limits(result: TrainResult, name: str, loss_atol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Per-step limit and the unit of the ratio (float64: the limit; float32: the floor);
+    NaN where a step is not judged."""
+    tr = result.diffs[name]
+    n = tr.abs.shape[0]
+    if result.dtype == np.float64:
+        tol = DEFAULT_TOLERANCES["float64"]
+        lim = np.full(n, loss_atol) if name == "loss" else tol.atol * tr.scale + tol.rtol * tr.ref
+        return np.where(tr.recorded, lim, np.nan), np.where(tr.recorded, lim, np.nan)
+    k = result.config.shadow_steps
+    unit = np.full(n, np.nan)
+    if k:
+        fn, ft = result.floors["numpy"][name], result.floors["torch"][name]
+        floor = np.maximum(np.maximum(fn.abs, ft.abs), EPS32 * tr.scale)
+        ok = tr.recorded & fn.recorded & ft.recorded
+        unit = np.where(ok, floor, np.nan)
+        unit[k:] = np.nan
+    tol = DEFAULT_TOLERANCES["float64"]
+    lim = NOISE_RATIO_LIMIT * unit + (tol.atol + tol.rtol) * tr.scale
+    return lim, unit
+
+
+def analyse(result: TrainResult, *, loss_atol: float = LOSS_ATOL_FLOAT64) -> Analysis:
+    """Where, when and by how much the NumPy and PyTorch runs part; a verdict with numbers."""
+    cfg = result.config
+    if not result.both:
+        return Analysis(None, "none", cfg.mode, cfg.dtype, 0, None, None, None, None, None, None,
+                        {}, None, None,
+                        f"only {cfg.frameworks[0]} ran: nothing to compare "
+                        f"(final test accuracy {_final_acc(result, cfg.frameworks[0])}).")
+    f32 = result.dtype == np.float32
+    criterion = ("float32 noise floor (float64 shadows, triangle bound 2x)" if f32
+                 else f"float64 tolerance (|loss diff| <= {loss_atol:g}; "
+                      f"rtol={DEFAULT_TOLERANCES['float64'].rtol:g}, "
+                      f"atol={DEFAULT_TOLERANCES['float64'].atol:g} x max|torch|)")
+    tensors: dict[str, TensorSummary] = {}
+    first: tuple[int, int, str] | None = None
+    judged_any = 0
+    for pos, name in enumerate(result.tensor_order):
+        tr = result.diffs[name]
+        lim, unit = _limits(result, name, loss_atol)
+        judged = ~np.isnan(lim)
+        exceed = judged & ~(tr.abs <= lim)
+        absv = np.where(tr.recorded, tr.abs, -np.inf)
+        absv = np.where(np.isnan(absv), np.inf, absv)
+        s_max = int(np.argmax(absv)) if tr.recorded.any() else 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(judged, tr.abs / unit, np.nan)
+        ratio = np.where(judged & np.isnan(ratio) & ~(tr.abs <= lim), np.inf, ratio)
+        ratio = np.where(judged & (unit == 0) & (tr.abs == 0), 0.0, ratio)
+        r_step = int(np.nanargmax(ratio)) if np.any(judged & ~np.isnan(ratio)) else None
+        fs = int(np.argmax(exceed)) if exceed.any() else None
+        ts = TensorSummary(
+            name=name, max_abs=float(tr.abs[s_max]) if tr.recorded.any() else 0.0,
+            max_abs_step=s_max, max_abs_index=tr.index_at(s_max),
+            max_rel=float(np.nanmax(np.where(tr.recorded, tr.rel, np.nan)))
+            if tr.recorded.any() else 0.0,
+            judged_steps=int(judged.sum()), exceeded_steps=int(exceed.sum()),
+            first_step=fs, first_index=tr.index_at(fs) if fs is not None else None,
+            max_ratio=float(ratio[r_step]) if r_step is not None else math.nan,
+            max_ratio_step=r_step)
+        judged_any = max(judged_any, ts.judged_steps)
+        if f32 and result.floors:
+            fn, ft = result.floors["numpy"][name], result.floors["torch"][name]
+            ts.floor_numpy = float(np.nanmax(fn.abs)) if fn.recorded.any() else None
+            ts.floor_torch = float(np.nanmax(ft.abs)) if ft.recorded.any() else None
+            sg = result.shadow_gap[name]
+            ts.shadow_gap = float(np.nanmax(sg.abs)) if sg.recorded.any() else None
+        if f32:
+            after = tr.recorded & ~judged
+            ts.unjudged_max_abs = float(np.nanmax(tr.abs[after])) if after.any() else None
+        tensors[name] = ts
+        if fs is not None and (first is None or (fs, pos) < first[:2]):
+            first = (fs, pos, name)
+
+    # the float64 shadows must agree with each other (float64 tolerance)
+    shadow_ok: bool | None = None
+    shadow_first: tuple[int, str] | None = None
+    if f32 and result.shadow_gap:
+        shadow_ok = True
+        tol = DEFAULT_TOLERANCES["float64"]
+        best: tuple[int, int, str] | None = None
+        for pos, name in enumerate(result.tensor_order):
+            sg = result.shadow_gap[name]
+            lim = np.full_like(sg.abs, loss_atol) if name == "loss" else \
+                tol.atol * sg.scale + tol.rtol * sg.ref
+            bad = sg.recorded & ~(sg.abs <= lim)
+            if bad.any():
+                shadow_ok = False
+                s = int(np.argmax(bad))
+                if best is None or (s, pos) < best[:2]:
+                    best = (s, pos, name)
+        shadow_first = (best[0], best[2]) if best else None
+
+    fa = first is not None
+    agree: bool | None
+    if judged_any == 0:
+        agree = None
+    else:
+        agree = not fa and shadow_ok is not False
+    an = Analysis(
+        agree=agree, criterion=criterion, mode=cfg.mode, dtype=cfg.dtype, judged_steps=judged_any,
+        first_step=first[0] if fa else None, first_tensor=first[2] if fa else None,
+        first_index=tensors[first[2]].first_index if fa else None,
+        first_abs=float(result.diffs[first[2]].abs[first[0]]) if fa else None,
+        first_limit=None, first_ratio=None, tensors=tensors, shadow_ok=shadow_ok,
+        shadow_first=shadow_first, verdict="")
+    if fa:
+        lim, unit = _limits(result, first[2], loss_atol)
+        an.first_limit = float(lim[first[0]])
+        u = float(unit[first[0]])
+        an.first_ratio = an.first_abs / u if u > 0 else math.inf
+    an.verdict = _verdict_text(result, an)
+    return an
+
+
+def _final_acc(result: TrainResult, f: str) -> str:
+    return f"{result.evals[-1].test_acc[f]:.4f}" if result.evals else "n/a"
+
+
+def _where(name: str, index: tuple[int, ...] | None) -> str:
+    return f"{name}[{', '.join(map(str, index))}]" if index else name
+
+
+def _verdict_text(result: TrainResult, an: Analysis) -> str:
+    cfg = result.config
+    head = f"({cfg.dtype}, {cfg.mode}, {cfg.iters} steps"
+    f32 = cfg.dtype == "float32"
+    if f32:
+        head += f", judged over steps 0-{an.judged_steps - 1} against float64 shadows)" \
+            if an.judged_steps else ", no float64 shadows: nothing judged)"
+    else:
+        head += ")"
+    loss = an.tensors.get("loss")
+    if an.agree is None:
+        return (f"NOT JUDGED {head}: float32 needs float64 shadows for its noise floor "
+                f"(shadow_steps=0). Max |loss diff| {loss.max_abs:.3g}." if loss else
+                f"NOT JUDGED {head}.")
+    parts: list[str] = []
+    if an.agree:
+        if f32:
+            worst = max((t for t in an.tensors.values() if not math.isnan(t.max_ratio)),
+                        key=lambda t: t.max_ratio, default=None)
+            parts.append(f"AGREE within rounding noise {head}: the NumPy-PyTorch gap stays within "
+                         f"{NOISE_RATIO_LIMIT:g}x the float32 noise floor (each framework's own "
+                         "float32-vs-float64 gap) at every judged step; it is rounding noise.")
+            if worst is not None:
+                parts.append(f"Largest gap/floor ratio {worst.max_ratio:.2f} ({worst.name}, step "
+                             f"{worst.max_ratio_step}).")
+            if loss is not None and loss.floor_numpy is not None:
+                parts.append(f"Loss: max gap {_judged_max(result, 'loss'):.3g}; noise floor "
+                             f"numpy {loss.floor_numpy:.3g}, torch {loss.floor_torch:.3g}.")
+            if loss is not None and loss.unjudged_max_abs is not None:
+                parts.append(f"After the shadow window (steps {an.judged_steps}-{cfg.iters - 1}, "
+                             f"not judged) the free-running loss gap reaches "
+                             f"{loss.unjudged_max_abs:.3g} (chaotic float32 drift).")
+        else:
+            parts.append(f"AGREE {head}: no step exceeds the float64 tolerance.")
+            if loss is not None:
+                parts.append(f"Max |loss diff| {loss.max_abs:.3g} (step {loss.max_abs_step}, "
+                             f"limit {LOSS_ATOL_FLOAT64:g}).")
+            worst = max((t for t in an.tensors.values() if t.name != "loss"),
+                        key=lambda t: t.max_rel, default=None)
+            if worst is not None:
+                parts.append(f"Largest parameter/gradient difference: {worst.name} "
+                             f"{worst.max_abs:.3g} (relative {worst.max_rel:.3g}, step "
+                             f"{worst.max_abs_step}).")
+    else:
+        if an.first_step is not None:
+            ts = an.tensors[an.first_tensor]
+            where = _where(an.first_tensor, an.first_index)
+            if f32:
+                fl = result.floors
+                fn = float(fl["numpy"][an.first_tensor].abs[an.first_step])
+                ft = float(fl["torch"][an.first_tensor].abs[an.first_step])
+                parts.append(
+                    f"DISAGREE {head}: NumPy and PyTorch part at step {an.first_step}, in "
+                    f"{where}: |diff| {an.first_abs:.3g} is {an.first_ratio:.3g}x the rounding "
+                    f"noise floor (numpy f32-vs-f64 {fn:.3g}, torch f32-vs-f64 {ft:.3g}); "
+                    f"rounding can explain at most {NOISE_RATIO_LIMIT:g}x: a real difference.")
+            else:
+                parts.append(
+                    f"DISAGREE {head}: NumPy and PyTorch part at step {an.first_step}, in "
+                    f"{where}: |diff| {an.first_abs:.3g} > limit {an.first_limit:.3g} "
+                    f"({an.first_ratio:.3g}x).")
+            parts.append(f"{an.first_tensor} exceeds its limit at {ts.exceeded_steps} of "
+                         f"{ts.judged_steps} judged steps; largest ratio {ts.max_ratio:.3g} at "
+                         f"step {ts.max_ratio_step}.")
+            others = [t.name for t in an.tensors.values()
+                      if t.first_step is not None and t.name != an.first_tensor]
+            if others:
+                parts.append(f"Also beyond the limit: {', '.join(others)}.")
+        if an.shadow_ok is False and an.shadow_first is not None:
+            s, name = an.shadow_first
+            sg = result.shadow_gap[name]
+            parts.append(f"The float64 shadows disagree too: {_where(name, sg.index_at(s))} at "
+                         f"step {s} (|diff| {sg.abs[s]:.3g}).")
+    return " ".join(parts)
+
+
+def _judged_max(result: TrainResult, name: str) -> float:
+    lim, _ = _limits(result, name, LOSS_ATOL_FLOAT64)
+    tr = result.diffs[name]
+    m = ~np.isnan(lim) & tr.recorded
+    return float(np.nanmax(tr.abs[m])) if m.any() else math.nan
+
+
+# ---------------------------------------------------------------------------------------
+# RunReport for the CLI
+
+
+def snapshot_results(result: TrainResult) -> list[TensorResult]:
+    """TensorResults (via :func:`harness.compare.compare`) for the snapshot step's tensors,
+    each against the limit it was judged by (float32: 2x the noise floor)."""
+    snap = result.snapshot
+    if snap is None:
+        return []
+    out = []
+    f32 = result.dtype == np.float32
+    for name in result.tensor_order:
+        if name not in snap.numpy:
+            continue
+        limit = snap.limits.get(name, math.nan)
+        if f32:
+            tol = Tolerance(rtol=0.0, atol=limit if math.isfinite(limit) else 0.0, scaled=False)
+        elif name == "loss":
+            tol = Tolerance(rtol=0.0, atol=LOSS_ATOL_FLOAT64, scaled=False)
+        else:
+            tol = DEFAULT_TOLERANCES["float64"]
+        r = compare(snap.numpy[name], snap.torch[name], tensor=name, layer=f"step {snap.step}",
+                    tol=tol, dtype=result.dtype, vacuous_check=False)
+        if f32:
+            fl = snap.floors.get(name, {})
+            r.tolerance_text = (f"|diff| <= {NOISE_RATIO_LIMIT:g} x noise floor + f64 tol = "
+                                f"{limit:.3g} (floor: numpy f32-vs-f64 {fl.get('numpy', math.nan):.3g}"
+                                f", torch {fl.get('torch', math.nan):.3g})")
+        r.extra["step"] = snap.step
+        r.extra["reason"] = snap.reason
+        out.append(r)
+    return out
+
+
+def summary_dict(result: TrainResult, an: Analysis, *, curves: bool = True) -> dict[str, Any]:
+    cfg = result.config
+    fr = result.frameworks
+    summary: dict[str, Any] = {
+        "verdict": an.verdict,
+        "agree": an.agree,
+        "config": _jsonable(asdict(cfg)),
+        "data": result.data,
+        "accuracy": {
+            f: {"final_train": result.evals[-1].train_acc[f] if result.evals else None,
+                "final_test": result.evals[-1].test_acc[f] if result.evals else None,
+                "first_test": result.evals[0].test_acc[f] if result.evals else None}
+            for f in fr},
+        "evaluations": [_jsonable(asdict(e)) for e in result.evals],
+        "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
+        "threads": _jsonable(result.threads),
+    }
+    if result.both:
+        summary["divergence"] = an.to_dict()
+        summary["max_abs_diff"] = {k: t.max_abs for k, t in an.tensors.items()}
+        summary["first_step_exceeding"] = (
+            {"step": an.first_step, "tensor": an.first_tensor,
+             "index": list(an.first_index or ()), "abs": an.first_abs, "limit": an.first_limit,
+             "ratio": an.first_ratio} if an.first_step is not None else None)
+        if result.dtype == np.float32:
+            summary["ratio_to_noise_floor"] = {k: t.max_ratio for k, t in an.tensors.items()}
+    if curves:
+        summary["loss"] = {f: [float(v) for v in result.loss[f]] for f in fr}
+    return _jsonable(summary)
+
+
+def to_run_report(result: TrainResult, an: Analysis | None = None,
+                  figures: Sequence[Any] = ()) -> RunReport:
+    """The CLI's report: one LayerReport with the snapshot step's tensors, the summary, the
+    figures; ``ok_override`` carries the verdict (no comparison: ok)."""
+    from pathlib import Path
+
+    an = an or analyse(result)
+    cfg = result.config
+    lr = LayerReport(layer=f"train {cfg.net or 'net'}", dtype=cfg.dtype,
+                     input_shape=(cfg.batch,), seed=cfg.seed, results=snapshot_results(result),
+                     info={"mode": cfg.mode, "step": result.snapshot.step if result.snapshot else None,
+                           "reason": result.snapshot.reason if result.snapshot else None})
+    report = RunReport(command="train", layers=[lr] if lr.results else [],
+                       summary=summary_dict(result, an), figures=[Path(f) for f in figures],
+                       ok_override=True if an.agree is None else bool(an.agree))
+    return report
+
+
+__all__ = [
+    "Analysis",
+    "EvalRecord",
+    "OptimizerPair",
+    "TensorSummary",
+    "Trace",
+    "TrainConfig",
+    "TrainEvent",
+    "TrainResult",
+    "analyse",
+    "available_nets",
+    "available_optimizers",
+    "batch_indices",
+    "cast_net",
+    "evaluation_steps",
+    "iter_per_epoch",
+    "make_net",
+    "make_optimizer_pair",
+    "to_run_report",
+    "train_side_by_side",
+]

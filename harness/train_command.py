@@ -1,0 +1,232 @@
+"""``nn-parity train``: the classic MNIST experiment in NumPy and PyTorch side by side.
+
+Loads the data set (:func:`harness.data.load_dataset`), trains both frameworks from identical
+weights on identical mini-batches (:func:`harness.train.train_side_by_side`), prints a line
+per epoch for both (like the classic script), a summary table and the verdict of the
+divergence analysis, and writes the plot. Exit code 0 when the runs agree (within the
+float64 tolerance, or within the float32 rounding noise floor), 1 when they part, 2 for
+usage and data errors (no data and no network: a message, not a traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from typing import Any
+
+import numpy as np
+
+from harness.report import RunReport
+from harness.train import (
+    DEFAULT_EVAL_CHUNK,
+    DEFAULT_FREE_SHADOW_STEPS,
+    FRAMEWORKS,
+    MODES,
+    Analysis,
+    TrainEvent,
+    TrainResult,
+    analyse,
+    available_nets,
+    available_optimizers,
+    evaluation_steps,
+    iter_per_epoch,
+    make_net,
+    to_run_report,
+    train_side_by_side,
+)
+
+DATASETS = ("mnist", "fashion-mnist")
+
+
+def _shadow_steps(text: str) -> int | None:
+    if text in ("auto", ""):
+        return None
+    if text == "all":
+        return -1
+    try:
+        n = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected a number, 'all' or 'auto', got {text!r}") from exc
+    if n < 0:
+        raise argparse.ArgumentTypeError("shadow steps must be >= 0")
+    return n
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("experiment")
+    g.add_argument("--dataset", choices=DATASETS, default="mnist")
+    g.add_argument("--data-dir", metavar="D", help="folder with the four idx files "
+                   "(else $NN_PARITY_DATA, the user cache, a download)")
+    g.add_argument("--no-download", action="store_true", help="never download the data set")
+    g.add_argument("--net", choices=sorted(available_nets()), default="two-layer")
+    g.add_argument("--hidden", type=int, nargs="+", default=[50], metavar="N",
+                   help="hidden size (multi-layer: one per hidden layer); default 50")
+    g.add_argument("--optimizer", choices=available_optimizers(), default="sgd")
+    g.add_argument("--iters", type=int, default=10000)
+    g.add_argument("--batch", type=int, default=100)
+    g.add_argument("--lr", type=float, default=0.1)
+    g.add_argument("--dtype", choices=["float64", "float32"], default="float64")
+    g.add_argument("--seed", type=int, default=0, help="weight init and batch stream")
+    g.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS),
+                   help="both (default) or one of them alone")
+    c = p.add_argument_group("comparison")
+    c.add_argument("--mode", choices=MODES, default="free",
+                   help="free: both runs evolve on their own; lockstep: torch is re-synchronised "
+                        "to the NumPy weights before every step")
+    c.add_argument("--no-param-diff", dest="param_diff", action="store_false",
+                   help="do not compare the parameters every step (only the loss)")
+    c.add_argument("--grad-diff", action="store_true",
+                   help="compare the gradients every step in free mode too (always in lockstep)")
+    c.add_argument("--shadow-steps", type=_shadow_steps, default=None, metavar="N|all",
+                   help="float32: steps with float64 shadows for the noise floor (default: all "
+                        f"in lockstep, {DEFAULT_FREE_SHADOW_STEPS} in free mode)")
+    o = p.add_argument_group("run")
+    o.add_argument("--plot", metavar="PATH", action="append", default=[],
+                   help="write the figure (.png, .svg or .pdf; repeatable)")
+    o.add_argument("--threads", type=int, default=1,
+                   help="threads for NumPy's BLAS and PyTorch while training (default 1, see "
+                        "docs/benchmarks.md); 0 leaves the libraries' defaults")
+    o.add_argument("--eval-chunk", type=int, default=DEFAULT_EVAL_CHUNK,
+                   help="rows per evaluation chunk")
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from harness.data import load_dataset
+
+    return load_dataset(args.dataset, data_dir=args.data_dir, download=not args.no_download)
+
+
+def _fmt(x: float | None, spec: str = ".3g") -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "-"
+    return format(x, spec)
+
+
+def run(args: argparse.Namespace) -> RunReport | int:
+    from harness.terminal import console, progress_bar
+
+    con = console()
+    quiet = bool(getattr(args, "quiet", False))
+    verbose = bool(getattr(args, "verbose", False))
+    if args.iters < 1 or args.batch < 1:
+        print("nn-parity train: error: --iters and --batch must be >= 1", file=sys.stderr)
+        return 2
+    if args.mode == "lockstep" and len(args.frameworks) < 2:
+        print("nn-parity train: error: --mode lockstep needs both frameworks", file=sys.stderr)
+        return 2
+    data = _load(args)
+    dtype = np.dtype(args.dtype)
+    input_size = int(np.prod(data.x_train.shape[1:]))
+    net = make_net(args.net, dtype=dtype, seed=args.seed, hidden=args.hidden,
+                   input_size=input_size, output_size=10)
+    shadow = args.shadow_steps
+    if shadow == -1:
+        shadow = args.iters
+    ipe = iter_per_epoch(data.x_train.shape[0], args.batch)
+    n_eval = len(evaluation_steps(args.iters, ipe))
+    frameworks = tuple(f for f in FRAMEWORKS if f in args.frameworks)
+    if not quiet:
+        sizes = "-".join(str(v) for v in (input_size, *args.hidden, 10))
+        con.print(f"nn-parity train: {args.net} net {sizes} on {data.name} "
+                  f"({data.x_train.shape[0]} train / {data.x_test.shape[0]} test, from {data.source})",
+                  markup=False, highlight=False)
+        con.print(f"  {args.dtype}, mode {args.mode}, {args.optimizer} lr {args.lr:g}, batch "
+                  f"{args.batch}, {args.iters} iterations ({ipe:g} per epoch, {n_eval} evaluations), "
+                  f"seed {args.seed}, frameworks: {', '.join(frameworks)}", markup=False,
+                  highlight=False)
+
+    def on_eval(ev: TrainEvent) -> None:
+        if quiet or ev.kind != "eval" or ev.eval is None:
+            return
+        rec = ev.eval
+        parts = [f"epoch {rec.epoch:3d} (step {rec.step:5d})"]
+        for f in frameworks:
+            parts.append(f"{f} train acc, test acc | {rec.train_acc[f]:.4f}, {rec.test_acc[f]:.4f}")
+        if ev.result.both:
+            d = ev.result.diffs["loss"]
+            upto = d.abs[: ev.step + 1]
+            parts.append(f"max |loss diff| so far {float(np.nanmax(upto)):.3g}")
+        con.print(" | ".join(parts), markup=False, highlight=False)
+
+    with progress_bar(f"training ({args.dtype}, {args.mode})", args.iters,
+                      enabled=not quiet) as advance:
+        def on_step(ev: TrainEvent) -> None:
+            if ev.kind == "step":
+                advance()
+
+        result = train_side_by_side(
+            net, data, iters=args.iters, batch=args.batch, lr=args.lr, optimizer=args.optimizer,
+            mode=args.mode, dtype=dtype, seed=args.seed, frameworks=frameworks,
+            record_param_diff=args.param_diff, record_grad_diff=True if args.grad_diff else None,
+            shadow_steps=shadow, callbacks=[on_eval, on_step],
+            threads=args.threads or None, eval_chunk=args.eval_chunk, net_name=args.net)
+    analysis = analyse(result)
+    figures = []
+    for path in args.plot:
+        from harness.plots import plot_training
+
+        figures.append(plot_training(result, path, analysis))
+    report = to_run_report(result, analysis, figures)
+    if quiet:
+        con.print(analysis.verdict, markup=False, highlight=False)
+    else:
+        print_summary(result, analysis, con, verbose=verbose)
+        for f in figures:
+            con.print(f"plot written: {f}", markup=False, highlight=False)
+        if verbose:
+            for r in report.results:
+                con.print(str(r), markup=False, highlight=False)
+    sys.stdout.flush()
+    return report
+
+
+def print_summary(result: TrainResult, an: Analysis, con: Any, *, verbose: bool = False) -> None:
+    from rich.table import Table
+
+    cfg = result.config
+    tm = result.timings
+    t = Table(title="results")
+    for col in ("framework", "test acc (first eval)", "train acc (final)", "test acc (final)",
+                "mean loss (last 100 steps)", "train steps (s)", "evaluation (s)"):
+        t.add_column(col, justify="left" if col == "framework" else "right")
+    for f in result.frameworks:
+        first = result.evals[0].test_acc[f] if result.evals else None
+        last = result.evals[-1] if result.evals else None
+        t.add_row(f, _fmt(first, ".4f"), _fmt(last.train_acc[f] if last else None, ".4f"),
+                  _fmt(last.test_acc[f] if last else None, ".4f"),
+                  _fmt(float(np.mean(result.loss[f][-100:])), ".4f"),
+                  f"{tm[f'{f}_step']:.2f}", f"{tm[f'{f}_eval']:.2f}")
+    con.print(t)
+    extra = [f"{k} {v:.2f}" for k, v in tm.items()
+             if k in ("compare", "shadow", "sync") and v > 0]
+    con.print(f"wall time {tm['total']:.2f} s" + (f" (of which {', '.join(extra)} s)" if extra else "")
+              + f"; threads: numpy {result.threads.get('numpy_threads')}, torch "
+                f"{result.threads.get('torch_threads')}", markup=False, highlight=False)
+    if result.both:
+        f32 = cfg.dtype == "float32"
+        d = Table(title=f"NumPy vs PyTorch ({cfg.mode}; {an.criterion})")
+        cols = ["tensor", "max |diff|", "at step", "index", "max rel diff"]
+        cols += (["noise floor numpy", "noise floor torch", "max gap/floor", "after window"]
+                 if f32 else ["max diff/limit"])
+        cols += ["first step exceeding"]
+        for col in cols:
+            d.add_column(col, justify="left" if col in ("tensor", "index") else "right")
+        for name, ts in an.tensors.items():
+            row = [name, _fmt(ts.max_abs), str(ts.max_abs_step), str(list(ts.max_abs_index)),
+                   _fmt(ts.max_rel)]
+            if f32:
+                row += [_fmt(ts.floor_numpy), _fmt(ts.floor_torch), _fmt(ts.max_ratio, ".3g"),
+                        _fmt(ts.unjudged_max_abs)]
+            else:
+                row += [_fmt(ts.max_ratio, ".3g")]
+            first = "-" if ts.first_step is None else f"[bold red]{ts.first_step}[/bold red]"
+            row.append(first)
+            d.add_row(*row)
+        con.print(d)
+        if result.final_diff:
+            con.print("after the last step, max |param diff|: " + ", ".join(
+                f"{k} {v:.3g}" for k, v in result.final_diff.items()), markup=False,
+                highlight=False)
+    style = "green" if an.agree else ("bold red" if an.agree is False else "yellow")
+    con.print(f"[{style}]{an.verdict}[/{style}]" if style else an.verdict, highlight=False)
