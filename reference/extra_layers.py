@@ -459,16 +459,16 @@ def _register_cases() -> None:
     layer_case("Pooling (2x2/2 on 7x7)", lambda r, d: Pooling(2, 2, stride=2), (3, 7, 7))
 
     # The nets, layer by layer (each torch twin gets the scratch layer's own input and dout).
-    # No BatchNorm in the net case: the bias of an Affine right before a BatchNorm has a
-    # gradient of exactly 0 in exact arithmetic, and both sides return rounding noise for it.
+    # tanh: with a batch of 1 a narrow ReLU layer can be dead (all zeros: VACUOUS); at least
+    # 3 rows for the BatchNorm layers (batch 1 is vacuous, 2 nearly so).
     def multi_layer_net(dtype: np.dtype, seed: int, batch: int):
         from harness.check import check_net
         from scratch.multi_layer_net import MultiLayerNet
 
-        # tanh: with a batch of 1 a narrow ReLU layer can be dead (all zeros: VACUOUS)
         net = MultiLayerNet(6, [10, 8], 3, activation="tanh", weight_init_std="xavier",
-                            use_dropout=True, dropout_ratio=0.3, dtype=dtype, seed=seed)
-        return check_net(net, dtype=dtype, seed=seed, input_shape=(batch, 6))
+                            use_batchnorm=True, use_dropout=True, dropout_ratio=0.3, dtype=dtype,
+                            seed=seed)
+        return check_net(net, dtype=dtype, seed=seed, input_shape=(max(batch, 3), 6))
 
     def simple_convnet(dtype: np.dtype, seed: int, batch: int):
         from harness.check import check_net
@@ -478,7 +478,7 @@ def _register_cases() -> None:
                             output_size=5, weight_init_std=0.3, dtype=dtype, seed=seed)
         return check_net(net, dtype=dtype, seed=seed, input_shape=(batch, 1, 10, 10))
 
-    add_case("MultiLayerNet (dropout), per layer", multi_layer_net, group="net")
+    add_case("MultiLayerNet (BatchNorm, dropout), per layer", multi_layer_net, group="net")
     add_case("SimpleConvNet, per layer", simple_convnet, group="net")
 
 

@@ -216,6 +216,7 @@ def test_weight_decay_explicit_l2_vs_sgd_weight_decay():
 
 def test_sgd_weight_decay_also_decays_batchnorm_gamma_and_beta():
     net = MultiLayerNet(6, [5], 3, weight_decay_lambda=0.1, use_batchnorm=True, seed=0)
+    passes(check_weight_decay(net))
     fails_on(check_weight_decay(net, convention="sgd_weight_decay"), "gamma1 after step", "beta1 after step")
 
 

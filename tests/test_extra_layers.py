@@ -210,9 +210,9 @@ def test_multi_layer_net_float32_stays_float32():
 
 
 def test_multi_layer_net_per_layer_check():
-    net = MultiLayerNet(6, [8, 5], 3, activation="sigmoid", weight_init_std="xavier", use_dropout=True,
-                        seed=1)
-    assert check_net(net, input_shape=(4, 6)).status == "PASS"
+    net = MultiLayerNet(6, [8, 5], 3, activation="sigmoid", weight_init_std="xavier", use_batchnorm=True,
+                        use_dropout=True, seed=1)
+    assert check_net(net, input_shape=(8, 6)).status == "PASS"
 
 
 def test_simple_convnet_shapes_and_per_layer_check():
