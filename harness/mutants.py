@@ -15,6 +15,7 @@ from __future__ import annotations
 import copy
 import importlib
 import math
+import re
 import time
 import types
 import warnings
@@ -51,6 +52,14 @@ def rebind(cls: type, *methods: str, **names: Any) -> type:
         g.__kwdefaults__ = f.__kwdefaults__
         ns[m] = g
     return sub(cls, **ns)
+
+
+def rebind_function(fn: Callable[..., Any], **names: Any) -> Callable[..., Any]:
+    """A copy of function ``fn`` that reads module-level ``names`` from the replacements."""
+    g = types.FunctionType(fn.__code__, {**fn.__globals__, **names}, fn.__name__, fn.__defaults__,
+                           fn.__closure__)
+    g.__kwdefaults__ = fn.__kwdefaults__
+    return g
 
 
 def resolve(target: str) -> Any:
@@ -134,12 +143,66 @@ def weight_decay_check(cls: type, *, make: Callable[..., Any], seed: int = 0,
     return check_weight_decay(make(cls, seed), seed=seed, **kwargs)
 
 
+def epoch_loop_schedule(iters: int, iter_per_epoch: float) -> list[int]:
+    """The classic evaluation steps written as an outer loop over epochs (how a torch training
+    loop is structured): epoch k starts at step k * iter_per_epoch, evaluated when that is a
+    whole step (the classic ``i % iter_per_epoch == 0``; 0, 600, ..., 9600 for MNIST)."""
+    steps, k = [], 0
+    while k * iter_per_epoch < iters:
+        if float(k * iter_per_epoch).is_integer():
+            steps.append(int(k * iter_per_epoch))
+        k += 1
+    return steps
+
+
+SCHEDULE_CASES = ((40, 4, 35), (30, 4, 40), (7, 8, 5))
+"""(train size, batch, steps): 10 steps per epoch; 7.5 (the classic evaluates every second
+epoch); fewer samples than a batch (1 step per epoch)."""
+
+
+def schedule_check(train: Callable[..., Any], *, seed: int = 0) -> LayerReport:
+    """The trainer's evaluation schedule: ``train_side_by_side`` (or its mutant) runs a tiny
+    side-by-side training for each of :data:`SCHEDULE_CASES`; the steps it evaluated at are
+    compared with :func:`epoch_loop_schedule`. The schedule function the trainer calls is also
+    compared on the classic MNIST run (60,000 samples, batch 100, 10,000 steps: 17 evaluations)."""
+    import types as _types
+
+    import scratch
+
+    report = LayerReport(layer="trainer schedule", dtype="int64", seed=seed)
+    r = np.random.default_rng(seed)
+    for n, batch, iters in SCHEDULE_CASES:
+        data = _types.SimpleNamespace(x_train=r.random((n, 6)), t_train=r.integers(0, 3, n),
+                                      x_test=r.random((4, 6)), t_test=r.integers(0, 3, 4))
+        res = train(lambda d: scratch.TwoLayerNet(6, 4, 3, dtype=d, seed=seed), data,
+                    iters=iters, batch=batch, lr=0.1, record_param_diff=False)
+        report.results.append(_schedule_result(
+            res.eval_steps, epoch_loop_schedule(iters, max(n / batch, 1)),
+            f"evaluation steps ({n} samples, batch {batch}, {iters} steps)"))
+    fn = train.__globals__["evaluation_steps"]
+    report.results.append(_schedule_result(fn(10000, 600.0), epoch_loop_schedule(10000, 600.0),
+                                           "evaluation steps (MNIST, batch 100, 10000 steps)"))
+    return report
+
+
+def _schedule_result(got: list[int], want: list[int], tensor: str) -> TensorResult:
+    from harness.compare import compare
+
+    r = compare(np.asarray(got, dtype=np.int64), np.asarray(want, dtype=np.int64),
+                tensor=tensor, layer="trainer schedule", vacuous_check=False)
+    if r.status != PASS:
+        r.message = (f"{len(got)} evaluations at {', '.join(map(str, got[:3]))}, ... vs the "
+                     f"epoch loop's {len(want)} at {', '.join(map(str, want[:3]))}, ...")
+    return r
+
+
 CHECKS: dict[str, Callable[..., LayerReport]] = {
     "check_layer": layer_check,
     "numerical": numerical_check,
     "check_net": net_check,
     "optimizer": optimizer_check,
     "weight_decay": weight_decay_check,
+    "schedule": schedule_check,
 }
 
 
@@ -462,6 +525,21 @@ mutant("weight-decay-on-biases", "MultiLayerNet.gradient adds lambda * b to the 
        lambda C: sub(C, gradient=_decay_biases_too), "weight_decay", "db", make=_decayed_net)
 
 
+# -- The trainer's evaluation schedule ---------------------------------------------------------
+
+
+def evaluation_steps_off_by_one(iters: int, iter_per_epoch: float) -> list[int]:
+    """Evaluate after the last step of each epoch, ``(i + 1) % iter_per_epoch == 0``: 16
+    evaluations for 10,000 MNIST steps instead of the classic 17, none before training."""
+    return [i for i in range(iters) if (i + 1) % iter_per_epoch == 0]
+
+
+mutant("epoch-schedule-off-by-one", "the trainer evaluates when (i + 1) % iter_per_epoch == 0 "
+       "instead of i % iter_per_epoch == 0", "harness.train:train_side_by_side",
+       lambda f: rebind_function(f, evaluation_steps=evaluation_steps_off_by_one), "schedule",
+       "evaluation steps")
+
+
 # ---------------------------------------------------------------------------------------
 # Running
 
@@ -486,17 +564,20 @@ class Outcome:
 
 
 def describe_difference(r: TensorResult) -> str:
-    """The size of a failing difference, in one short phrase."""
+    """The size and place of a failing difference, in one short phrase."""
     if r.status == ERROR:
-        return r.message.split(" (at ")[0][:80]
-    if (r.message and not r.total) or "mismatch" in r.message or "None" in r.message:
-        return r.message[:80]
+        return r.message.split(" (at ")[0][:100]
     if "unchanged" in r.tensor:
-        return f"{r.mismatched} element(s) modified in place"
+        return f"{r.mismatched} element(s) modified in place, first at {r.worst_index}"
+    if r.message and (not r.total or any(w in r.message for w in ("mismatch", "None",
+                                                                   "evaluations"))):
+        return r.message[:100]
     if not math.isfinite(r.max_abs):
-        return "NaN/Inf where torch is finite" if "scratch" in r.message else r.message[:80]
+        return "NaN/Inf where torch is finite" if "scratch" in r.message else r.message[:100]
     ratio = r.extra.get("worst_ratio", float("nan"))
-    return f"max abs {r.max_abs:.2e} ({ratio:.3g}x tolerance)"
+    text = f"max abs {r.max_abs:.2e} at {r.max_abs_index}, {ratio:.2g}x tolerance"
+    step = re.search(r"first differs after (?:training )?step (\d+)", r.message)
+    return text + (f", from step {step.group(1)}" if step else "")
 
 
 def first_failure(report: LayerReport) -> TensorResult | None:
