@@ -127,12 +127,12 @@ class TorchNet(nn.Module):
         for link in self.links:
             p = self.param(link)
             g = p.grad if p.grad is not None else torch.zeros_like(p)
-            out[link.key] = np.ascontiguousarray(link.spec.from_torch(g.detach().cpu().numpy()))
+            out[link.key] = np.array(link.spec.from_torch(g.detach().cpu().numpy()), order="C")
         return out
 
     def params_numpy(self) -> dict[str, np.ndarray]:
-        return {link.key: np.ascontiguousarray(
-            link.spec.from_torch(self.param(link).detach().cpu().numpy())) for link in self.links}
+        return {link.key: np.array(link.spec.from_torch(self.param(link).detach().cpu().numpy()),
+                                   order="C") for link in self.links}
 
 
 def to_torch(net: Any, dtype: Any = None) -> TorchNet:

@@ -50,3 +50,10 @@ def test_a_param_not_shared_with_any_layer_is_a_clear_error():
     net.params["W1"] = net.params["W1"] * 1.0  # rebinding breaks the sharing
     with pytest.raises(LookupError, match=r"params\['W1'\] is not shared with any layer"):
         link_params(net)
+
+
+def test_arrays_read_from_the_twin_do_not_share_its_memory():
+    tnet = to_torch(scratch.TwoLayerNet(6, 4, 3, seed=2))
+    b2 = tnet.params_numpy()["b2"]
+    b2 += 1.0
+    assert not np.allclose(tnet.params_numpy()["b2"], b2)
