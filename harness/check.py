@@ -196,23 +196,29 @@ def _amax(a: Any) -> float:
     return float(a.max()) if a.size else 0.0
 
 
-def floor_tolerance(tol: Tolerance | None, dtype: np.dtype, terms: float, expected: np.ndarray,
+SUM_SAFETY = 4.0
+"""A parameter gradient summed over ``n`` terms of size ``<= max|dout|`` carries a rounding
+error up to ~``n * eps * max|dout|`` (summation order differs between NumPy and torch); its
+absolute floor is ``SUM_SAFETY`` times that."""
+
+
+def floor_tolerance(tol: Tolerance | None, dtype: np.dtype, floor: float, expected: np.ndarray,
                     what: str) -> tuple[Tolerance | None, str]:
-    """A tolerance whose absolute floor is ``atol * terms`` when that exceeds ``atol * max|e|``.
+    """The default tolerance, with ``floor`` as its absolute allowance if that is larger than
+    ``atol * max|expected|``.
 
     Rounding error scales with the magnitude of the *terms* a value is computed from, not with
-    the value: ``dx = dout * f'(x)`` with ``f'`` from O(1) terms (``1 - y*y``) keeps an error
-    ~eps*|dout| when ``f'`` is tiny (saturation), and ``db = sum(dout)`` keeps an error
-    ~eps*|dout| when the sum cancels (a bias before BatchNorm has gradient 0). ``terms`` is
-    that magnitude (``max|dout|``, times ``max|x|`` for a weight); ``what`` describes it.
-    Returns the tolerance and its description ("" when the default scaling applies).
+    the value. ``dx = dout * f'(x)`` of a parameter-free layer has ``f'`` computed from O(1)
+    terms (``1 - y*y``), so near saturation, where ``f'`` is tiny, its error stays ~eps*|dout|:
+    floor ``atol * max|dout|``. ``db = sum(dout)`` cancels to ~0 before a BatchNorm (its exact
+    value is 0) and keeps ~n*eps*|dout|: floor ``SUM_SAFETY * n * eps * max|dout|``.
+    ``what`` describes the floor. Returns the tolerance and its description ("" if unchanged).
     """
     base = tol or default_tolerance(dtype)
-    if not base.scaled or terms <= _amax(expected):
+    if not base.scaled or floor <= base.atol * _amax(expected):
         return tol, ""
-    atol = base.atol * terms
-    return (Tolerance(base.rtol, atol, scaled=False),
-            f"rtol={base.rtol:.1e}, atol={base.atol:.1e} x {what} (= {atol:.2e})")
+    return (Tolerance(base.rtol, floor, scaled=False),
+            f"rtol={base.rtol:.1e}, atol={what} (= {floor:.2e})")
 
 
 def _mark_unexercised(results: list[TensorResult], x: np.ndarray, out: Any, dout: np.ndarray,
@@ -235,8 +241,7 @@ def _mark_unexercised(results: list[TensorResult], x: np.ndarray, out: Any, dout
                          "dx == dout): its nonlinearity was never exercised, e.g. every ReLU "
                          "input > 0; use inputs on both sides of the kink")
         return
-    finite = np.abs(dx_torch[np.isfinite(dx_torch)])
-    e_max = float(finite.max()) if finite.size else 0.0
+    e_max = _amax(dx_torch)
     if dx_tol is not None and not dx_tol.scaled and e_max * (1 - dx_tol.rtol) <= dx_tol.atol:
         r = by["dx"]
         r.status = VACUOUS
@@ -329,7 +334,13 @@ def run_pair(
     arrays.update(dx=dx, dout=dout, t=t)
     dx_torch = xt.grad.detach().cpu().numpy() if xt.grad is not None else np.zeros(x.shape, dtype)
     d_max = 0.0 if is_loss else _amax(dout)
-    dx_tol, dx_tol_text = floor_tolerance(tol, dtype, d_max, dx_torch, "max|dout|")
+    dx_tol, dx_tol_text = tol, ""
+    if not twin.weight_map:  # parameter-free: dout * f'(x), f' from O(1) terms
+        atol = (tol or default_tolerance(dtype)).atol
+        dx_tol, dx_tol_text = floor_tolerance(tol, dtype, atol * d_max, dx_torch,
+                                              f"{atol:.1e} x max|dout|")
+    n_sum = dout.size // dout.shape[1] if not is_loss and dout.ndim >= 2 else 1
+    g_floor = SUM_SAFETY * n_sum * float(np.finfo(dtype).eps) * d_max
     results.append(compare(None if dx is None else np.asarray(dx), dx_torch, tensor="dx",
                            layer=name, tol=dx_tol, dtype=dtype))
     if dx_tol_text:
@@ -341,8 +352,8 @@ def run_pair(
         expected = (spec.from_torch(g_t.detach().cpu().numpy()) if g_t is not None
                     else np.zeros(np.shape(params_before[k]), dtype=dtype))
         got = grads.get(k)
-        g_tol, g_text = floor_tolerance(tol, dtype, d_max * max(1.0, _amax(x_before)), expected,
-                                        "max|dout| x max(1, max|x|)")
+        g_tol, g_text = floor_tolerance(tol, dtype, g_floor, expected,
+                                        f"{SUM_SAFETY:g} x {n_sum} x eps x max|dout|")
         r = compare(None if got is None else np.asarray(got), expected, tensor=f"d{k}",
                     layer=name, tol=g_tol, dtype=dtype)
         if g_text:
