@@ -575,7 +575,8 @@ def describe_difference(r: TensorResult) -> str:
     if not math.isfinite(r.max_abs):
         return "NaN/Inf where torch is finite" if "scratch" in r.message else r.message[:100]
     ratio = r.extra.get("worst_ratio", float("nan"))
-    text = f"max abs {r.max_abs:.2e} at {r.max_abs_index}, {ratio:.2g}x tolerance"
+    where = f" at {r.max_abs_index}" if r.max_abs_index else ""
+    text = f"max abs {r.max_abs:.2e}{where}, {ratio:.2g}x tolerance"
     step = re.search(r"first differs after (?:training )?step (\d+)", r.message)
     return text + (f", from step {step.group(1)}" if step else "")
 

@@ -34,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="measure false alarms only for components matching (glob; repeatable)")
     p.add_argument("--no-mutants", action="store_true", help="skip the mutation test")
     p.add_argument("--list", action="store_true", help="list the mutants and exit")
+    p.add_argument("--tables", metavar="PATH",
+                   help="write the kill table and the false-alarm table as Markdown (docs)")
 
 
 # ---------------------------------------------------------------------------------------
@@ -201,6 +203,29 @@ def verdict(report: RunReport) -> str:
     return f"{word}: " + "; ".join(parts) + f" ({s['seconds_total']:.0f} s)"
 
 
+def markdown_tables(report: RunReport) -> str:
+    """The kill table and the false-alarm table in Markdown (docs/selftest.md holds one)."""
+    s = report.summary
+    out = [f"Kill rate: **{s['kill_rate']}** ({s['killed']}/{s['mutants']}); false alarms: "
+           + ", ".join(f"{d} **{v['false_alarms']}** in {v['checks']} checks"
+                       for d, v in s["false_alarms"].items())
+           + f"; {s['seconds_total']:.0f} s in all ({s['seconds_mutants']:.0f} s for the mutants).",
+           "", "| mutant | component | caught by | difference | result |", "|---|---|---|---|---|"]
+    for r in s["mutant_table"]:
+        out.append(f"| `{r['mutant']}` | {r['component'].split(':')[-1]} | {r['caught_by']} | "
+                   f"{r['difference'].replace('|', '/')} | {r['status']} |")
+    if s["false_alarm_table"]:
+        out += ["", "| component | dtype | runs | FAIL | VACUOUS | max abs diff | max rel diff | "
+                "worst diff / allowed | margin | worst tensor |",
+                "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+        for r in s["false_alarm_table"]:
+            margin = "∞" if math.isinf(r["margin"]) else f"{r['margin']:.0f}x"
+            out.append(f"| {r['component']} | {r['dtype']} | {r['runs']} | {r['fail'] + r['error']} "
+                       f"| {r['vacuous']} | {r['max_abs']:.2e} | {r['max_rel']:.2e} | "
+                       f"{r['worst_ratio']:.2e} | {margin} | {r['worst_tensor'] or '-'} |")
+    return "\n".join(out) + "\n"
+
+
 def run(args: argparse.Namespace) -> RunReport | int:
     if args.list:
         for m in select(args.only):
@@ -219,6 +244,10 @@ def run(args: argparse.Namespace) -> RunReport | int:
     from harness.terminal import console
 
     console().print(verdict(report), markup=False, highlight=False)
+    if args.tables:
+        from harness.reports import atomic_write_text
+
+        atomic_write_text(args.tables, markdown_tables(report))
     return report
 
 
