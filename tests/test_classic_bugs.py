@@ -144,3 +144,30 @@ def test_check_net_names_the_first_diverging_layer_tensor_and_index():
     assert "first divergence: Affine2(OneBadElement).dW" in str(report)
     order = [r.name for r in report.results if r.status == PASS and r.tensor == "out"]
     assert order == ["Affine1(Affine).out", "Relu1(Relu).out", "Affine2(OneBadElement).out"]
+
+
+def test_side_by_side_training_names_the_first_step_tensor_and_index():
+    import types
+
+    from harness.train import analyse, train_side_by_side
+
+    class OneBadElement(scratch.Affine):
+        def backward(self, dout):
+            dx = super().backward(dout)
+            self.grads["W"] = self.grads["W"].copy()
+            self.grads["W"][3, 1] += 1e-3
+            return dx
+
+    def make(dtype):
+        net = scratch.TwoLayerNet(6, 5, 3, weight_init_std=0.5, dtype=dtype, seed=0)
+        net.layers["Affine2"].__class__ = OneBadElement
+        return net
+
+    r = np.random.default_rng(0)
+    data = types.SimpleNamespace(x_train=r.random((40, 6)), t_train=r.integers(0, 3, 40),
+                                 x_test=r.random((8, 6)), t_test=r.integers(0, 3, 8))
+    an = analyse(train_side_by_side(make, data, iters=4, batch=4, lr=0.1, mode="lockstep"))
+    assert an.agree is False and an.first_step == 0
+    assert an.first_tensor == "dW2" and an.first_index == (3, 1)
+    assert an.first_abs == pytest.approx(1e-3, rel=1e-6)
+    assert "part at step 0, in dW2[3, 1]" in an.verdict
