@@ -125,6 +125,18 @@ def resolve_twin(layer: Any, module: torch.nn.Module | None,
     return twin, module is not None
 
 
+def build_module(twin: Twin, work: Any, name: str) -> torch.nn.Module:
+    """The twin's torch module for ``work``; a factory that cannot build one (the layer lacks
+    what the registered twin expects) is a :class:`CheckError` naming the layer."""
+    try:
+        return twin.torch_factory(work)
+    except Exception as exc:
+        raise CheckError(
+            f"{name}: the registered twin ({twin.name}) could not build a torch module for this "
+            f"layer: {type(exc).__name__}: {exc} (scratch params: "
+            f"{sorted(getattr(work, 'params', {}) or {})})") from exc
+
+
 def load_weights(work: Any, module: torch.nn.Module, twin: Twin, name: str) -> None:
     """Copy scratch parameters into ``module`` (converted layout, copies not aliases)."""
     params = getattr(work, "params", {}) or {}
@@ -474,7 +486,7 @@ def check_layer(
     t = validate_targets(name, twin, x, t, dtype)
     if dout is not None:
         dout = validate_input(f"{name} (dout)", dout, dtype)
-    mod = module if module is not None else twin.torch_factory(work)
+    mod = module if module is not None else build_module(twin, work, name)
     if not isinstance(mod, torch.nn.Module):
         raise CheckError(f"{name}: the torch twin must be an nn.Module, got {type(mod).__name__}")
     mod = copy.deepcopy(mod).to(TORCH_DTYPE[dtype])
@@ -553,7 +565,7 @@ def check_net(
     for lname, layer in layers:
         twin, _ = resolve_twin(layer, None, None)
         work = copy_layer(layer, dtype)
-        mod = copy.deepcopy(twin.torch_factory(work)).to(TORCH_DTYPE[dtype])
+        mod = copy.deepcopy(build_module(twin, work, f"{net_name}.{lname}")).to(TORCH_DTYPE[dtype])
         load_weights(work, mod, twin, f"{net_name}.{lname}")
         staged.append((lname, work, mod, twin, h))
         out = _forward_only(work, mod, twin, h, t, dtype, rng, train)

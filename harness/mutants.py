@@ -30,6 +30,7 @@ from harness.report import LayerReport
 
 F32, F64 = np.dtype(np.float32), np.dtype(np.float64)
 KILLED, SURVIVED, SKIPPED, BROKEN = "KILLED", "SURVIVED", "SKIPPED", "BASELINE FAILS"
+CRASHED = "CHECK CRASHED"  # the harness raised on the mutant instead of reporting it
 
 
 # ---------------------------------------------------------------------------------------
@@ -547,7 +548,7 @@ mutant("epoch-schedule-off-by-one", "the trainer evaluates when (i + 1) % iter_p
 @dataclass
 class Outcome:
     mutant: Mutant
-    status: str  # KILLED, SURVIVED, SKIPPED or BASELINE FAILS
+    status: str  # KILLED, SURVIVED, SKIPPED, BASELINE FAILS or CHECK CRASHED
     caught_by: str = ""
     difference: str = ""
     expected_hit: bool = False
@@ -592,11 +593,26 @@ def run_mutant(m: Mutant) -> Outcome:
         original = m.original()
     except (ModuleNotFoundError, AttributeError) as exc:
         return Outcome(m, SKIPPED, detail=f"{m.target} not available: {exc}")
+    from harness.check import CheckError
+
     check = CHECKS[m.check]
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        baseline = check(original, **m.opts)
-        report = check(m.mutate(original), **m.opts)
+        try:
+            baseline = check(original, **m.opts)
+        except Exception as exc:  # the check cannot run on the correct component
+            return Outcome(m, BROKEN, detail=f"the check on the correct {m.target} raised "
+                           f"{type(exc).__name__}: {exc}", seconds=time.perf_counter() - t0)
+        try:
+            report = check(m.mutate(original), **m.opts)
+        except CheckError as exc:  # the harness refused the mutant: caught, with a message
+            return Outcome(m, KILLED, caught_by=f"{m.check}: CheckError", difference=str(exc)[:100],
+                           expected_hit=m.expect in str(exc), baseline=baseline,
+                           seconds=time.perf_counter() - t0)
+        except Exception as exc:
+            return Outcome(m, CRASHED, detail=f"the check crashed on the mutant: "
+                           f"{type(exc).__name__}: {exc}", baseline=baseline,
+                           seconds=time.perf_counter() - t0)
     out = Outcome(m, KILLED, report=report, baseline=baseline)
     if baseline.status != PASS:
         bad = baseline.first_divergence

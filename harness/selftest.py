@@ -18,7 +18,7 @@ import time
 
 from harness.compare import ERROR, FAIL, PASS, VACUOUS, TensorResult, default_tolerance
 from harness.false_alarms import DTYPES, Stats, iter_false_alarms
-from harness.mutants import BROKEN, KILLED, SKIPPED, SURVIVED, Outcome, run_mutant, select
+from harness.mutants import BROKEN, CRASHED, KILLED, SKIPPED, SURVIVED, Outcome, run_mutant, select
 from harness.report import LayerReport, RunReport
 
 DEFAULT_FALSE_ALARMS = 1000
@@ -95,7 +95,8 @@ def print_mutants(outcomes: list[Outcome], quiet: bool) -> None:
     table = Table(title="nn-parity selftest: injected bugs (mutants)")
     for col in ("mutant", "component", "caught by", "difference", "result"):
         table.add_column(col)
-    style = {KILLED: "green", SURVIVED: "bold red", BROKEN: "bold magenta", SKIPPED: "yellow"}
+    style = {KILLED: "green", SURVIVED: "bold red", BROKEN: "bold magenta", CRASHED: "bold magenta",
+             SKIPPED: "yellow"}
     for o in outcomes:
         table.add_row(o.mutant.name, o.mutant.target.split(":")[-1], o.caught_by or "-",
                       o.difference or o.detail, f"[{style[o.status]}]{o.status}[/]")
@@ -176,6 +177,7 @@ def run_selftest(patterns: list[str] | None = None, false_alarms: int = DEFAULT_
         "kill_rate": f"{100.0 * killed / len(judged):.1f}%" if judged else "n/a",
         "skipped": [o.mutant.name for o in outcomes if o.status == SKIPPED],
         "baselines_failing": [o.mutant.name for o in outcomes if o.status == BROKEN],
+        "checks_crashed": [o.mutant.name for o in outcomes if o.status == CRASHED],
         "false_alarm_seeds_per_dtype": false_alarms,
         "false_alarms": per_dtype,
         "seconds_mutants": round(t_mut, 1),
@@ -197,6 +199,8 @@ def verdict(report: RunReport) -> str:
             f"{d} {v['false_alarms']}/{v['checks']}" for d, v in fa.items()))
     if s["baselines_failing"]:
         parts.append(f"correct components failing: {s['baselines_failing']}")
+    if s["checks_crashed"]:
+        parts.append(f"checks crashed on: {s['checks_crashed']}")
     if s["skipped"]:
         parts.append(f"skipped (component missing): {s['skipped']}")
     word = "PASS" if report.ok else "FAIL"

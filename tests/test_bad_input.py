@@ -161,6 +161,14 @@ def test_a_torch_module_with_a_different_parameter_set_is_named(affine, module, 
     assert message in str(exc.value) and "Affine" in str(exc.value)
 
 
+def test_a_layer_its_registered_twin_cannot_build_is_named(affine):
+    affine.params = {"weights": affine.params["W"], "b": affine.params["b"]}  # W renamed
+    with pytest.raises(CheckError) as exc:
+        check_layer(affine, input_shape=(3, 12))
+    assert "Affine: the registered twin (Affine) could not build a torch module for this layer: " \
+           "KeyError: 'W' (scratch params: ['b', 'weights'])" in str(exc.value)
+
+
 def test_a_non_module_twin_is_refused(affine):
     with pytest.raises(CheckError, match=r"Relu: the torch twin must be an nn\.Module, got builtin"):
         check_layer(scratch.Relu(), module=torch.relu)  # type: ignore[arg-type]

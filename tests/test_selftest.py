@@ -16,11 +16,14 @@ from harness.mutants import (
     BROKEN,
     CATALOGUE,
     CHECKS,
+    CRASHED,
     KILLED,
     SURVIVED,
     Mutant,
     epoch_loop_schedule,
     run_mutant,
+    square_affine,
+    sub,
 )
 from harness.report import LayerReport
 from harness.selftest import run_selftest
@@ -90,6 +93,23 @@ def test_a_failing_correct_component_fails_the_selftest(extra_mutant, monkeypatc
     report = run_selftest(["broken-baseline"], false_alarms=0, progress=False)
     assert report.summary["mutant_table"][0]["status"] == BROKEN and not report.ok
     assert report.summary["baselines_failing"] == ["broken-baseline"]
+
+
+def test_a_mutant_the_harness_refuses_is_killed_and_a_crash_fails_the_run(extra_mutant):
+    def renamed(C):  # W renamed: check_layer refuses with a CheckError instead of crashing
+        def init(self, W, b):
+            C.__init__(self, W, b)
+            self.params, self.grads = {"weights": W, "b": b}, {"weights": W * 0, "b": b * 0}
+        return sub(C, __init__=init)
+
+    refused = run_mutant(Mutant("renamed", "d", "scratch.layers:Affine", renamed, "check_layer",
+                                "weights", {"make": square_affine, "input_shape": (3, 8)}))
+    assert refused.status == KILLED and refused.caught_by == "check_layer: CheckError"
+    assert "could not build a torch module" in refused.difference and refused.expected_hit
+    extra_mutant(Mutant("crash", "d", "scratch.layers:Relu", lambda C: 1 / 0, "check_layer", "dx"))
+    report = run_selftest(["crash"], false_alarms=0, progress=False)
+    assert report.summary["mutant_table"][0]["status"] == CRASHED and not report.ok
+    assert "ZeroDivisionError" in report.summary["mutant_table"][0]["detail"]
 
 
 def test_the_command_prints_the_kill_table_and_writes_json(tmp_path, capsys):
