@@ -84,6 +84,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o = p.add_argument_group("run")
     o.add_argument("--plot", metavar="PATH", action="append", default=[],
                    help="write the figure (.png, .svg or .pdf; repeatable)")
+    o.add_argument("--curves", metavar="PATH",
+                   help="write the per-step records (losses, differences, noise floors) as CSV")
     o.add_argument("--threads", type=int, default=1,
                    help="threads for NumPy's BLAS and PyTorch while training (default 1, see "
                         "docs/benchmarks.md); 0 leaves the libraries' defaults")
@@ -168,6 +170,10 @@ def run(args: argparse.Namespace) -> RunReport | int:
 
         figures.append(plot_training(result, path, analysis))
     report = to_run_report(result, analysis, figures)
+    if args.curves:
+        from harness.train import write_curves
+
+        report.summary["curves"] = str(write_curves(result, args.curves))
     if quiet:
         con.print(analysis.verdict, markup=False, highlight=False)
     else:

@@ -262,8 +262,10 @@ def test_threads_are_limited_and_restored() -> None:
 
 def test_cli_plot_json_and_per_epoch_lines(mnist_dir: Path, tmp_path: Path, capsys) -> None:
     png, svg, js = tmp_path / "out.png", tmp_path / "out.svg", tmp_path / "out.json"
+    csv_path, md, html = tmp_path / "curves.csv", tmp_path / "out.md", tmp_path / "out.html"
     rc = main(["train", "--dataset", "mnist", "--data-dir", str(mnist_dir), "--iters", "601",
-               "--dtype", "float32", "--plot", str(png), "--plot", str(svg), "--json", str(js)])
+               "--dtype", "float32", "--plot", str(png), "--plot", str(svg), "--json", str(js),
+               "--curves", str(csv_path), "--markdown", str(md), "--html", str(html)])
     out = capsys.readouterr().out
     assert rc == 0, out
     data = png.read_bytes()
@@ -275,9 +277,15 @@ def test_cli_plot_json_and_per_epoch_lines(mnist_dir: Path, tmp_path: Path, caps
     s = report["summary"]
     assert report["ok"] is True and s["agree"] is True
     assert s["config"]["dtype"] == "float32" and len(s["evaluations"]) == 2
-    assert len(s["loss"]["numpy"]) == 601 and s["first_step_exceeding"] is None
+    assert s["first_step_exceeding"] is None and s["judged_steps"] == 600  # one epoch
     assert s["ratio_to_noise_floor"]["loss"] <= NOISE_RATIO_LIMIT
+    assert [row["tensor"] for row in s["divergence"]] == ["loss", "W1", "b1", "W2", "b2"]
+    assert s["evaluations"][1]["step"] == 600 and "torch_test_acc" in s["evaluations"][1]
     assert report["figures"] == [str(png), str(svg)]
+    lines = csv_path.read_text().splitlines()
+    assert len(lines) == 602 and lines[0].startswith("step,loss_numpy,loss_torch,absdiff_loss")
+    assert "floor_torch_loss" in lines[0]
+    assert "AGREE" in md.read_text() and html.read_text().startswith("<!DOCTYPE html>")
 
 
 @pytest.mark.parametrize("framework", ["numpy", "torch"])
