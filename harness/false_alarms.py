@@ -420,7 +420,8 @@ class Stats:
                 "fail": self.counts[FAIL], "vacuous": self.counts[VACUOUS],
                 "error": self.counts[ERROR], "max_abs": self.max_abs, "max_rel": self.max_rel,
                 "worst_ratio": self.worst_ratio, "worst_tensor": self.worst_tensor,
-                "margin": self.margin, "examples": self.examples, "seconds": self.seconds}
+                "margin": None if math.isinf(self.margin) else self.margin,  # None: no difference
+                "examples": self.examples, "seconds": self.seconds}
 
 
 def iter_false_alarms(n: int, dtypes: tuple[np.dtype, ...] = DTYPES,

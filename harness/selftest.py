@@ -51,6 +51,7 @@ def mutant_report(o: Outcome) -> LayerReport:
     hit = o.report and next((x for x in o.report.results if x.status in (FAIL, ERROR)), None)
     if hit is not None:
         r.max_abs, r.max_rel, r.dtype, r.shape = hit.max_abs, hit.max_rel, hit.dtype, hit.shape
+        r.total, r.max_abs_index = hit.total, hit.max_abs_index
     lr = LayerReport(layer=m.name, dtype=o.report.dtype if o.report else "", results=[r])
     lr.info.update(component=f"mutant {m.name}", group="mutant", target=m.target, check=m.check,
                    expected=m.expect, difference=o.difference, seconds=round(o.seconds, 3))
@@ -223,7 +224,7 @@ def markdown_tables(report: RunReport) -> str:
                 "worst diff / allowed | margin | worst tensor |",
                 "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
         for r in s["false_alarm_table"]:
-            margin = "∞" if math.isinf(r["margin"]) else f"{r['margin']:.0f}x"
+            margin = "∞" if r["margin"] is None else f"{r['margin']:.0f}x"
             out.append(f"| {r['component']} | {r['dtype']} | {r['runs']} | {r['fail'] + r['error']} "
                        f"| {r['vacuous']} | {r['max_abs']:.2e} | {r['max_rel']:.2e} | "
                        f"{r['worst_ratio']:.2e} | {margin} | {r['worst_tensor'] or '-'} |")
