@@ -161,6 +161,8 @@ def batchnorm_factory(layer: BatchNormalization) -> TwinBatchNorm:
     mod = TwinBatchNorm(layer.gamma.size, eps=layer.eps, momentum=1.0 - layer.momentum,
                         per_activation=layer.mode == "classic",
                         biased_running_var=not layer.unbiased_running_var)
+    # Cast before copying: float64 running statistics must not pass through float32 buffers.
+    mod = mod.to(torch.float64 if np.asarray(layer.gamma).dtype == np.float64 else torch.float32)
     with torch.no_grad():
         mod.running_mean.copy_(torch.from_numpy(np.ascontiguousarray(layer.running_mean)))
         mod.running_var.copy_(torch.from_numpy(np.ascontiguousarray(layer.running_var)))

@@ -69,13 +69,15 @@ class ClassicMSE(nn.Module):
 
 def away_from_zero(shape: tuple[int, ...], dtype: np.dtype, rng: np.random.Generator,
                    margin: float = 0.05) -> np.ndarray:
-    """Standard normal values with ``|x| >= margin``: both sides of a kink at 0, none on it.
+    """Normal-sized values with ``|x| >= margin``: both sides of a kink at 0, none on it.
 
-    Half the values are negative and half positive on average, so ReLU's both branches run,
-    and a central difference with step < margin never straddles the kink.
+    Signs are balanced by construction (half negative, half positive, randomly placed), so
+    ReLU's both branches run at every batch size, and a central difference with step < margin
+    never straddles the kink.
     """
-    z = rng.standard_normal(shape)
-    return (np.sign(z) * (margin + np.abs(z))).astype(dtype)
+    z = np.abs(rng.standard_normal(shape))
+    signs = np.where(rng.permutation(z.size) % 2 == 0, 1.0, -1.0).reshape(shape)
+    return (signs * (margin + z)).astype(dtype)
 
 
 def random_labels(layer: object, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
