@@ -10,8 +10,9 @@ Built-in workloads: the classic experiment (two-layer net 784-50-10 on MNIST, SG
 batch 100, 10,000 iterations, accuracy on all 70,000 images every 600 iterations) trained
 
 * ``numpy``: by NumPy alone, ``torch``: by PyTorch alone, ``side-by-side``: by both at once
-  in free mode, comparing the loss and every parameter each step (what ``nn-parity train``
-  does), all three with the trainer's thread policy (one thread each, harness/threads.py);
+  with ``nn-parity train``'s defaults (free mode, the loss and every parameter compared each
+  step; in float32 also the float64 shadows of the first 600 steps that measure the noise
+  floor), all three with the trainer's thread policy (one thread each, harness/threads.py);
 * ``*-default-threads`` (opt-in): the same with the libraries' default thread pools, which
   shows why the trainer limits them (side by side they fight over the cores).
 
@@ -143,8 +144,9 @@ def _classic_flops(ctx: BenchContext) -> float:
 for _name, _fw, _desc in (
     ("numpy", ("numpy",), "classic experiment, NumPy alone"),
     ("torch", ("torch",), "classic experiment, PyTorch alone"),
-    ("side-by-side", ("numpy", "torch"), "classic experiment, both in one run (free mode, "
-                                          "loss and parameters compared every step)"),
+    ("side-by-side", ("numpy", "torch"), "classic experiment, both in one run as nn-parity "
+                                          "train runs it (free mode, loss and parameters compared "
+                                          "every step; float32: float64 shadows for 600 steps)"),
 ):
     register_workload(Workload(_name, _desc, _train(_fw), flops=_classic_flops))
 for _name, _fw, _desc in (

@@ -50,7 +50,7 @@ def plot_training(result: TrainResult, path: str | os.PathLike[str],
     path.parent.mkdir(parents=True, exist_ok=True)
     cfg = result.config
     both = result.both
-    fig = Figure(figsize=(12, 8.5 if both else 4.8), dpi=dpi, layout="constrained")
+    fig = Figure(figsize=(12, 9.5 if both else 4.8), dpi=dpi, layout="constrained")
     if both:
         gs = fig.add_gridspec(2, 2, height_ratios=[1, 1])
         ax_loss, ax_acc = fig.add_subplot(gs[0, 0]), fig.add_subplot(gs[0, 1])
@@ -92,6 +92,7 @@ def plot_training(result: TrainResult, path: str | os.PathLike[str],
     from matplotlib.ticker import MaxNLocator
 
     ax_acc.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_acc.set_xlim(-0.5, max(len(ev) - 1, 1) + 0.5)
     ax_acc.legend(loc="lower right", fontsize=8)
     ax_acc.grid(alpha=0.3)
 
@@ -132,6 +133,19 @@ def _plot_diffs(ax: Any, result: TrainResult, steps: np.ndarray) -> None:
         gv, _ = _log_values(np.nanmax(np.where(np.isnan(stacked), -np.inf, stacked), axis=0))
         ax.plot(steps, gv, color="#9467bd", lw=0.6, alpha=0.7,
                 label="max relative |gradient NumPy - PyTorch| (/ max|grad|)")
+        if result.floors:
+            k = cfg.shadow_steps
+            rel = []
+            for g in grads:
+                scale = result.diffs[g].scale
+                for side in ("numpy", "torch"):
+                    fl = result.floors[side][g]
+                    with np.errstate(divide="ignore", invalid="ignore"):
+                        rel.append(np.where(fl.recorded & (scale > 0), fl.abs / scale, np.nan))
+            stacked = np.vstack(rel)[:, :k]
+            fv, _ = _log_values(np.nanmax(np.where(np.isnan(stacked), -np.inf, stacked), axis=0))
+            ax.plot(steps[:k], fv, color="#8c564b", lw=0.5, alpha=0.5,
+                    label="noise floor: max relative |gradient f32 - f64| (either framework)")
     if result.floors:
         k = cfg.shadow_steps
         fn = result.floors["numpy"]["loss"]
@@ -158,4 +172,5 @@ def _plot_diffs(ax: Any, result: TrainResult, steps: np.ndarray) -> None:
                  + (" (lockstep: weights re-synchronised before each step)"
                     if cfg.mode == "lockstep" else " (free-running)"))
     ax.grid(alpha=0.3, which="both")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, fontsize=8,
+              frameon=False)

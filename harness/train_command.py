@@ -89,8 +89,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--threads", type=int, default=1,
                    help="threads for NumPy's BLAS and PyTorch while training (default 1, see "
                         "docs/benchmarks.md); 0 leaves the libraries' defaults")
-    o.add_argument("--eval-chunk", type=int, default=DEFAULT_EVAL_CHUNK,
-                   help="rows per evaluation chunk")
+    o.add_argument("--eval-chunk", type=int, default=None,
+                   help=f"rows per evaluation chunk (default {DEFAULT_EVAL_CHUNK}, a tenth of it "
+                        "for the convnet)")
 
 
 def _load(args: argparse.Namespace) -> Any:
