@@ -282,7 +282,8 @@ def bench_and_print(names: Sequence[str], ctx: BenchContext, repeats: int, con: 
     mi = machine_info()
     if not quiet:
         con.print(f"machine: {mi['cpu']}, {mi['cores']} cores; Python {mi['python']}, numpy "
-                  f"{mi['numpy']} (BLAS {', '.join(mi['numpy_blas'])}), torch {mi['torch']} "
+                  f"{mi['numpy']} (BLAS {', '.join(mi['numpy_blas'])}, kernel {mi['numpy_blas_core']}), "
+                  f"torch {mi['torch']} "
                   f"(BLAS {mi['torch_blas']}, {mi['torch_parallel_backend']})", markup=False,
                   highlight=False)
         con.print(f"workload: {ctx.dataset}, {ctx.dtype}, {ctx.iters} iterations, batch "

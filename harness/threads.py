@@ -89,6 +89,17 @@ class BlasHandle:
     def set(self, n: int) -> None:
         getattr(self.lib, self.set_name)(ctypes.c_int(int(n)))
 
+    def corename(self) -> str | None:
+        """OpenBLAS's kernel chosen at run time (e.g. 'SkylakeX'), or None."""
+        for name in ("scipy_openblas_get_corename64_", "scipy_openblas_get_corename",
+                     "openblas_get_corename64_", "openblas_get_corename"):
+            fn = getattr(self.lib, name, None)
+            if fn is not None:
+                fn.restype = ctypes.c_char_p
+                value = fn()
+                return value.decode() if value else None
+        return None
+
 
 def _candidate_paths() -> list[str]:
     paths: list[str] = []
@@ -188,6 +199,7 @@ def describe() -> dict[str, Any]:
         "numpy": np.__version__,
         "torch": torch.__version__,
         "numpy_blas": [Path(h.path).name for h in blas] or ["unknown"],
+        "numpy_blas_core": next((c for c in (h.corename() for h in blas) if c), None),
         "numpy_blas_threads": numpy_threads(),
         "torch_threads": torch.get_num_threads(),
         "torch_parallel_backend": _torch_backend(torch),
