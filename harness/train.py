@@ -396,6 +396,32 @@ class Trace:
         return tuple(int(j) for j in np.unravel_index(i, self.shape))
 
 
+def scale_groups(keys: Sequence[str]) -> list[list[str]]:
+    """Parameters of one layer, by the number that ends their name (W1, b1, gamma1, beta1)."""
+    groups: dict[str, list[str]] = {}
+    for k in keys:
+        stem = k.rstrip("0123456789")
+        groups.setdefault(k[len(stem):], []).append(k)
+    return list(groups.values())
+
+
+def share_scale(traces: dict[str, Trace], groups: list[list[str]], step: int,
+                prefix: str = "") -> None:
+    """Judge each tensor at least at the largest magnitude of its layer's tensors.
+
+    A tensor that is ~0 by mathematics keeps only rounding noise: the bias right before a
+    BatchNorm has an exact gradient of 0, so it stays at ~1e-17 while its own scale is ~1e-17
+    too. That noise is small against the layer (its weights, gamma), not against itself."""
+    for group in groups:
+        names = [prefix + k for k in group if prefix + k in traces]
+        if len(names) < 2:
+            continue
+        top = max(float(traces[n].scale[step]) for n in names)
+        for n in names:
+            if traces[n].scale[step] < top:
+                traces[n].scale[step] = top
+
+
 class _Differ:
     """Fast max-abs-difference of two arrays into a reusable buffer."""
 
@@ -707,6 +733,7 @@ def train_side_by_side(
         tensor_order=order,
     )
     diff = _Differ()
+    groups = scale_groups(keys)
     tm = result.timings
     rng = np.random.default_rng(seed)
     judged_last = (shadow_steps - 1) if dt == np.float32 else iters - 1
@@ -793,6 +820,7 @@ def train_side_by_side(
                         name = f"d{k}"
                         np_vals[name], t_vals[name] = np_side.grads[k], tg[k]
                         diff(result.diffs[name], s, np_side.grads[k], tg[k])
+                    share_scale(result.diffs, groups, s, "d")
                     if shadows:
                         sg = shadow_t.grads()
                         for k in keys:
@@ -800,6 +828,7 @@ def train_side_by_side(
                             diff(fl_n[name], s, np_side.grads[k], shadow_np.grads[k], False)
                             diff(fl_t[name], s, tg[k], sg[k], False)
                             diff(gap[name], s, shadow_np.grads[k], sg[k])
+                        share_scale(gap, groups, s, "d")
                 tm["compare"] += perf() - t0
             # updates
             if t_side is not None:
@@ -823,12 +852,14 @@ def train_side_by_side(
                     for k in keys:
                         np_vals[k], t_vals[k] = npp[k], tp[k]
                         diff(result.diffs[k], s, npp[k], tp[k])
+                    share_scale(result.diffs, groups, s)
                     if shadows:
                         sp, snp = shadow_t.params(), shadow_np.params()
                         for k in keys:
                             diff(result.floors["numpy"][k], s, npp[k], snp[k], False)
                             diff(result.floors["torch"][k], s, tp[k], sp[k], False)
                             diff(result.shadow_gap[k], s, snp[k], sp[k])
+                        share_scale(result.shadow_gap, groups, s)
                 if result.snapshot is None and s <= judged_last:
                     for name in order:
                         tr = result.diffs[name]
