@@ -1118,7 +1118,48 @@ def _where(name: str, index: tuple[int, ...] | None) -> str:
     return f"{name}[{', '.join(map(str, index))}]" if index else name
 
 
+def first_nonfinite(result: TrainResult) -> dict[str, dict[str, Any]]:
+    """Per framework, the first step whose loss is NaN/Inf, and the first parameter (in
+    forward order) that had already gone non-finite on either side, with its index."""
+    out: dict[str, dict[str, Any]] = {}
+    for f in result.frameworks:
+        bad = ~np.isfinite(result.loss[f])
+        if not bad.any():
+            continue
+        step = int(np.argmax(bad))
+        info: dict[str, Any] = {"step": step, "tensor": "loss", "value": float(result.loss[f][step])}
+        for name in result.tensor_order:
+            tr = result.diffs.get(name)
+            if name == "loss" or tr is None:
+                continue
+            hits = tr.recorded[: step + 1] & ~np.isfinite(tr.abs[: step + 1])
+            if hits.any():
+                s0 = int(np.argmax(hits))
+                info.update(param=name, param_step=s0, index=tr.index_at(s0))
+                break
+        out[f] = info
+    return out
+
+
+def _nonfinite_text(result: TrainResult) -> str:
+    found = first_nonfinite(result)
+    if not found:
+        return ""
+    sides = "; ".join(f"{'NumPy' if f == 'numpy' else 'PyTorch'}: loss {v['value']} at step "
+                      f"{v['step']}" for f, v in found.items())
+    text = f"NaN/Inf first appears at step {min(v['step'] for v in found.values())} ({sides})."
+    first = next((v for v in found.values() if "param" in v), None)
+    if first is not None:
+        text += (f" First non-finite parameter: {first['param']}{list(first['index'])} after the "
+                 f"update of step {first['param_step']}.")
+    return text + " "
+
+
 def _verdict_text(result: TrainResult, an: Analysis) -> str:
+    return _nonfinite_text(result) + _verdict_body(result, an)
+
+
+def _verdict_body(result: TrainResult, an: Analysis) -> str:
     cfg = result.config
     head = f"({cfg.dtype}, {cfg.mode}, {cfg.iters} steps"
     f32 = cfg.dtype == "float32"

@@ -92,3 +92,14 @@ def test_a_bias_before_batchnorm_is_judged_at_its_layers_scale(mnist_subset):
                      mode="lockstep")
     assert an.verdict.startswith("AGREE"), an.verdict
     assert 0 < np.nanmax(result.diffs["db1"].abs) < 1e-15
+
+
+def test_nan_in_training_names_the_step_and_the_first_non_finite_parameter(mnist_subset):
+    import scratch
+
+    net = scratch.TwoLayerNet(784, 50, 10, weight_init_std=1.0, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        _, an = run(net, mnist_subset, iters=8, batch=100, lr=1e200, optimizer="sgd")
+    assert an.verdict.startswith("NaN/Inf first appears at step 1 (NumPy: loss nan at step 1; "
+                                 "PyTorch: loss nan at step 1)"), an.verdict
+    assert "First non-finite parameter: W1[" in an.verdict
