@@ -1,13 +1,18 @@
-"""Convolution and max pooling through ``im2col``, and ``Flatten``.
+"""Convolution through ``im2col``, max pooling over strided windows, and ``Flatten``.
 
 ``im2col`` turns every filter-sized window of the (padded) input into one row of a matrix, so
-a convolution becomes one matrix product and a max pooling one ``max`` per row. It is built
-from a strided *view* of the input (``numpy.lib.stride_tricks.sliding_window_view``: no Python
-loop over output positions) and one copy into the row layout.
+a convolution becomes one matrix product. It is built from a strided *view* of the input
+(:func:`windows`, ``numpy.lib.stride_tricks.sliding_window_view``: no Python loop over output
+positions) and one copy into the row layout.
 
 ``col2im`` is its adjoint: it adds every row back onto the window it came from. Like the book,
 it loops over the FH x FW kernel offsets (25 strided additions for a 5x5 filter) rather than
 over output positions, and never uses the slow ``np.add.at``.
+
+Max pooling needs no copy at all: it walks the same window view one kernel offset at a time
+(4 offsets for 2x2 windows), keeping the running maximum and where it was; its backward adds
+``dout`` back at each offset where the maximum was. Each step is one vectorised operation over
+all windows, instead of ``np.argmax`` over rows of 4 elements, which loops per row.
 
 Layouts are PyTorch's: input (N, C, H, W), filters (FN, C, FH, FW), output (N, FN, OH, OW),
 and the operation is a cross-correlation (the filter is not flipped), like ``nn.Conv2d``.
@@ -37,18 +42,27 @@ def im2col(input_data: np.ndarray, filter_h: int, filter_w: int, stride: int = 1
 
     ``pad_value`` fills the border: 0 for convolution, ``-inf`` for max pooling.
     """
-    N, C, H, W = input_data.shape
+    N, C, _, _ = input_data.shape
+    win = windows(input_data, filter_h, filter_w, stride, pad, pad_value)
+    out_h, out_w = win.shape[2:4]
+    # (N, C, OH, OW, FH, FW) -> (N, OH, OW, C, FH, FW) -> rows; the reshape is the one copy
+    return win.transpose(0, 2, 3, 1, 4, 5).reshape(N * out_h * out_w, C * filter_h * filter_w)
+
+
+def windows(input_data: np.ndarray, filter_h: int, filter_w: int, stride: int = 1, pad: int = 0,
+            pad_value: float = 0.0) -> np.ndarray:
+    """(N, C, H, W) -> the (N, C, OH, OW, FH, FW) *view* with
+    ``win[n, c, i, j, y, x] = padded[n, c, i*stride + y, j*stride + x]``: nothing is copied
+    (except the padded input when ``pad > 0``, filled with ``pad_value``)."""
+    _, _, H, W = input_data.shape
     out_h = conv_output_size(H, filter_h, stride, pad)
     out_w = conv_output_size(W, filter_w, stride, pad)
     img = input_data
     if pad:
         img = np.pad(input_data, [(0, 0), (0, 0), (pad, pad), (pad, pad)], mode="constant",
                      constant_values=pad_value)
-    # windows[n, c, i, j, y, x] = img[n, c, i + y, j + x]: a view, nothing copied yet
-    windows = sliding_window_view(img, (filter_h, filter_w), axis=(2, 3))
-    windows = windows[:, :, : (out_h - 1) * stride + 1 : stride, : (out_w - 1) * stride + 1 : stride]
-    # (N, C, OH, OW, FH, FW) -> (N, OH, OW, C, FH, FW) -> rows; the reshape is the one copy
-    return windows.transpose(0, 2, 3, 1, 4, 5).reshape(N * out_h * out_w, C * filter_h * filter_w)
+    win = sliding_window_view(img, (filter_h, filter_w), axis=(2, 3))
+    return win[:, :, : (out_h - 1) * stride + 1 : stride, : (out_w - 1) * stride + 1 : stride]
 
 
 def col2im(col: np.ndarray, input_shape: tuple[int, ...], filter_h: int, filter_w: int,
@@ -110,13 +124,16 @@ class Convolution(Layer):
         self.x_shape = x.shape
         self.col = im2col(x, FH, FW, self.stride, self.pad)
         self.col_W = self.W.reshape(FN, -1).T
-        out = self.col @ self.col_W + self.b
-        return out.reshape(N, out_h, out_w, FN).transpose(0, 3, 1, 2)
+        out = self.col @ self.col_W
+        out += self.b
+        # rows are (n, oh, ow): one copy into the (N, FN, OH, OW) layout, so that the layers
+        # after this one (and their backward passes) work on contiguous arrays
+        return np.ascontiguousarray(out.reshape(N, out_h, out_w, FN).transpose(0, 3, 1, 2))
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         FN, C, FH, FW = self.W.shape
+        self.grads["b"] = np.sum(dout, axis=(0, 2, 3))
         dout = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
-        self.grads["b"] = np.sum(dout, axis=0)
         self.grads["W"] = (self.col.T @ dout).T.reshape(FN, C, FH, FW)
         dcol = dout @ self.col_W.T
         return col2im(dcol, self.x_shape, FH, FW, self.stride, self.pad)
@@ -130,8 +147,9 @@ class Pooling(Layer):
     ``OH`` without ``pad``, so ``pad > 0`` breaks it. As in torch, ``pad`` may be at most half
     the window, so that every window holds at least one real input.
 
-    Backward sends each ``dout`` element to the position of its window's maximum (the first
-    one, in row-major order, if several are equal: torch's choice too).
+    ``arg_max`` (N, C, OH, OW) holds, for every window, the row-major index of its maximum
+    within the window (the first one if several are equal: torch's choice too). Backward sends
+    each ``dout`` element there.
     """
 
     def __init__(self, pool_h: int, pool_w: int, stride: int = 2, pad: int = 0) -> None:
@@ -145,23 +163,28 @@ class Pooling(Layer):
         self.arg_max: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        N, C, H, W = x.shape
-        out_h = conv_output_size(H, self.pool_h, self.stride, self.pad)
-        out_w = conv_output_size(W, self.pool_w, self.stride, self.pad)
-        col = im2col(x, self.pool_h, self.pool_w, self.stride, self.pad, pad_value=-np.inf)
-        col = col.reshape(-1, self.pool_h * self.pool_w)  # one row per (n, oh, ow, c)
+        win = windows(x, self.pool_h, self.pool_w, self.stride, self.pad, pad_value=-np.inf)
         self.x_shape = x.shape
-        self.arg_max = np.argmax(col, axis=1)
-        out = col[np.arange(col.shape[0]), self.arg_max]
-        return out.reshape(N, out_h, out_w, C).transpose(0, 3, 1, 2)
+        # The running maximum over the window offsets k = 0, 1, ... (row-major): offset k takes
+        # over where it is strictly larger, so the first maximum wins. As k only grows,
+        # "arg_max = k where larger" is arg_max = max(arg_max, k * larger).
+        out = win[..., 0, 0].copy()
+        self.arg_max = np.zeros(out.shape, dtype=np.intp)
+        for k in range(1, self.pool_h * self.pool_w):
+            value = win[..., k // self.pool_w, k % self.pool_w]
+            np.maximum(self.arg_max, k * (value > out), out=self.arg_max)
+            np.maximum(out, value, out=out)
+        return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        dout = dout.transpose(0, 2, 3, 1)  # (N, OH, OW, C), the row order of forward's col
-        pool_size = self.pool_h * self.pool_w
-        dmax = np.zeros((dout.size, pool_size), dtype=dout.dtype)
-        dmax[np.arange(self.arg_max.size), self.arg_max] = dout.reshape(-1)
-        dcol = dmax.reshape(dout.shape[0] * dout.shape[1] * dout.shape[2], -1)
-        return col2im(dcol, self.x_shape, self.pool_h, self.pool_w, self.stride, self.pad)
+        N, C, H, W = self.x_shape
+        s, p = self.stride, self.pad
+        out_h, out_w = self.arg_max.shape[2:]
+        dx = np.zeros((N, C, H + 2 * p, W + 2 * p), dtype=dout.dtype)
+        for k in range(self.pool_h * self.pool_w):  # every offset gets dout where it won
+            y, x = divmod(k, self.pool_w)
+            dx[:, :, y : y + s * out_h : s, x : x + s * out_w : s] += dout * (self.arg_max == k)
+        return dx[:, :, p : H + p, p : W + p]
 
     def __repr__(self) -> str:
         return f"Pooling({self.pool_h}x{self.pool_w}, stride={self.stride}, pad={self.pad})"

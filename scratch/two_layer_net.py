@@ -44,8 +44,10 @@ class TwoLayerNet:
 
     def _build_layers(self) -> None:
         # The layers share the arrays in self.params: updating params in place updates them.
+        # The first layer's input is the data: its gradient is never used, so it is not
+        # computed (need_dx=False; set layers["Affine1"].need_dx = True to get it back).
         self.layers: OrderedDict[str, object] = OrderedDict()
-        self.layers["Affine1"] = Affine(self.params["W1"], self.params["b1"])
+        self.layers["Affine1"] = Affine(self.params["W1"], self.params["b1"], need_dx=False)
         self.layers["Relu1"] = Relu()
         self.layers["Affine2"] = Affine(self.params["W2"], self.params["b2"])
         self.last_layer = SoftmaxWithLoss()
