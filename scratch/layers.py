@@ -125,7 +125,7 @@ class Affine(Layer):
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
         self.grads["W"] = self.x.T @ dout
-        self.grads["b"] = np.sum(dout, axis=0)
+        self.grads["b"] = dout.sum(axis=0)
         if not self.need_dx:
             return None
         dx = dout @ self.params["W"].T
