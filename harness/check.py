@@ -38,6 +38,24 @@ class CheckError(ValueError):
     """Misuse of the harness: a message names the layer and the problem."""
 
 
+def one_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``fn`` with NumPy's BLAS and PyTorch limited to one thread each (restored after).
+
+    A check alternates NumPy and PyTorch on tiny tensors: a second thread only adds hand-offs,
+    and on a busy 2-core machine the two libraries' spinning thread pools fight
+    (docs/benchmarks.md: ``nn-parity check`` took 11-29 s with the default threads under load,
+    6.5-10 s with one). Switching costs ~5 us per call.
+    """
+    from harness.threads import limit_threads
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with limit_threads(1, 1):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 # ---------------------------------------------------------------------------------------
 # Helpers
 
@@ -447,6 +465,7 @@ def validate_targets(name: str, twin: Twin, x: np.ndarray, t: Any, dtype: np.dty
     return t.astype(dtype)
 
 
+@one_thread
 def check_layer(
     layer: Any,
     module: torch.nn.Module | None = None,
@@ -528,6 +547,7 @@ def _net_layers(net: Any) -> list[tuple[str, Any]]:
     return list(items)
 
 
+@one_thread
 def check_net(
     net: Any,
     x: np.ndarray | None = None,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from harness.check import check_layer, check_net
+from harness.check import check_layer, check_net, one_thread
 from harness.report import LayerReport
 from reference.registry import registered
 
@@ -79,5 +79,7 @@ def _load_plugins() -> None:
 
 
 def all_cases() -> list[Case]:
+    """Every case; each runs with NumPy and PyTorch on one thread (:func:`one_thread`)."""
     _load_plugins()
-    return [*layer_cases(), *net_cases(), *_EXTRA]
+    return [Case(c.name, one_thread(c.run), c.group)
+            for c in (*layer_cases(), *net_cases(), *_EXTRA)]

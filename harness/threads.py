@@ -9,21 +9,31 @@ the 2-core development machine (docs/benchmarks.md): 2,000 float64 side-by-side 
 ``OMP_WAIT_POLICY=PASSIVE`` and 6.3 s with one thread each. The matrices of one step
 (100 x 784 x 50) are too small for a second thread to pay off anyway.
 
-So the trainer runs both frameworks single-threaded (:func:`limit_threads`), which needs no
-environment variable and works whatever was imported first:
+So wherever the harness interleaves the two libraries it limits both to one thread
+(:func:`limit_threads`), which needs no environment variable and works whatever was imported
+first:
+
+* the trainer's step loop (``harness.train``); its evaluations run one framework at a time,
+  each with its library's own thread count (their large products use both cores);
+* ``check_layer``, ``check_net`` and every case of ``nn-parity check`` (tiny tensors: one
+  thread is faster anyway; with the default threads the check took 11-29 s on the loaded
+  machine instead of 6.5-10 s).
+
+How:
 
 * PyTorch: ``torch.set_num_threads(n)`` (covers its OpenMP team and MKL).
 * NumPy: the BLAS library that NumPy loaded, found in ``/proc/self/maps`` (Linux) or
   NumPy's ``numpy.libs`` folder, is called through ``ctypes``: ``openblas_set_num_threads``
   under each name OpenBLAS builds export (``scipy_openblas_set_num_threads64_`` for NumPy's
   own wheels), or ``MKL_Set_Num_Threads``. No extra dependency (threadpoolctl would do the
-  same; it is not needed).
+  same; it is not needed). Switching costs ~5 us.
 
-:data:`OMP_ENV` (``OMP_WAIT_POLICY=PASSIVE``) only works if it is in the environment before
-PyTorch loads its OpenMP runtime: :func:`set_early_env` sets it when torch is not imported
-yet, and is called when this module is imported, so importing ``harness.threads`` before
-torch (``python -m harness`` / ``nn-parity`` import it early where they can) is enough. It is
-a second line of defence; :func:`limit_threads` alone removes the slowdown.
+:data:`OMP_ENV` (``OMP_WAIT_POLICY=PASSIVE``) is *not* set by the harness: measured here it
+makes PyTorch alone with its default 2 threads about 2x slower (the classic experiment:
+7.5-9.4 s -> 15.6-15.9 s; each parallel region must wake a sleeping thread), which would
+slow down a user's own PyTorch code in the same process, while :func:`limit_threads` already
+removes the fight. :func:`set_early_env` still puts it into the environment on request; it
+only works before PyTorch loads its OpenMP runtime (before ``import torch``).
 """
 
 from __future__ import annotations
@@ -58,15 +68,13 @@ _GET_NAMES = (
 
 def set_early_env() -> bool:
     """Put :data:`OMP_ENV` into ``os.environ`` (without overriding the user's values) if torch
-    has not been imported yet; return whether it can still take effect."""
+    has not been imported yet; return whether it can still take effect. Not called by the
+    harness (see the module docstring)."""
     if "torch" in sys.modules:
         return False
     for k, v in OMP_ENV.items():
         os.environ.setdefault(k, v)
     return True
-
-
-set_early_env()
 
 
 @dataclass

@@ -47,6 +47,7 @@ Divergence (:func:`analyse`):
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
@@ -74,9 +75,10 @@ rounded (relative 2**-24); this keeps the bound rigorous."""
 EPS32 = float(np.finfo(np.float32).eps)
 DEFAULT_FREE_SHADOW_STEPS = 600
 """float32 free mode: float64 shadows for the first epoch of MNIST (600 steps of 100)."""
-DEFAULT_EVAL_CHUNK = 10000
+DEFAULT_EVAL_CHUNK = 2000
 """Rows per evaluation chunk; nets with image input (convolutions: im2col is ~25x the input)
-use a tenth of it."""
+use a tenth of it. 2,000 rows were ~10% faster than 10,000 for NumPy and PyTorch alike (the
+chunk's activations stay in cache; docs/benchmarks.md)."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -637,7 +639,7 @@ def train_side_by_side(
       None: all in lockstep, ``min(iters, 600)`` in free mode; 0: none.
     * ``threads``: limit NumPy's BLAS and PyTorch to this many threads while training
       (:mod:`harness.threads`); None leaves both alone.
-    * ``eval_chunk``: rows per evaluation chunk (None: 10,000, or 1,000 for image input).
+    * ``eval_chunk``: rows per evaluation chunk (None: 2,000, or 200 for image input).
     * ``callbacks``: called with a :class:`TrainEvent` after every step, evaluation and at the
       end.
     """
@@ -768,8 +770,12 @@ def train_side_by_side(
             limits=limits, floors=floors)
 
     t_start = perf()
+    # evaluations run one framework at a time, each with its library's own thread count
+    eval_threads = dict(zip(FRAMEWORKS, _current_threads(), strict=True)) if threads else None
     with limit_threads(threads, threads) if threads else _null_threads() as thread_info:
         result.threads = dict(thread_info)
+        if eval_threads:
+            result.threads.update({f"eval_{k}_threads": v for k, v in eval_threads.items()})
         for s in range(iters):
             idx = batch_indices(rng, n_train, batch)
             xb, tb = x_train[idx], t_train[idx]
@@ -875,7 +881,7 @@ def train_side_by_side(
                 shadow_np = shadow_t = None
             if s in eval_at:
                 rec = _evaluate(result, s, ipe, np_side, t_side, x_train, t_train, x_test, t_test,
-                                dt, in_shape, eval_chunk)
+                                dt, in_shape, eval_chunk, eval_threads)
                 result.evals.append(rec)
                 for cb in callbacks:
                     cb(TrainEvent("eval", s, result, rec))
@@ -895,6 +901,13 @@ def train_side_by_side(
     return result
 
 
+def _current_threads() -> tuple[int | None, int]:
+    """(NumPy's BLAS, PyTorch) thread counts right now."""
+    from harness.threads import numpy_threads
+
+    return numpy_threads(), torch.get_num_threads()
+
+
 class _null_threads:
     def __enter__(self) -> dict[str, Any]:
         from harness.threads import numpy_threads
@@ -908,25 +921,40 @@ class _null_threads:
 def _evaluate(result: TrainResult, step: int, ipe: float, np_side: NumpySide | None,
               t_side: TorchSide | None, x_train: np.ndarray, t_train: np.ndarray,
               x_test: np.ndarray, t_test: np.ndarray, dt: np.dtype,
-              in_shape: tuple[int, ...] | None, chunk: int) -> EvalRecord:
-    """Accuracy of both sides on all of the training and test set, in chunks; each chunk is
-    cast once and given to both."""
-    sides = [s for s in (np_side, t_side) if s is not None]
+              in_shape: tuple[int, ...] | None, chunk: int,
+              threads: dict[str, int | None] | None = None) -> EvalRecord:
+    """Accuracy of both sides on all of the training and test set, in chunks of ``chunk``
+    rows (the accuracy is the argmax of the scores: no softmax).
+
+    One framework after the other, not chunk by chunk: with ``threads`` (framework -> thread
+    count, the libraries' own counts outside the trainer's limit) each side's large products
+    use every core while the other library's pool is on one thread, so the two pools never
+    run at the same time (docs/benchmarks.md)."""
+    from harness.threads import limit_threads
+
+    # torch first: OpenBLAS's workers spin for a while after NumPy's last product (~0.1 s)
+    # and would hold the core PyTorch's second thread needs; PyTorch's OpenMP team goes to
+    # sleep within milliseconds.
+    sides = [s for s in (t_side, np_side) if s is not None]
     accs: dict[str, dict[str, float]] = {"train": {}, "test": {}}
-    for which, x, t in (("train", x_train, t_train), ("test", x_test, t_test)):
-        correct = dict.fromkeys((s.framework for s in sides), 0)
-        for i in range(0, x.shape[0], chunk):
-            xc = x[i:i + chunk].astype(dt, copy=False)
-            if in_shape:
-                xc = xc.reshape(-1, *in_shape)
-            tc = t[i:i + chunk]
-            for side in sides:
-                t0 = time.perf_counter()
-                y = side.predict(xc)
-                correct[side.framework] += int(np.count_nonzero(y.argmax(axis=1) == tc))
-                result.timings[f"{side.framework}_eval"] += time.perf_counter() - t0
-        for f, c in correct.items():
-            accs[which][f] = c / float(x.shape[0])
+    for side in sides:
+        f = side.framework
+        n = (threads or {}).get(f)
+        ctx = (limit_threads(numpy=n if f == "numpy" else 1, torch=n if f == "torch" else 1)
+               if n else contextlib.nullcontext())
+        t0 = time.perf_counter()
+        with ctx:
+            for which, x, t in (("train", x_train, t_train), ("test", x_test, t_test)):
+                correct = 0
+                for i in range(0, x.shape[0], chunk):
+                    xc = x[i:i + chunk].astype(dt, copy=False)
+                    if in_shape:
+                        xc = xc.reshape(-1, *in_shape)
+                    y = side.predict(xc)
+                    correct += int(np.count_nonzero(y.argmax(axis=1) == t[i:i + chunk]))
+                accs[which][f] = correct / float(x.shape[0])
+        result.timings[f"{f}_eval"] += time.perf_counter() - t0
+    accs = {w: {f: a[f] for f in FRAMEWORKS if f in a} for w, a in accs.items()}  # numpy first
     return EvalRecord(step=step, epoch=int(step // ipe), train_acc=accs["train"],
                       test_acc=accs["test"])
 

@@ -145,3 +145,60 @@ def test_pooling_equals_the_classic_argmax_with_ties(ph, pw, stride, pad, rng):
         dout.transpose(0, 2, 3, 1).reshape(-1)
     want_dx = col2im(dcol.reshape(-1, 2 * ph * pw), x.shape, ph, pw, stride, pad)
     np.testing.assert_allclose(pool.backward(dout), want_dx, rtol=0, atol=1e-15)
+
+
+def test_evaluation_counts_do_not_depend_on_the_chunk_size(mnist_dir):
+    """Chunked evaluation (each framework in turn, at its own thread count) counts exactly
+    what one chunk of all 70,000 images counts, for both frameworks."""
+    import torch
+
+    from harness.data import load_dataset
+    from harness.train import NumpySide, TorchSide, _evaluate, make_net, make_optimizer_pair
+    from reference.nets import to_torch
+
+    data = load_dataset("mnist", data_dir=mnist_dir)
+    net = make_net("two-layer", dtype=np.float32, seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(50):  # a partly trained net: scores with near-ties, not all equal
+        idx = rng.integers(0, 60000, 100)
+        grads = net.gradient(data.x_train[idx], data.t_train[idx])
+        SGD(lr=0.1).update(net.params, grads)
+    tnet = to_torch(net, np.float32)
+    np_side = NumpySide(net, SGD(lr=0.1))
+    t_side = TorchSide(tnet, make_optimizer_pair("sgd", list(tnet.parameters()), 0.1))
+
+    from types import SimpleNamespace
+
+    holder = SimpleNamespace(timings={"numpy_eval": 0.0, "torch_eval": 0.0})
+    args = (np_side, t_side, data.x_train, data.t_train, data.x_test, data.t_test,
+            np.dtype(np.float32), None)
+    one = _evaluate(holder, 0, 600.0, *args, 70000)
+    torch_before = torch.get_num_threads()
+    for chunk, threads in ((2000, {"numpy": 2, "torch": 2}), (999, None)):
+        rec = _evaluate(holder, 0, 600.0, *args, chunk, threads)
+        assert rec.train_acc == one.train_acc and rec.test_acc == one.test_acc
+        assert list(rec.test_acc) == ["numpy", "torch"]
+    assert torch.get_num_threads() == torch_before
+    assert 0.2 < one.test_acc["numpy"] < 1.0 and 0.2 < one.test_acc["torch"] < 1.0
+
+
+def test_checks_run_single_threaded_and_restore_the_thread_counts():
+    import torch
+
+    from harness.check import one_thread
+    from harness.suite import all_cases
+    from harness.threads import numpy_threads
+
+    seen = []
+    probe = one_thread(lambda: seen.append((numpy_threads(), torch.get_num_threads())))
+    before = (numpy_threads(), torch.get_num_threads())
+    torch.set_num_threads(2)
+    try:
+        probe()
+        assert seen == [(1 if before[0] is not None else None, 1)]
+        assert torch.get_num_threads() == 2
+        case = next(c for c in all_cases() if c.name == "Affine")
+        assert case.run(np.dtype(np.float32), 0, 3).ok
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before[1])
