@@ -7,6 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
+import pytest
 
 from harness import bench
 from harness.bench import BenchContext, Ratio, Workload, register_ratio, register_workload, run_bench
@@ -36,6 +37,33 @@ def test_run_bench_interleaves_and_computes_ratios() -> None:
     assert "cpu" in result.machine and result.machine["cores"]
 
 
+def test_default_workloads_run_tiny_and_report_accuracy_memory_and_ratios() -> None:
+    ctx = BenchContext(iters=3, batch=10, conv_batches=2, eval_chunk=7)
+    ctx.data = tiny_data()
+    names = ["scratch-float32", "scratch-float64", "torch-float32", "side-by-side",
+             "convnet-scratch", "convnet-torch"]
+    result = run_bench(names, ctx, repeats=1)
+    for n in ("scratch-float32", "scratch-float64", "torch-float32"):
+        out = result.outputs[n]
+        assert 0.0 <= out["test_acc"] <= 1.0 and out["evaluations"] == 1
+    # same initial weights and batches: the first evaluation agrees to the image
+    assert result.outputs["scratch-float32"]["test_acc"] == result.outputs["torch-float32"]["test_acc"]
+    assert set(result.outputs["side-by-side"]["test_acc"]) == {"numpy", "torch"}
+    ratios = {r["name"]: r for r in result.ratios()}
+    assert ratios["scratch-float32 / torch-float32"]["limit"] == 0.5
+    assert ratios["side-by-side / (scratch-float32 + torch-float32)"]["limit"] == 1.2
+    assert ratios["convnet-scratch / convnet-torch"]["limit"] == 3.0
+    assert all(result.peak_rss_mib[n] > 0 for n in names)
+    assert bench._classic_flops(ctx) > 0 and bench._convnet_flops(ctx) > 0
+
+
+def test_flop_counts_are_the_issue_s_arithmetic() -> None:
+    ctx = BenchContext()  # the classic run: 15.98 MFLOP per step, 17 evaluations of 70,000
+    assert bench._classic_flops(ctx) / 1e9 == pytest.approx(254.3, abs=0.1)
+    ceiling = bench.matmul_ceiling((1, 1), shapes=((64, 64, 64),), dtypes=("float32",))
+    assert ceiling["ceiling"]["float32"] > 0 and "float32 64x64x64" in ceiling["rates"]
+
+
 def test_registered_workloads_and_ratios_join_the_run() -> None:
     calls: list[int] = []
 
@@ -57,12 +85,18 @@ def test_registered_workloads_and_ratios_join_the_run() -> None:
 
 
 def test_bench_cli_smoke(mnist_dir: Path, tmp_path: Path, capsys) -> None:
+    """The default workloads, nn-parity check (a child process) included."""
     js = tmp_path / "bench.json"
     rc = main(["bench", "--data-dir", str(mnist_dir), "--iters", "2", "--repeats", "1",
-               "--json", str(js)])
+               "--conv-batches", "1", "--json", str(js)])
     out = capsys.readouterr().out
     assert rc == 0
-    assert "side-by-side / (numpy + torch)" in out and "machine:" in out
+    assert "side-by-side / (scratch-float32 + torch-float32)" in out and "machine:" in out
+    assert "check median" in out and "matmul rate" in out and "final test accuracy" in out
     summary = json.loads(js.read_text())["summary"]
-    assert set(summary["median_s"]) == {"numpy", "torch", "side-by-side"}
+    assert set(summary["median_s"]) == {"scratch-float32", "scratch-float64", "torch-float32",
+                                        "side-by-side", "check", "convnet-scratch",
+                                        "convnet-torch"}
     assert summary["machine"]["numpy"] == np.__version__
+    assert summary["outputs"]["check"]["ok"] and summary["peak_rss_mib"]["check"] > 0
+    assert summary["matmul"]["default"]["ceiling"]["float32"] > 0
