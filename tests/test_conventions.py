@@ -25,6 +25,7 @@ from scratch import (
     Nesterov,
     Pooling,
     RMSprop,
+    col2im,
     im2col,
 )
 
@@ -136,7 +137,7 @@ def test_numerical_gradient_through_dropout_needs_a_frozen_mask():
 
 # --- Pooling with padding -------------------------------------------------------------------
 class ClassicPooling(Pooling):
-    """The classic forward: output size computed without pad, zero padding."""
+    """The classic forward and backward: output size computed without pad, zero padding."""
 
     def forward(self, x):
         n, c, h, w = x.shape
@@ -146,6 +147,12 @@ class ClassicPooling(Pooling):
         col = col.reshape(-1, self.pool_h * self.pool_w)
         self.x_shape, self.arg_max = x.shape, np.argmax(col, axis=1)
         return np.max(col, axis=1).reshape(n, out_h, out_w, c).transpose(0, 3, 1, 2)
+
+    def backward(self, dout):
+        dout = dout.transpose(0, 2, 3, 1)
+        dmax = np.zeros((dout.size, self.pool_h * self.pool_w), dtype=dout.dtype)
+        dmax[np.arange(self.arg_max.size), self.arg_max] = dout.reshape(-1)
+        return col2im(dmax, self.x_shape, self.pool_h, self.pool_w, self.stride, self.pad)
 
 
 def test_classic_pooling_with_pad_is_broken_and_ours_is_not():
