@@ -371,18 +371,40 @@ def _harness_threads(ctx: BenchContext) -> str:
 # nn-parity check, in a fresh process
 
 
+_CHECK_CHILD = """\
+import re, runpy, sys
+sys.argv = ["nn-parity", "check", "-q"]
+try:
+    runpy.run_module("harness", run_name="__main__", alter_sys=True)
+finally:  # the child's own peak: a forked child's ru_maxrss starts at its parent's RSS
+    try:
+        hwm = re.search(r"VmHWM:\\s+(\\d+)", open("/proc/self/status").read()).group(1)
+        print("nn-parity-bench VmHWM_kB", hwm, flush=True)
+    except (OSError, AttributeError):
+        pass
+"""
+
+
 def _check(ctx: BenchContext) -> RunOnce:
+    """``nn-parity check -q`` in a fresh interpreter (what a user's command costs)."""
+    from pathlib import Path
+
+    import harness
+
+    root = str(Path(harness.__file__).resolve().parent.parent)  # where `-m harness` resolves
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [root, *filter(None, [os.environ.get("PYTHONPATH")])])}
+
     def once() -> dict[str, Any]:
-        cmd = [sys.executable, "-m", "harness", "check", "-q"]
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        out = proc.stdout.read().decode(errors="replace") if proc.stdout else ""
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        if proc.stdout:
-            proc.stdout.close()
-        line = next((ln for ln in out.splitlines() if ln.startswith(("PASS", "FAIL"))), out[-200:])
-        return {"ok": proc.returncode == 0, "verdict": line.strip(),
-                "peak_rss_mib": usage.ru_maxrss / 1024}
+        proc = subprocess.run([sys.executable, "-c", _CHECK_CHILD], capture_output=True,
+                              text=True, cwd=root, env=env)
+        out = proc.stdout + proc.stderr
+        line = next((ln for ln in out.splitlines() if ln.startswith(("PASS", "FAIL"))), out[-300:])
+        result: dict[str, Any] = {"ok": proc.returncode == 0, "verdict": line.strip()}
+        m = re.search(r"nn-parity-bench VmHWM_kB (\d+)", out)
+        if m:
+            result["peak_rss_mib"] = int(m.group(1)) / 1024
+        return result
 
     return once
 
