@@ -55,9 +55,9 @@ class Relu(Layer):
         return np.maximum(x, 0)
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
-        # np.where(self.mask, 0, dout) as a product: 10x faster (where's select branches per
-        # element); equal for every finite dout (masked entries are 0 or -0.0)
-        return dout * ~self.mask
+        # A select, not a product: a NaN/Inf upstream gradient at a masked entry gives 0, as in
+        # torch (dout * ~mask would give NaN there); ~3 us more per 100x50 call.
+        return np.where(self.mask, 0, dout)
 
 
 class Sigmoid(Layer):

@@ -202,3 +202,13 @@ def test_checks_run_single_threaded_and_restore_the_thread_counts():
         assert torch.get_num_threads() == 2
     finally:
         torch.set_num_threads(before[1])
+
+
+def test_relu_backward_zeroes_masked_entries_even_for_non_finite_upstream_gradients() -> None:
+    import scratch
+
+    relu = scratch.Relu()
+    relu.forward(np.array([[-1.0, 2.0, -3.0]], dtype=np.float32))
+    dx = relu.backward(np.array([[np.nan, 1.0, np.inf]], dtype=np.float32))
+    np.testing.assert_array_equal(dx, [[0.0, 1.0, 0.0]])  # torch's threshold_backward gives 0
+    assert dx.dtype == np.float32
