@@ -15,6 +15,7 @@ No pickle is used anywhere: idx files are parsed with :mod:`struct` and NumPy.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
@@ -282,15 +283,11 @@ def _parse_header(path: Path, f: BinaryIO, where: str) -> tuple[int, np.dtype, t
     return magic, _IDX_TYPES[type_code][1], tuple(dims)
 
 
-def _read_idx_with_magic(path: Path) -> tuple[np.ndarray, int]:
-    """Decode an idx file; return (array in native byte order, magic number)."""
-    gz = _is_gzip(path)
+@contextlib.contextmanager
+def read_errors(path: Path) -> Iterator[None]:
+    """Turn what reading (and gunzipping) ``path`` can raise into a DataError naming it."""
     try:
-        if gz:
-            with gzip.open(path, "rb") as f:
-                return _decode_gzip(path, f)
-        with open(path, "rb") as f:
-            return _decode_raw(path, f)
+        yield
     except DataError:
         raise
     except gzip.BadGzipFile as e:
@@ -303,6 +300,17 @@ def _read_idx_with_magic(path: Path) -> tuple[np.ndarray, int]:
         raise DataError(f"{path}: not enough memory to decode this file") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read file ({e.strerror or e})") from None
+
+
+def _read_idx_with_magic(path: Path) -> tuple[np.ndarray, int]:
+    """Decode an idx file; return (array in native byte order, magic number)."""
+    gz = _is_gzip(path)
+    with read_errors(path):
+        if gz:
+            with gzip.open(path, "rb") as f:
+                return _decode_gzip(path, f)
+        with open(path, "rb") as f:
+            return _decode_raw(path, f)
 
 
 def _payload(dtype: np.dtype, dims: tuple[int, ...]) -> int:
@@ -425,17 +433,9 @@ def _sha256_file(path: Path) -> str:
 
 
 def _sha256_gunzip(path: Path) -> str:
-    try:
+    with read_errors(path):
         with gzip.open(path, "rb") as f:
             return _sha256_stream(_file_chunks(f))  # type: ignore[arg-type]
-    except gzip.BadGzipFile as e:
-        raise DataError(f"{path}: corrupt gzip file ({e})") from None
-    except EOFError as e:
-        raise DataError(f"{path}: truncated gzip file ({e})") from None
-    except zlib.error as e:
-        raise DataError(f"{path}: corrupt gzip data ({e})") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read file ({e.strerror or e})") from None
 
 
 def _identify(digest: str) -> str | None:
