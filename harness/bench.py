@@ -309,8 +309,10 @@ def _alone(fn: Callable[[BenchContext], Any]) -> Callable[[BenchContext], RunOnc
     return setup
 
 
-def _train(frameworks: tuple[str, ...], threads_default: bool = False) -> Callable[[BenchContext], RunOnce]:
-    """One or both frameworks through the side-by-side trainer (as ``nn-parity train``)."""
+def _train(frameworks: tuple[str, ...], threads_default: bool = False,
+           parallel: bool | None = None) -> Callable[[BenchContext], RunOnce]:
+    """One or both frameworks through the side-by-side trainer (as ``nn-parity train``;
+    ``parallel`` as there: None lets the trainer choose)."""
     def setup(ctx: BenchContext) -> RunOnce:
         from harness.train import analyse, make_net, train_side_by_side
 
@@ -323,7 +325,7 @@ def _train(frameworks: tuple[str, ...], threads_default: bool = False) -> Callab
             res = train_side_by_side(net, data, iters=ctx.iters, batch=ctx.batch, lr=ctx.lr,
                                      dtype=ctx.dtype, seed=ctx.seed, frameworks=frameworks,
                                      threads=None if threads_default else ctx.threads,
-                                     net_name="two-layer")
+                                     parallel=parallel, net_name="two-layer")
             an = analyse(res)
             last = res.evals[-1]
             return {"test_acc": dict(last.test_acc), "train_acc": dict(last.train_acc),
@@ -491,6 +493,11 @@ register_workload(Workload(
     "steps; then the analysis)", _train(("numpy", "torch")), flops=_both_flops,
     baseline="torch-float32", threads=_harness_threads, units=_steps))
 register_workload(Workload(
+    "side-by-side-sequential", "side-by-side with the two sides one after the other in one "
+    "thread (nn-parity train --no-parallel)", _train(("numpy", "torch"), parallel=False),
+    default=False, flops=_both_flops, baseline="torch-float32", threads=_harness_threads,
+    units=_steps))
+register_workload(Workload(
     "check", "nn-parity check -q in a fresh process (every layer, net and optimizer, float32 "
     "and float64, batches 1 3 8, 2 seeds; start-up included)", _check, group="check",
     threads=lambda ctx: "1/1 (check)", limit_s=15.0))
@@ -526,6 +533,10 @@ register_ratio(Ratio("side-by-side / (scratch-float32 + torch-float32)", "side-b
                      ("scratch-float32", "torch-float32"), 1.2))
 register_ratio(Ratio("convnet-scratch / convnet-torch", "convnet-scratch", ("convnet-torch",), 3.0))
 register_ratio(Ratio("side-by-side / (numpy + torch)", "side-by-side", ("numpy", "torch"), 1.3))
+register_ratio(Ratio("side-by-side-sequential / (scratch-float32 + torch-float32)",
+                     "side-by-side-sequential", ("scratch-float32", "torch-float32")))
+register_ratio(Ratio("side-by-side / side-by-side-sequential", "side-by-side",
+                     ("side-by-side-sequential",)))
 register_ratio(Ratio("side-by-side-default-threads / (numpy-default-threads + "
                      "torch-default-threads)", "side-by-side-default-threads",
                      ("numpy-default-threads", "torch-default-threads")))

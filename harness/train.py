@@ -50,8 +50,10 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -316,6 +318,13 @@ class NumpySide:
         return self.net.predict(x)
 
 
+def _as_numpy(t: torch.Tensor, copy: bool) -> np.ndarray:
+    """A tensor's values as NumPy: shared memory, or (``copy``) a copy in torch's own layout
+    (a plain memcpy; the layout conversion is then a view of the copy)."""
+    a = t.detach().numpy()
+    return a.copy() if copy else a
+
+
 class TorchSide:
     """The torch twin and its optimizer; gradients and parameters seen in scratch layout."""
 
@@ -340,15 +349,17 @@ class TorchSide:
             self.pair.before_step(self.pair.torch, self.t)
         self.pair.torch.step()
 
-    def grads(self) -> dict[str, np.ndarray]:
+    def grads(self, copy: bool = False) -> dict[str, np.ndarray]:
+        """Gradients in scratch layout: views of torch's, or (``copy``) copies of them."""
         out = {}
         for key, p, from_torch in self._links:
             g = p.grad if p.grad is not None else torch.zeros_like(p)
-            out[key] = from_torch(g.detach().numpy())
+            out[key] = from_torch(_as_numpy(g, copy))
         return out
 
-    def params(self) -> dict[str, np.ndarray]:
-        return {key: from_torch(p.detach().numpy()) for key, p, from_torch in self._links}
+    def params(self, copy: bool = False) -> dict[str, np.ndarray]:
+        """Parameters in scratch layout: views, or (``copy``) copies taken now."""
+        return {key: from_torch(_as_numpy(p, copy)) for key, p, from_torch in self._links}
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         self.tnet.eval()
@@ -357,6 +368,19 @@ class TorchSide:
                 return self.tnet.forward(torch.from_numpy(x), inject=False).numpy()
         finally:
             self.tnet.train()
+
+
+@dataclass
+class _TorchStep:
+    """What the torch side's step produced: its loss, and where recorded the gradients (before
+    the update) and parameters (after it) in scratch layout; the same for its float64 shadow."""
+
+    loss: float
+    grads: dict[str, np.ndarray] = field(default_factory=dict)
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+    shadow_loss: float = math.nan
+    shadow_grads: dict[str, np.ndarray] = field(default_factory=dict)
+    shadow_params: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------------------
@@ -498,6 +522,7 @@ class TrainConfig:
     record_grad_diff: bool = False
     shadow_steps: int = 0
     threads: int | None = 1
+    parallel: bool = False
     eval_chunk: int = DEFAULT_EVAL_CHUNK
     train_size: int = 0
     test_size: int = 0
@@ -621,6 +646,7 @@ def train_side_by_side(
     shadow_steps: int | None = None,
     callbacks: Sequence[Callback] = (),
     threads: int | None = 1,
+    parallel: bool | None = None,
     eval_chunk: int | None = None,
     net_name: str = "",
 ) -> TrainResult:
@@ -639,6 +665,17 @@ def train_side_by_side(
       None: all in lockstep, ``min(iters, 600)`` in free mode; 0: none.
     * ``threads``: limit NumPy's BLAS and PyTorch to this many threads while training
       (:mod:`harness.threads`); None leaves both alone.
+    * ``parallel``: free mode with both frameworks: run the torch side's steps in a worker
+      thread while NumPy's run in this one (each library on its own core: the two sides are
+      independent in free mode, and both release the GIL in their kernels). The torch side
+      runs at most one step ahead; what is compared is copied at the end of its step, and it
+      waits at every evaluation. The records are the same as in sequential mode, bit for bit.
+      None (the default): parallel when possible and useful: free mode, both frameworks,
+      ``threads`` set and ``2 * threads`` cores or more, and no twin that installs something in
+      its scratch layer before each forward pass (Dropout's mask: then torch's forward must
+      come first). True insists (ValueError where it cannot be); False: one side after the
+      other. Callbacks run in this thread; in parallel mode the torch side may be computing
+      the next step while a 'step' callback runs.
     * ``eval_chunk``: rows per evaluation chunk (None: 2,000, or 200 for image input).
     * ``callbacks``: called with a :class:`TrainEvent` after every step, evaluation and at the
       end.
@@ -686,12 +723,13 @@ def train_side_by_side(
         shadow_steps = 0
     record = record_param_diff or mode == "lockstep"
     record_grads = (mode == "lockstep") if record_grad_diff is None else bool(record_grad_diff)
+    parallel = _parallel_mode(parallel, net, both, mode, threads)
 
     config = TrainConfig(dataset=str(getattr(data, "name", "")), net=net_name or type(net).__name__,
                          iters=iters, batch=batch, lr=lr, optimizer=optimizer, mode=mode,
                          dtype=dt.name, seed=seed, frameworks=frameworks,
                          record_param_diff=record, record_grad_diff=record_grads,
-                         shadow_steps=shadow_steps, threads=threads,
+                         shadow_steps=shadow_steps, threads=threads, parallel=parallel,
                          eval_chunk=eval_chunk, train_size=n_train,
                          test_size=int(x_test.shape[0]), iter_per_epoch=float(ipe))
     okw = dict(optimizer_kwargs or {})
@@ -728,7 +766,8 @@ def train_side_by_side(
         shadow_gap=traces() if shadow_steps else {},
         snapshot=None,
         timings={"numpy_step": 0.0, "torch_step": 0.0, "numpy_eval": 0.0, "torch_eval": 0.0,
-                 "compare": 0.0, "shadow": 0.0, "sync": 0.0, "total": 0.0},
+                 "compare": 0.0, "shadow": 0.0, "sync": 0.0, "wait": 0.0,
+                 "total": 0.0},
         threads={},
         data={"name": config.dataset, "source": str(getattr(data, "source", "")),
               "train": n_train, "test": int(x_test.shape[0])},
@@ -772,15 +811,56 @@ def train_side_by_side(
     t_start = perf()
     # evaluations run one framework at a time, each with its library's own thread count
     eval_threads = dict(zip(FRAMEWORKS, _current_threads(), strict=True)) if threads else None
-    with limit_threads(threads, threads) if threads else _null_threads() as thread_info:
-        result.threads = dict(thread_info)
+    sides = {"shadow_np": shadow_np, "shadow_t": shadow_t}  # freed after the shadow window
+
+    def draw(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Step s's batch: the scratch-dtype input, the labels, the float64 shadow input."""
+        idx = batch_indices(rng, n_train, batch)
+        xb, tb = x_train[idx], t_train[idx]
+        x64 = as_input(xb, np.dtype(np.float64)) if s < shadow_steps else None
+        return as_input(xb, dt), tb, x64
+
+    def torch_work(s: int, xr: np.ndarray, tb: np.ndarray, x64: np.ndarray | None,
+                   copy: bool) -> _TorchStep:
+        """The torch side's whole step s (and its shadow's): forward, backward, update. With
+        ``copy`` (parallel mode) what is recorded is copied, as the next step changes it."""
+        t0 = perf()
+        tt = torch.from_numpy(tb)
+        out = _TorchStep(t_side.forward_backward(torch.from_numpy(xr).to(torch_dt), tt))
+        if both and record_grads:
+            out.grads = t_side.grads(copy=True)
+        t_side.step()
+        if both and record:
+            out.params = t_side.params(copy=copy)
+        tm["torch_step"] += perf() - t0
+        shadow = sides["shadow_t"]
+        if x64 is not None and shadow is not None:
+            t0 = perf()
+            out.shadow_loss = shadow.forward_backward(torch.from_numpy(x64), tt)
+            if record_grads:
+                out.shadow_grads = shadow.grads(copy=True)
+            shadow.step()
+            if record:
+                out.shadow_params = shadow.params(copy=copy)
+            tm["shadow"] += perf() - t0
+        return out
+
+    if parallel:
+        result.threads["parallel"] = True
+    with (limit_threads(threads, threads) if threads else _null_threads()) as thread_info, \
+            (ThreadPoolExecutor(1, thread_name_prefix="nn-parity-torch") if parallel
+             else contextlib.nullcontext()) as pool:
+        result.threads.update(thread_info)
         if eval_threads:
             result.threads.update({f"eval_{k}_threads": v for k, v in eval_threads.items()})
+        nxt = draw(0)
+        pending: Future[_TorchStep] | None = None
+        if parallel:
+            pending = pool.submit(torch_work, 0, *nxt, True)
         for s in range(iters):
-            idx = batch_indices(rng, n_train, batch)
-            xb, tb = x_train[idx], t_train[idx]
-            xr = as_input(xb, dt)
-            shadows = shadow_np is not None and s < shadow_steps
+            xr, tb, x64 = nxt
+            shadows = x64 is not None and sides["shadow_np"] is not None
+            shadow_np = sides["shadow_np"]
             if mode == "lockstep":
                 t0 = perf()
                 load_from_scratch(t_side.tnet, net)
@@ -788,16 +868,13 @@ def train_side_by_side(
             if shadows and mode == "lockstep":
                 t0 = perf()
                 sync_net(shadow_np.net, net)
-                load_from_scratch(shadow_t.tnet, shadow_np.net)
+                load_from_scratch(sides["shadow_t"].tnet, shadow_np.net)
                 tm["shadow"] += perf() - t0
-            # forward + backward: torch first (a Dropout twin installs its mask in the scratch
-            # layer), then NumPy
-            if t_side is not None:
-                t0 = perf()
-                tt = torch.from_numpy(tb)
-                lt = t_side.forward_backward(torch.from_numpy(xr).to(torch_dt), tt)
-                tm["torch_step"] += perf() - t0
-                result.loss["torch"][s] = lt
+            # torch's step first in sequential mode: a Dropout twin installs its mask in the
+            # scratch layer before NumPy's forward pass
+            tout = None
+            if t_side is not None and not parallel:
+                tout = torch_work(s, xr, tb, x64, False)
             if np_side is not None:
                 t0 = perf()
                 ln = np_side.forward_backward(xr, tb)
@@ -805,10 +882,22 @@ def train_side_by_side(
                 result.loss["numpy"][s] = ln
             if shadows:
                 t0 = perf()
-                x64 = as_input(xb, np.dtype(np.float64))
-                l64t = shadow_t.forward_backward(torch.from_numpy(x64), torch.from_numpy(tb))
                 l64n = shadow_np.forward_backward(x64, tb)
                 tm["shadow"] += perf() - t0
+            if pending is not None:
+                t0 = perf()
+                tout = pending.result()  # re-raises what the torch step raised
+                pending = None
+                tm["wait"] += perf() - t0
+                if s + 1 < iters:
+                    nxt = draw(s + 1)
+                    if s not in eval_at:  # an evaluation needs the torch side at step s
+                        pending = pool.submit(torch_work, s + 1, *nxt, True)
+            elif s + 1 < iters:
+                nxt = draw(s + 1)
+            if tout is not None:
+                lt = tout.loss
+                result.loss["torch"][s] = lt
             t_vals: dict[str, Any] = {}
             np_vals: dict[str, Any] = {}
             if both:
@@ -818,17 +907,17 @@ def train_side_by_side(
                 if shadows:
                     fl_n, fl_t, gap = result.floors["numpy"], result.floors["torch"], result.shadow_gap
                     diff(fl_n["loss"], s, ln, l64n)
-                    diff(fl_t["loss"], s, lt, l64t)
-                    diff(gap["loss"], s, l64n, l64t)
+                    diff(fl_t["loss"], s, lt, tout.shadow_loss)
+                    diff(gap["loss"], s, l64n, tout.shadow_loss)
                 if record_grads:
-                    tg = t_side.grads()
+                    tg = tout.grads
                     for k in keys:
                         name = f"d{k}"
                         np_vals[name], t_vals[name] = np_side.grads[k], tg[k]
                         diff(result.diffs[name], s, np_side.grads[k], tg[k])
                     share_scale(result.diffs, groups, s, "d")
                     if shadows:
-                        sg = shadow_t.grads()
+                        sg = tout.shadow_grads
                         for k in keys:
                             name = f"d{k}"
                             diff(fl_n[name], s, np_side.grads[k], shadow_np.grads[k], False)
@@ -836,31 +925,26 @@ def train_side_by_side(
                             diff(gap[name], s, shadow_np.grads[k], sg[k])
                         share_scale(gap, groups, s, "d")
                 tm["compare"] += perf() - t0
-            # updates
-            if t_side is not None:
-                t0 = perf()
-                t_side.step()
-                tm["torch_step"] += perf() - t0
+            # NumPy's update (torch's is part of its step above)
             if np_side is not None:
                 t0 = perf()
                 np_side.step()
                 tm["numpy_step"] += perf() - t0
             if shadows:
                 t0 = perf()
-                shadow_t.step()
                 shadow_np.step()
                 tm["shadow"] += perf() - t0
             if both:
                 t0 = perf()
                 final = s == judged_last and result.snapshot is None
                 if record:
-                    tp, npp = t_side.params(), np_side.params()
+                    tp, npp = tout.params, np_side.params()
                     for k in keys:
                         np_vals[k], t_vals[k] = npp[k], tp[k]
                         diff(result.diffs[k], s, npp[k], tp[k])
                     share_scale(result.diffs, groups, s)
                     if shadows:
-                        sp, snp = shadow_t.params(), shadow_np.params()
+                        sp, snp = tout.shadow_params, shadow_np.params()
                         for k in keys:
                             diff(result.floors["numpy"][k], s, npp[k], snp[k], False)
                             diff(result.floors["torch"][k], s, tp[k], sp[k], False)
@@ -878,13 +962,15 @@ def train_side_by_side(
                             take_snapshot(s, "last judged step (no step exceeded)", np_vals, t_vals)
                 tm["compare"] += perf() - t0
             if s == shadow_steps - 1:  # the window ends: free the shadows
-                shadow_np = shadow_t = None
+                sides["shadow_np"] = sides["shadow_t"] = None
             if s in eval_at:
                 rec = _evaluate(result, s, ipe, np_side, t_side, x_train, t_train, x_test, t_test,
                                 dt, in_shape, eval_chunk, eval_threads)
                 result.evals.append(rec)
                 for cb in callbacks:
                     cb(TrainEvent("eval", s, result, rec))
+                if parallel and s + 1 < iters:
+                    pending = pool.submit(torch_work, s + 1, *nxt, True)
             for cb in callbacks:
                 cb(TrainEvent("step", s, result))
         if both:
@@ -899,6 +985,27 @@ def train_side_by_side(
     for cb in callbacks:
         cb(TrainEvent("end", iters - 1, result))
     return result
+
+
+def _parallel_mode(parallel: bool | None, net: Any, both: bool, mode: str,
+                   threads: int | None) -> bool:
+    """Whether the two sides run in parallel threads (see ``train_side_by_side``)."""
+    from reference.nets import _twin, net_layers
+
+    why_not = None
+    if not both:
+        why_not = "needs both frameworks"
+    elif mode != "free":
+        why_not = "needs free mode (lockstep copies NumPy's weights into torch before each step)"
+    elif any(_twin(layer).prepare is not None for _, layer in net_layers(net)):
+        why_not = ("needs layers whose twin prepares nothing in the scratch layer (a Dropout "
+                   "twin installs its mask there, so torch's forward must come first)")
+    if parallel is None:
+        cores = os.cpu_count() or 1
+        return why_not is None and threads is not None and 2 * threads <= cores
+    if parallel and why_not:
+        raise ValueError(f"parallel training {why_not}")
+    return bool(parallel)
 
 
 def _current_threads() -> tuple[int | None, int]:

@@ -89,6 +89,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     o.add_argument("--threads", type=int, default=1,
                    help="threads for NumPy's BLAS and PyTorch while training (default 1, see "
                         "docs/benchmarks.md); 0 leaves the libraries' defaults")
+    o.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=None,
+                   help="free mode: run the torch side's steps in a second thread, each library "
+                        "on its own core (default: when the mode, the layers, --threads and the "
+                        "cores allow it; the records are the same either way)")
     o.add_argument("--eval-chunk", type=int, default=None,
                    help=f"rows per evaluation chunk (default {DEFAULT_EVAL_CHUNK}, a tenth of it "
                         "for the convnet)")
@@ -117,6 +121,10 @@ def run(args: argparse.Namespace) -> RunReport | int:
         return 2
     if args.mode == "lockstep" and len(args.frameworks) < 2:
         print("nn-parity train: error: --mode lockstep needs both frameworks", file=sys.stderr)
+        return 2
+    if args.parallel and (args.mode != "free" or len(args.frameworks) < 2):
+        print("nn-parity train: error: --parallel needs --mode free and both frameworks",
+              file=sys.stderr)
         return 2
     data = _load(args)
     dtype = np.dtype(args.dtype)
@@ -163,7 +171,8 @@ def run(args: argparse.Namespace) -> RunReport | int:
             mode=args.mode, dtype=dtype, seed=args.seed, frameworks=frameworks,
             record_param_diff=args.param_diff, record_grad_diff=True if args.grad_diff else None,
             shadow_steps=shadow, callbacks=[on_eval, on_step],
-            threads=args.threads or None, eval_chunk=args.eval_chunk, net_name=args.net)
+            threads=args.threads or None, parallel=args.parallel, eval_chunk=args.eval_chunk,
+            net_name=args.net)
     analysis = analyse(result)
     figures = []
     for path in args.plot:
@@ -209,7 +218,9 @@ def print_summary(result: TrainResult, an: Analysis, con: Any, *, verbose: bool 
              if k in ("compare", "shadow", "sync") and v > 0]
     con.print(f"wall time {tm['total']:.2f} s" + (f" (of which {', '.join(extra)} s)" if extra else "")
               + f"; threads: numpy {result.threads.get('numpy_threads')}, torch "
-                f"{result.threads.get('torch_threads')}", markup=False, highlight=False)
+                f"{result.threads.get('torch_threads')}"
+              + ("; the two sides' steps ran in parallel threads (their step times overlap)"
+                 if cfg.parallel else ""), markup=False, highlight=False)
     if result.both:
         f32 = cfg.dtype == "float32"
         d = Table(title=f"NumPy vs PyTorch ({cfg.mode}; {an.criterion})")

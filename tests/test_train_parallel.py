@@ -1,0 +1,186 @@
+"""Parallel side-by-side training: the torch side in a worker thread (harness/train.py).
+
+The two sides of a free-mode run are independent, so running torch's steps in a second thread
+must not change a single recorded number. These tests compare every record of a parallel run
+with the same run done one side after the other, check when parallel mode is chosen, and
+check that an error on either side reaches the caller and leaves no thread behind.
+"""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from harness.train import TorchSide, analyse, make_net, train_side_by_side
+from scratch.multi_layer_net import MultiLayerNet
+from scratch.two_layer_net import TwoLayerNet
+
+
+def data(n_train: int = 600, n_test: int = 200, seed: int = 0) -> SimpleNamespace:
+    rng = np.random.default_rng(seed)
+    return SimpleNamespace(
+        name="synthetic", source="memory",
+        x_train=rng.random((n_train, 784), dtype=np.float32), t_train=rng.integers(0, 10, n_train),
+        x_test=rng.random((n_test, 784), dtype=np.float32), t_test=rng.integers(0, 10, n_test))
+
+
+def run(parallel: bool | None, net: Any = None, **kw: Any) -> Any:
+    kw = {"iters": 40, "batch": 50, "dtype": np.float32, "threads": 1} | kw
+    net = net if net is not None else make_net("two-layer", dtype=kw["dtype"], seed=0, hidden=[20])
+    return train_side_by_side(net, kw.pop("data", None) or data(), parallel=parallel, **kw)
+
+
+def assert_same_records(a: Any, b: Any) -> None:
+    """Every per-step record, evaluation and the snapshot are equal bit for bit."""
+    assert a.loss.keys() == b.loss.keys()
+    for f in a.loss:
+        np.testing.assert_array_equal(a.loss[f], b.loss[f], err_msg=f"loss[{f}]")
+    tables = [("diffs", a.diffs, b.diffs), ("shadow_gap", a.shadow_gap, b.shadow_gap)]
+    tables += [(f"floors[{s}]", a.floors[s], b.floors[s]) for s in a.floors]
+    for label, ta, tb in tables:
+        assert ta.keys() == tb.keys(), label
+        for name in ta:
+            for attr in ("abs", "scale", "ref", "index", "recorded"):
+                np.testing.assert_array_equal(getattr(ta[name], attr), getattr(tb[name], attr),
+                                              err_msg=f"{label}[{name}].{attr}")
+    assert [(e.step, e.train_acc, e.test_acc) for e in a.evals] == \
+        [(e.step, e.train_acc, e.test_acc) for e in b.evals]
+    assert (a.snapshot is None) == (b.snapshot is None)
+    if a.snapshot is not None:
+        assert (a.snapshot.step, a.snapshot.reason) == (b.snapshot.step, b.snapshot.reason)
+        for side in ("numpy", "torch"):
+            for k, v in getattr(a.snapshot, side).items():
+                np.testing.assert_array_equal(v, getattr(b.snapshot, side)[k])
+    assert a.final_diff == b.final_diff
+
+
+def test_float32_with_shadows_and_gradients_is_identical_to_sequential() -> None:
+    # 600 rows / batch 50: an evaluation every 12 steps, so the pipeline stops and restarts
+    kw = {"iters": 40, "shadow_steps": 25, "record_grad_diff": True}
+    seq, par = run(False, **kw), run(True, **kw)
+    assert (seq.config.parallel, par.config.parallel) == (False, True)
+    assert len(par.evals) == 4 and par.floors and par.diffs["dW1"].recorded.all()
+    assert_same_records(seq, par)
+    assert analyse(par).verdict == analyse(seq).verdict
+
+
+def test_float64_bug_gives_the_same_verdict_in_parallel() -> None:
+    class ScaledGrad(TwoLayerNet):
+        def gradient(self, x: np.ndarray, t: np.ndarray) -> dict:
+            g = super().gradient(x, t)
+            g["W1"] = g["W1"] * 1.001
+            return g
+
+    def net() -> ScaledGrad:
+        return ScaledGrad(784, 20, 10, dtype=np.float64, seed=0)
+
+    seq, par = run(False, net(), dtype=np.float64), run(True, net(), dtype=np.float64)
+    assert_same_records(seq, par)
+    an = analyse(par)
+    assert an.agree is False and (an.first_step, an.first_tensor) == (0, "W1")
+
+
+def test_convnet_is_identical_in_parallel() -> None:
+    d = data(n_train=200, n_test=40)
+    kw = {"iters": 6, "batch": 20, "dtype": np.float64, "data": d}
+    seq = run(False, make_net("convnet", dtype=np.float64, seed=0, hidden=[16]), **kw)
+    par = run(True, make_net("convnet", dtype=np.float64, seed=0, hidden=[16]), **kw)
+    assert_same_records(seq, par)
+    assert analyse(par).agree is True
+
+
+def test_the_torch_steps_really_run_in_another_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: set[str] = set()
+    original = TorchSide.forward_backward
+
+    def spy(self: TorchSide, x: Any, t: Any) -> float:
+        seen.add(threading.current_thread().name)
+        return original(self, x, t)
+
+    monkeypatch.setattr(TorchSide, "forward_backward", spy)
+    res = run(None, iters=10)
+    assert res.config.parallel is True and res.threads["parallel"] is True
+    assert seen and threading.main_thread().name not in seen
+    seen.clear()
+    run(False, iters=3)
+    assert seen == {threading.main_thread().name}
+
+
+@pytest.mark.parametrize(("kw", "parallel"), [
+    ({}, True),                                    # free, both, one thread each: 2 cores
+    ({"mode": "lockstep"}, False),                 # torch is re-synced from NumPy every step
+    ({"frameworks": ("numpy",)}, False),
+    ({"threads": None}, False),                    # the libraries' own pools would fight
+    ({"threads": 64}, False),                      # more threads than cores
+])
+def test_automatic_choice(kw: dict[str, Any], parallel: bool) -> None:
+    assert run(None, iters=2, **kw).config.parallel is parallel
+
+
+def dropout_net() -> MultiLayerNet:
+    return MultiLayerNet(784, [20], 10, use_dropout=True, dropout_ratio=0.2, dtype=np.float64,
+                         seed=0)
+
+
+def test_dropout_stays_sequential_and_parallel_true_says_why() -> None:
+    # the Dropout twin installs torch's mask in the scratch layer: torch's forward comes first
+    res = run(None, dropout_net(), dtype=np.float64, iters=4)
+    assert res.config.parallel is False and analyse(res).agree is True
+    with pytest.raises(ValueError, match="Dropout"):
+        run(True, dropout_net(), dtype=np.float64, iters=2)
+    with pytest.raises(ValueError, match="free mode"):
+        run(True, mode="lockstep", iters=2)
+    with pytest.raises(ValueError, match="both frameworks"):
+        run(True, frameworks=("torch",), iters=2)
+
+
+def _workers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("nn-parity-torch")]
+
+
+def test_an_error_in_the_torch_step_reaches_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    original, calls = TorchSide.step, []
+
+    def failing(self: TorchSide) -> None:
+        calls.append(1)
+        if len(calls) == 5:
+            raise RuntimeError("torch step 5 failed")
+        original(self)
+
+    monkeypatch.setattr(TorchSide, "step", failing)
+    with pytest.raises(RuntimeError, match="torch step 5 failed"):
+        run(True, iters=20, shadow_steps=0)
+    assert not _workers()
+
+
+def test_an_error_in_the_numpy_step_stops_the_worker() -> None:
+    class Breaks(TwoLayerNet):
+        calls = 0
+
+        def gradient(self, x: np.ndarray, t: np.ndarray) -> dict:
+            Breaks.calls += 1
+            if Breaks.calls == 7:
+                raise FloatingPointError("numpy step 7 failed")
+            return super().gradient(x, t)
+
+    with pytest.raises(FloatingPointError, match="numpy step 7 failed"):
+        run(True, Breaks(784, 20, 10, dtype=np.float32, seed=0), iters=20, shadow_steps=0)
+    assert not _workers()
+
+
+def test_cli_parallel_flags(mnist_dir: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    outs = {}
+    for flag in ("--parallel", "--no-parallel"):
+        assert main(["train", "--data-dir", str(mnist_dir), "--iters", "20", flag]) == 0
+        outs[flag] = capsys.readouterr().out
+    assert "ran in parallel threads" in outs["--parallel"]
+    assert "ran in parallel threads" not in outs["--no-parallel"]
+    assert main(["train", "--data-dir", str(mnist_dir), "--iters", "2", "--mode", "lockstep",
+                 "--parallel"]) == 2
+    assert "--parallel needs --mode free" in capsys.readouterr().err
