@@ -53,7 +53,6 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -349,17 +348,39 @@ class TorchSide:
             self.pair.before_step(self.pair.torch, self.t)
         self.pair.torch.step()
 
-    def grads(self, copy: bool = False) -> dict[str, np.ndarray]:
-        """Gradients in scratch layout: views of torch's, or (``copy``) copies of them."""
-        out = {}
-        for key, p, from_torch in self._links:
-            g = p.grad if p.grad is not None else torch.zeros_like(p)
-            out[key] = from_torch(_as_numpy(g, copy))
-        return out
+    def grads(self, copy: bool = False, out: dict[str, np.ndarray] | None = None,
+              slot: dict[str, np.ndarray] | None = None, prefix: str = "d") -> dict[str, np.ndarray]:
+        """Gradients in scratch layout: views of torch's, or (``copy``) of copies of them; with
+        ``out`` (a worker's slot: name -> array in torch's layout) written into
+        ``out[prefix + key]`` first; with ``slot``, read back from one."""
+        return self._read(lambda p: p.grad if p.grad is not None else torch.zeros_like(p),
+                          copy, out, slot, prefix)
 
-    def params(self, copy: bool = False) -> dict[str, np.ndarray]:
-        """Parameters in scratch layout: views, or (``copy``) copies taken now."""
-        return {key: from_torch(_as_numpy(p, copy)) for key, p, from_torch in self._links}
+    def params(self, copy: bool = False, out: dict[str, np.ndarray] | None = None,
+               slot: dict[str, np.ndarray] | None = None, prefix: str = "") -> dict[str, np.ndarray]:
+        """Parameters in scratch layout, as :meth:`grads`."""
+        return self._read(lambda p: p, copy, out, slot, prefix)
+
+    def _read(self, tensor: Callable[[torch.Tensor], torch.Tensor], copy: bool,
+              out: dict[str, np.ndarray] | None, slot: dict[str, np.ndarray] | None,
+              prefix: str) -> dict[str, np.ndarray]:
+        res = {}
+        for key, p, from_torch in self._links:
+            if slot is not None:
+                a = slot[prefix + key]
+            else:
+                a = _as_numpy(tensor(p), copy and out is None)
+                if out is not None:
+                    np.copyto(out[prefix + key], a)
+                    a = out[prefix + key]
+            res[key] = from_torch(a)
+        return res
+
+    def layout(self, prefixes: Sequence[str]) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+        """Name -> (torch-layout shape, dtype) of what :meth:`grads`/:meth:`params` write
+        with these prefixes."""
+        return {f"{pre}{key}": (tuple(p.shape), self.dtype)
+                for pre in prefixes for key, p, _ in self._links}
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         self.tnet.eval()
@@ -821,163 +842,204 @@ def train_side_by_side(
         return as_input(xb, dt), tb, x64
 
     def torch_work(s: int, xr: np.ndarray, tb: np.ndarray, x64: np.ndarray | None,
-                   copy: bool) -> _TorchStep:
-        """The torch side's whole step s (and its shadow's): forward, backward, update. With
-        ``copy`` (parallel mode) what is recorded is copied, as the next step changes it."""
+                   out: dict[str, np.ndarray] | None = None) -> _TorchStep:
+        """The torch side's whole step s (and its shadow's): forward, backward, update. What
+        is compared is read as views, or (``out``: a worker's slot, name -> array in torch's
+        layout) copied into ``out``: gradients before the update, parameters after it."""
         t0 = perf()
         tt = torch.from_numpy(tb)
-        out = _TorchStep(t_side.forward_backward(torch.from_numpy(xr).to(torch_dt), tt))
+        res = _TorchStep(t_side.forward_backward(torch.from_numpy(xr).to(torch_dt), tt))
         if both and record_grads:
-            out.grads = t_side.grads(copy=True)
+            res.grads = t_side.grads(copy=True, out=out, prefix="d")
         t_side.step()
-        if both and record:
-            out.params = t_side.params(copy=copy)
+        if both and (record or s == iters - 1):
+            res.params = t_side.params(out=out)
         tm["torch_step"] += perf() - t0
         shadow = sides["shadow_t"]
         if x64 is not None and shadow is not None:
             t0 = perf()
-            out.shadow_loss = shadow.forward_backward(torch.from_numpy(x64), tt)
+            res.shadow_loss = shadow.forward_backward(torch.from_numpy(x64), tt)
             if record_grads:
-                out.shadow_grads = shadow.grads(copy=True)
+                res.shadow_grads = shadow.grads(copy=True, out=out, prefix="shadow d")
             shadow.step()
             if record:
-                out.shadow_params = shadow.params(copy=copy)
+                res.shadow_params = shadow.params(out=out, prefix="shadow ")
             tm["shadow"] += perf() - t0
-        return out
+        return res
+
+    worker = None
+    if parallel:
+        from harness.torch_worker import TorchProcess
+
+        def child_step(s: int, out: dict[str, np.ndarray]) -> tuple[float, float]:
+            # in the worker process: its own copy of the batch generator draws step s's batch
+            res = torch_work(s, *draw(s), out=out)
+            return res.loss, res.shadow_loss
+
+        def child_evaluate(s: int) -> tuple[float, float]:
+            return _side_accuracy(t_side, x_train, t_train, x_test, t_test, dt, in_shape,
+                                  eval_chunk)
+
+        tensors = t_side.layout(["d"] if record_grads else []) | t_side.layout([""])
+        if shadow_steps:
+            tensors |= shadow_t.layout(["shadow d"] if record_grads else []) | \
+                shadow_t.layout(["shadow "] if record else [])
+        worker = TorchProcess(iters, eval_at, tensors, child_step, child_evaluate,
+                              threads=threads, timings=tm)
+
+    def worker_step(s: int) -> _TorchStep:
+        slot, loss, shadow_loss = worker.result(s)
+        return _TorchStep(loss, t_side.grads(slot=slot, prefix="d") if record_grads else {},
+                          t_side.params(slot=slot), shadow_loss,
+                          sides["shadow_t"].grads(slot=slot, prefix="shadow d")
+                          if record_grads and s < shadow_steps else {},
+                          sides["shadow_t"].params(slot=slot, prefix="shadow ")
+                          if record and s < shadow_steps else {})
 
     if parallel:
-        result.threads["parallel"] = True
-    with (limit_threads(threads, threads) if threads else _null_threads()) as thread_info, \
-            (ThreadPoolExecutor(1, thread_name_prefix="nn-parity-torch") if parallel
-             else contextlib.nullcontext()) as pool:
-        result.threads.update(thread_info)
-        if eval_threads:
-            result.threads.update({f"eval_{k}_threads": v for k, v in eval_threads.items()})
-        nxt = draw(0)
-        pending: Future[_TorchStep] | None = None
-        if parallel:
-            pending = pool.submit(torch_work, 0, *nxt, True)
-        for s in range(iters):
-            xr, tb, x64 = nxt
-            shadows = x64 is not None and sides["shadow_np"] is not None
-            shadow_np = sides["shadow_np"]
-            if mode == "lockstep":
-                t0 = perf()
-                load_from_scratch(t_side.tnet, net)
-                tm["sync"] += perf() - t0
-            if shadows and mode == "lockstep":
-                t0 = perf()
-                sync_net(shadow_np.net, net)
-                load_from_scratch(sides["shadow_t"].tnet, shadow_np.net)
-                tm["shadow"] += perf() - t0
-            # torch's step first in sequential mode: a Dropout twin installs its mask in the
-            # scratch layer before NumPy's forward pass
-            tout = None
-            if t_side is not None and not parallel:
-                tout = torch_work(s, xr, tb, x64, False)
-            if np_side is not None:
-                t0 = perf()
-                ln = np_side.forward_backward(xr, tb)
-                tm["numpy_step"] += perf() - t0
-                result.loss["numpy"][s] = ln
-            if shadows:
-                t0 = perf()
-                l64n = shadow_np.forward_backward(x64, tb)
-                tm["shadow"] += perf() - t0
-            if pending is not None:
-                t0 = perf()
-                tout = pending.result()  # re-raises what the torch step raised
-                pending = None
-                tm["wait"] += perf() - t0
-                if s + 1 < iters:
-                    nxt = draw(s + 1)
-                    if s not in eval_at:  # an evaluation needs the torch side at step s
-                        pending = pool.submit(torch_work, s + 1, *nxt, True)
-            elif s + 1 < iters:
-                nxt = draw(s + 1)
-            if tout is not None:
-                lt = tout.loss
-                result.loss["torch"][s] = lt
-            t_vals: dict[str, Any] = {}
-            np_vals: dict[str, Any] = {}
-            if both:
-                t0 = perf()
-                np_vals["loss"], t_vals["loss"] = ln, lt
-                diff(result.diffs["loss"], s, ln, lt)
+        result.threads["parallel"] = "process"
+    try:
+        with (limit_threads(threads, threads) if threads else _null_threads()) as thread_info:
+            result.threads.update(thread_info)
+            if eval_threads and not parallel:
+                result.threads.update({f"eval_{k}_threads": v for k, v in eval_threads.items()})
+            for s in range(iters):
+                xr, tb, x64 = draw(s)
+                shadows = x64 is not None and sides["shadow_np"] is not None
+                shadow_np = sides["shadow_np"]
+                if mode == "lockstep":
+                    t0 = perf()
+                    load_from_scratch(t_side.tnet, net)
+                    tm["sync"] += perf() - t0
+                if shadows and mode == "lockstep":
+                    t0 = perf()
+                    sync_net(shadow_np.net, net)
+                    load_from_scratch(sides["shadow_t"].tnet, shadow_np.net)
+                    tm["shadow"] += perf() - t0
+                # sequential: torch's step first (a Dropout twin installs its mask in the
+                # scratch layer before NumPy's forward pass)
+                tout = None
+                if t_side is not None and worker is None:
+                    tout = torch_work(s, xr, tb, x64)
+                if np_side is not None:
+                    t0 = perf()
+                    ln = np_side.forward_backward(xr, tb)
+                    tm["numpy_step"] += perf() - t0
+                    result.loss["numpy"][s] = ln
                 if shadows:
-                    fl_n, fl_t, gap = result.floors["numpy"], result.floors["torch"], result.shadow_gap
-                    diff(fl_n["loss"], s, ln, l64n)
-                    diff(fl_t["loss"], s, lt, tout.shadow_loss)
-                    diff(gap["loss"], s, l64n, tout.shadow_loss)
-                if record_grads:
-                    tg = tout.grads
-                    for k in keys:
-                        name = f"d{k}"
-                        np_vals[name], t_vals[name] = np_side.grads[k], tg[k]
-                        diff(result.diffs[name], s, np_side.grads[k], tg[k])
-                    share_scale(result.diffs, groups, s, "d")
+                    t0 = perf()
+                    l64n = shadow_np.forward_backward(x64, tb)
+                    tm["shadow"] += perf() - t0
+                if worker is not None:
+                    t0 = perf()
+                    tout = worker_step(s)
+                    tm["wait"] += perf() - t0
+                if tout is not None:
+                    lt = tout.loss
+                    result.loss["torch"][s] = lt
+                t_vals: dict[str, Any] = {}
+                np_vals: dict[str, Any] = {}
+                if both:
+                    t0 = perf()
+                    np_vals["loss"], t_vals["loss"] = ln, lt
+                    diff(result.diffs["loss"], s, ln, lt)
                     if shadows:
-                        sg = tout.shadow_grads
+                        fl_n, fl_t, gap = result.floors["numpy"], result.floors["torch"], result.shadow_gap
+                        diff(fl_n["loss"], s, ln, l64n)
+                        diff(fl_t["loss"], s, lt, tout.shadow_loss)
+                        diff(gap["loss"], s, l64n, tout.shadow_loss)
+                    if record_grads:
+                        tg = tout.grads
                         for k in keys:
                             name = f"d{k}"
-                            diff(fl_n[name], s, np_side.grads[k], shadow_np.grads[k], False)
-                            diff(fl_t[name], s, tg[k], sg[k], False)
-                            diff(gap[name], s, shadow_np.grads[k], sg[k])
-                        share_scale(gap, groups, s, "d")
-                tm["compare"] += perf() - t0
-            # NumPy's update (torch's is part of its step above)
-            if np_side is not None:
-                t0 = perf()
-                np_side.step()
-                tm["numpy_step"] += perf() - t0
-            if shadows:
-                t0 = perf()
-                shadow_np.step()
-                tm["shadow"] += perf() - t0
-            if both:
-                t0 = perf()
-                final = s == judged_last and result.snapshot is None
-                if record:
-                    tp, npp = tout.params, np_side.params()
-                    for k in keys:
-                        np_vals[k], t_vals[k] = npp[k], tp[k]
-                        diff(result.diffs[k], s, npp[k], tp[k])
-                    share_scale(result.diffs, groups, s)
-                    if shadows:
-                        sp, snp = tout.shadow_params, shadow_np.params()
+                            np_vals[name], t_vals[name] = np_side.grads[k], tg[k]
+                            diff(result.diffs[name], s, np_side.grads[k], tg[k])
+                        share_scale(result.diffs, groups, s, "d")
+                        if shadows:
+                            sg = tout.shadow_grads
+                            for k in keys:
+                                name = f"d{k}"
+                                diff(fl_n[name], s, np_side.grads[k], shadow_np.grads[k], False)
+                                diff(fl_t[name], s, tg[k], sg[k], False)
+                                diff(gap[name], s, shadow_np.grads[k], sg[k])
+                            share_scale(gap, groups, s, "d")
+                    tm["compare"] += perf() - t0
+                # NumPy's update (torch's is part of its step above)
+                if np_side is not None:
+                    t0 = perf()
+                    np_side.step()
+                    tm["numpy_step"] += perf() - t0
+                if shadows:
+                    t0 = perf()
+                    shadow_np.step()
+                    tm["shadow"] += perf() - t0
+                if both:
+                    t0 = perf()
+                    final = s == judged_last and result.snapshot is None
+                    npp = np_side.params()
+                    if record:
+                        tp = tout.params
                         for k in keys:
-                            diff(result.floors["numpy"][k], s, npp[k], snp[k], False)
-                            diff(result.floors["torch"][k], s, tp[k], sp[k], False)
-                            diff(result.shadow_gap[k], s, snp[k], sp[k])
-                        share_scale(result.shadow_gap, groups, s)
-                if result.snapshot is None and s <= judged_last:
-                    for name in order:
-                        tr = result.diffs[name]
-                        if tr.recorded[s] and not tr.abs[s] <= limit_for(name, s):
-                            take_snapshot(s, f"first step where {name} exceeds its limit",
-                                          np_vals, t_vals)
-                            break
-                    else:
-                        if final:
-                            take_snapshot(s, "last judged step (no step exceeded)", np_vals, t_vals)
-                tm["compare"] += perf() - t0
-            if s == shadow_steps - 1:  # the window ends: free the shadows
-                sides["shadow_np"] = sides["shadow_t"] = None
-            if s in eval_at:
-                rec = _evaluate(result, s, ipe, np_side, t_side, x_train, t_train, x_test, t_test,
-                                dt, in_shape, eval_chunk, eval_threads)
-                result.evals.append(rec)
+                            np_vals[k], t_vals[k] = npp[k], tp[k]
+                            diff(result.diffs[k], s, npp[k], tp[k])
+                        share_scale(result.diffs, groups, s)
+                        if shadows:
+                            sp, snp = tout.shadow_params, shadow_np.params()
+                            for k in keys:
+                                diff(result.floors["numpy"][k], s, npp[k], snp[k], False)
+                                diff(result.floors["torch"][k], s, tp[k], sp[k], False)
+                                diff(result.shadow_gap[k], s, snp[k], sp[k])
+                            share_scale(result.shadow_gap, groups, s)
+                    if result.snapshot is None and s <= judged_last:
+                        for name in order:
+                            tr = result.diffs[name]
+                            if tr.recorded[s] and not tr.abs[s] <= limit_for(name, s):
+                                take_snapshot(s, f"first step where {name} exceeds its limit",
+                                              np_vals, t_vals)
+                                break
+                        else:
+                            if final:
+                                take_snapshot(s, "last judged step (no step exceeded)",
+                                              np_vals, t_vals)
+                    if s == iters - 1:
+                        result.final_diff = {
+                            k: float(np.max(np.abs(npp[k].astype(np.float64)
+                                                   - tout.params[k].astype(np.float64))))
+                            for k in keys}
+                    tm["compare"] += perf() - t0
+                if worker is not None:
+                    worker.release(s)  # the slot's arrays are not read after this
+                if s == shadow_steps - 1:  # the window ends: free the shadows
+                    sides["shadow_np"] = None
+                    if worker is None:
+                        sides["shadow_t"] = None
+                if s in eval_at:
+                    if worker is None:
+                        rec = _evaluate(result, s, ipe, np_side, t_side, x_train, t_train,
+                                        x_test, t_test, dt, in_shape, eval_chunk, eval_threads)
+                    else:  # the worker evaluates the torch side meanwhile
+                        t0 = perf()
+                        acc_n = _side_accuracy(np_side, x_train, t_train, x_test, t_test, dt,
+                                               in_shape, eval_chunk)
+                        tm["numpy_eval"] += perf() - t0
+                        t0 = perf()
+                        acc_t = worker.accuracy(s)
+                        tm["wait"] += perf() - t0
+                        rec = EvalRecord(step=s, epoch=int(s // ipe),
+                                         train_acc={"numpy": acc_n[0], "torch": acc_t[0]},
+                                         test_acc={"numpy": acc_n[1], "torch": acc_t[1]})
+                    result.evals.append(rec)
+                    for cb in callbacks:
+                        cb(TrainEvent("eval", s, result, rec))
                 for cb in callbacks:
-                    cb(TrainEvent("eval", s, result, rec))
-                if parallel and s + 1 < iters:
-                    pending = pool.submit(torch_work, s + 1, *nxt, True)
-            for cb in callbacks:
-                cb(TrainEvent("step", s, result))
-        if both:
-            tp, npp = t_side.params(), np_side.params()
-            result.final_diff = {k: float(np.max(np.abs(npp[k].astype(np.float64)
-                                                        - tp[k].astype(np.float64))))
-                                 for k in keys}
+                    cb(TrainEvent("step", s, result))
+            if worker is not None:
+                for k, v in worker.close().items():
+                    tm[k] = tm.get(k, 0.0) + v
+                worker = None
+    finally:
+        if worker is not None:  # stopped early: an error here, or Ctrl-C
+            worker.kill()
     tm["total"] = perf() - t_start
     for side in (np_side, shadow_np):
         if side is not None:
@@ -989,7 +1051,8 @@ def train_side_by_side(
 
 def _parallel_mode(parallel: bool | None, net: Any, both: bool, mode: str,
                    threads: int | None) -> bool:
-    """Whether the two sides run in parallel threads (see ``train_side_by_side``)."""
+    """Whether the torch side runs in a worker process (see ``train_side_by_side``)."""
+    from harness import torch_worker
     from reference.nets import _twin, net_layers
 
     why_not = None
@@ -1000,6 +1063,8 @@ def _parallel_mode(parallel: bool | None, net: Any, both: bool, mode: str,
     elif any(_twin(layer).prepare is not None for _, layer in net_layers(net)):
         why_not = ("needs layers whose twin prepares nothing in the scratch layer (a Dropout "
                    "twin installs its mask there, so torch's forward must come first)")
+    elif not torch_worker.available():
+        why_not = "needs os.fork (the torch side runs in a forked process)"
     if parallel is None:
         cores = os.cpu_count() or 1
         return why_not is None and threads is not None and 2 * threads <= cores
@@ -1025,18 +1090,35 @@ class _null_threads:
         return None
 
 
+def _side_accuracy(side: NumpySide | TorchSide, x_train: np.ndarray, t_train: np.ndarray,
+                   x_test: np.ndarray, t_test: np.ndarray, dt: np.dtype,
+                   in_shape: tuple[int, ...] | None, chunk: int) -> tuple[float, float]:
+    """(train, test) accuracy of one side on all of both sets, in chunks of ``chunk`` rows
+    (the argmax of the scores: no softmax)."""
+    accs = []
+    for x, t in ((x_train, t_train), (x_test, t_test)):
+        correct = 0
+        for i in range(0, x.shape[0], chunk):
+            xc = x[i:i + chunk].astype(dt, copy=False)
+            if in_shape:
+                xc = xc.reshape(-1, *in_shape)
+            y = side.predict(xc)
+            correct += int(np.count_nonzero(y.argmax(axis=1) == t[i:i + chunk]))
+        accs.append(correct / float(x.shape[0]))
+    return accs[0], accs[1]
+
+
 def _evaluate(result: TrainResult, step: int, ipe: float, np_side: NumpySide | None,
               t_side: TorchSide | None, x_train: np.ndarray, t_train: np.ndarray,
               x_test: np.ndarray, t_test: np.ndarray, dt: np.dtype,
               in_shape: tuple[int, ...] | None, chunk: int,
               threads: dict[str, int | None] | None = None) -> EvalRecord:
-    """Accuracy of both sides on all of the training and test set, in chunks of ``chunk``
-    rows (the accuracy is the argmax of the scores: no softmax).
+    """Accuracy of both sides (:func:`_side_accuracy`), one framework after the other.
 
-    One framework after the other, not chunk by chunk: with ``threads`` (framework -> thread
-    count, the libraries' own counts outside the trainer's limit) each side's large products
-    use every core while the other library's pool is on one thread, so the two pools never
-    run at the same time (docs/benchmarks.md)."""
+    Not chunk by chunk: with ``threads`` (framework -> thread count, the libraries' own
+    counts outside the trainer's limit) each side's large products use every core while the
+    other library's pool is on one thread, so the two pools never run at the same time
+    (docs/benchmarks.md)."""
     from harness.threads import limit_threads
 
     # torch first: OpenBLAS's workers spin for a while after NumPy's last product (~0.1 s)
@@ -1051,15 +1133,8 @@ def _evaluate(result: TrainResult, step: int, ipe: float, np_side: NumpySide | N
                if n else contextlib.nullcontext())
         t0 = time.perf_counter()
         with ctx:
-            for which, x, t in (("train", x_train, t_train), ("test", x_test, t_test)):
-                correct = 0
-                for i in range(0, x.shape[0], chunk):
-                    xc = x[i:i + chunk].astype(dt, copy=False)
-                    if in_shape:
-                        xc = xc.reshape(-1, *in_shape)
-                    y = side.predict(xc)
-                    correct += int(np.count_nonzero(y.argmax(axis=1) == t[i:i + chunk]))
-                accs[which][f] = correct / float(x.shape[0])
+            accs["train"][f], accs["test"][f] = _side_accuracy(side, x_train, t_train, x_test,
+                                                               t_test, dt, in_shape, chunk)
         result.timings[f"{f}_eval"] += time.perf_counter() - t0
     accs = {w: {f: a[f] for f in FRAMEWORKS if f in a} for w, a in accs.items()}  # numpy first
     return EvalRecord(step=step, epoch=int(step // ipe), train_acc=accs["train"],

@@ -1,21 +1,26 @@
-"""Parallel side-by-side training: the torch side in a worker thread (harness/train.py).
+"""Parallel side-by-side training: the torch side in a worker process (harness/train.py,
+harness/torch_worker.py).
 
-The two sides of a free-mode run are independent, so running torch's steps in a second thread
-must not change a single recorded number. These tests compare every record of a parallel run
-with the same run done one side after the other, check when parallel mode is chosen, and
-check that an error on either side reaches the caller and leaves no thread behind.
+The two sides of a free-mode run are independent, so running torch's steps in a forked
+process must not change a single recorded number. These tests compare every record of a
+parallel run with the same run done one side after the other, check when parallel mode is
+chosen, and check that an error on either side, or a worker that dies, reaches the caller
+and leaves no process behind.
 """
 
 from __future__ import annotations
 
-import threading
+import multiprocessing
+import os
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
 import pytest
 
-from harness.train import TorchSide, analyse, make_net, train_side_by_side
+from harness.torch_worker import TorchSideError
+from harness.train import TorchSide, TrainEvent, analyse, make_net, train_side_by_side
 from scratch.multi_layer_net import MultiLayerNet
 from scratch.two_layer_net import TwoLayerNet
 
@@ -93,21 +98,25 @@ def test_convnet_is_identical_in_parallel() -> None:
     assert analyse(par).agree is True
 
 
-def test_the_torch_steps_really_run_in_another_thread(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: set[str] = set()
+def test_the_torch_steps_really_run_in_another_process(monkeypatch: pytest.MonkeyPatch,
+                                                       tmp_path: Path) -> None:
+    log = tmp_path / "pids"
     original = TorchSide.forward_backward
 
     def spy(self: TorchSide, x: Any, t: Any) -> float:
-        seen.add(threading.current_thread().name)
+        with open(log, "a") as f:  # the worker's memory is its own: a file tells
+            f.write(f"{os.getpid()}\n")
         return original(self, x, t)
 
     monkeypatch.setattr(TorchSide, "forward_backward", spy)
-    res = run(None, iters=10)
-    assert res.config.parallel is True and res.threads["parallel"] is True
-    assert seen and threading.main_thread().name not in seen
-    seen.clear()
-    run(False, iters=3)
-    assert seen == {threading.main_thread().name}
+    res = run(None, iters=10, shadow_steps=0)
+    assert res.config.parallel is True and res.threads["parallel"] == "process"
+    pids = log.read_text().split()
+    assert len(pids) == 10 and len(set(pids)) == 1 and pids[0] != str(os.getpid())
+    assert res.timings["torch_step"] > 0 and res.timings["torch_eval"] > 0  # sent back
+    log.unlink()
+    run(False, iters=3, shadow_steps=0)
+    assert log.read_text().split() == [str(os.getpid())] * 3
 
 
 @pytest.mark.parametrize(("kw", "parallel"), [
@@ -138,23 +147,20 @@ def test_dropout_stays_sequential_and_parallel_true_says_why() -> None:
         run(True, frameworks=("torch",), iters=2)
 
 
-def _workers() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("nn-parity-torch")]
-
-
 def test_an_error_in_the_torch_step_reaches_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
     original, calls = TorchSide.step, []
 
     def failing(self: TorchSide) -> None:
-        calls.append(1)
+        calls.append(1)  # counted in the worker's own memory
         if len(calls) == 5:
-            raise RuntimeError("torch step 5 failed")
+            raise ArithmeticError("torch step 5 failed")
         original(self)
 
     monkeypatch.setattr(TorchSide, "step", failing)
-    with pytest.raises(RuntimeError, match="torch step 5 failed"):
+    with pytest.raises(TorchSideError, match="torch step 5 failed") as info:
         run(True, iters=20, shadow_steps=0)
-    assert not _workers()
+    assert "ArithmeticError" in str(info.value) and "in failing" in str(info.value)  # traceback
+    assert not multiprocessing.active_children()
 
 
 def test_an_error_in_the_numpy_step_stops_the_worker() -> None:
@@ -169,7 +175,18 @@ def test_an_error_in_the_numpy_step_stops_the_worker() -> None:
 
     with pytest.raises(FloatingPointError, match="numpy step 7 failed"):
         run(True, Breaks(784, 20, 10, dtype=np.float32, seed=0), iters=20, shadow_steps=0)
-    assert not _workers()
+    assert not multiprocessing.active_children()
+
+
+def test_a_worker_that_dies_is_reported_with_its_exit_code() -> None:
+    def kill_worker(ev: TrainEvent) -> None:
+        if ev.kind == "step" and ev.step == 2:
+            for child in multiprocessing.active_children():
+                child.kill()
+
+    with pytest.raises(TorchSideError, match="exit code -9"):
+        run(True, iters=400, batch=10, shadow_steps=0, callbacks=[kill_worker])
+    assert not multiprocessing.active_children()
 
 
 def test_cli_parallel_flags(mnist_dir: Any, capsys: pytest.CaptureFixture[str]) -> None:
