@@ -69,9 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         from harness.data import DataError
     except ImportError:  # pragma: no cover - data module always ships
         DataError = OSError  # type: ignore[misc,assignment]
+    from harness.torch_worker import TorchSideError
+
     try:
         result = args._run(args)
-    except (CheckError, DataError, FileNotFoundError) as exc:
+    except (CheckError, DataError, FileNotFoundError, TorchSideError) as exc:
         print(f"nn-parity {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -686,17 +686,18 @@ def train_side_by_side(
       None: all in lockstep, ``min(iters, 600)`` in free mode; 0: none.
     * ``threads``: limit NumPy's BLAS and PyTorch to this many threads while training
       (:mod:`harness.threads`); None leaves both alone.
-    * ``parallel``: free mode with both frameworks: run the torch side's steps in a worker
-      thread while NumPy's run in this one (each library on its own core: the two sides are
-      independent in free mode, and both release the GIL in their kernels). The torch side
-      runs at most one step ahead; what is compared is copied at the end of its step, and it
-      waits at every evaluation. The records are the same as in sequential mode, bit for bit.
-      None (the default): parallel when possible and useful: free mode, both frameworks,
-      ``threads`` set and ``2 * threads`` cores or more, and no twin that installs something in
-      its scratch layer before each forward pass (Dropout's mask: then torch's forward must
-      come first). True insists (ValueError where it cannot be); False: one side after the
-      other. Callbacks run in this thread; in parallel mode the torch side may be computing
-      the next step while a 'step' callback runs.
+    * ``parallel``: free mode with both frameworks: train the torch side in a forked worker
+      process while NumPy's side trains in this one, one core each (the two sides are
+      independent in free mode; :mod:`harness.torch_worker`). The records are the same as in
+      sequential mode, bit for bit. None (the default): parallel when possible and useful:
+      free mode, both frameworks, ``threads`` set and ``2 * threads`` cores or more, ``fork``
+      available, and no twin that installs something in its scratch layer before each forward
+      pass (Dropout's mask: torch's forward must then come first, in this process). True
+      insists (ValueError where it cannot be); False: one side after the other. An exception
+      in the worker is raised here as :class:`harness.torch_worker.TorchSideError` with its
+      traceback. Callbacks run in this process; the torch twin object here keeps its initial
+      weights (the worker's copy trains), and the worker may be a few steps ahead of a 'step'
+      callback.
     * ``eval_chunk``: rows per evaluation chunk (None: 2,000, or 200 for image input).
     * ``callbacks``: called with a :class:`TrainEvent` after every step, evaluation and at the
       end.

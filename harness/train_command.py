@@ -90,8 +90,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="threads for NumPy's BLAS and PyTorch while training (default 1, see "
                         "docs/benchmarks.md); 0 leaves the libraries' defaults")
     o.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=None,
-                   help="free mode: run the torch side's steps in a second thread, each library "
-                        "on its own core (default: when the mode, the layers, --threads and the "
+                   help="free mode: train the torch side in a worker process, each library on "
+                        "its own core (default: when the mode, the layers, --threads and the "
                         "cores allow it; the records are the same either way)")
     o.add_argument("--eval-chunk", type=int, default=None,
                    help=f"rows per evaluation chunk (default {DEFAULT_EVAL_CHUNK}, a tenth of it "
@@ -219,7 +219,7 @@ def print_summary(result: TrainResult, an: Analysis, con: Any, *, verbose: bool 
     con.print(f"wall time {tm['total']:.2f} s" + (f" (of which {', '.join(extra)} s)" if extra else "")
               + f"; threads: numpy {result.threads.get('numpy_threads')}, torch "
                 f"{result.threads.get('torch_threads')}"
-              + ("; the two sides' steps ran in parallel threads (their step times overlap)"
+              + ("; the torch side ran in a worker process, in parallel (the step times overlap)"
                  if cfg.parallel else ""), markup=False, highlight=False)
     if result.both:
         f32 = cfg.dtype == "float32"

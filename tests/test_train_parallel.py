@@ -196,8 +196,22 @@ def test_cli_parallel_flags(mnist_dir: Any, capsys: pytest.CaptureFixture[str]) 
     for flag in ("--parallel", "--no-parallel"):
         assert main(["train", "--data-dir", str(mnist_dir), "--iters", "20", flag]) == 0
         outs[flag] = capsys.readouterr().out
-    assert "ran in parallel threads" in outs["--parallel"]
-    assert "ran in parallel threads" not in outs["--no-parallel"]
+    assert "ran in a worker process, in parallel" in outs["--parallel"]
+    assert "ran in a worker process" not in outs["--no-parallel"]
     assert main(["train", "--data-dir", str(mnist_dir), "--iters", "2", "--mode", "lockstep",
                  "--parallel"]) == 2
     assert "--parallel needs --mode free" in capsys.readouterr().err
+
+
+def test_cli_reports_a_failing_torch_side_as_an_error(mnist_dir: Any, monkeypatch: pytest.MonkeyPatch,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    from harness.cli import main
+
+    def broken(self: TorchSide) -> None:
+        raise ValueError("a twin that cannot step")
+
+    monkeypatch.setattr(TorchSide, "step", broken)
+    assert main(["train", "--data-dir", str(mnist_dir), "--iters", "5", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "nn-parity train: error: the torch side failed at step 0" in err
+    assert "a twin that cannot step" in err
