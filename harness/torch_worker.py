@@ -122,6 +122,10 @@ class TorchProcess:
     def _child(self) -> None:
         conn = self._child_conn
         try:
+            # Fresh stdio objects: a thread of the parent (a progress bar) may have held the
+            # inherited ones' locks at the fork, and a warning written here would wait forever.
+            sys.stdout = open(1, "w", buffering=1, closefd=False)  # line-buffered: os._exit
+            sys.stderr = open(2, "w", buffering=1, closefd=False)  # flushes nothing
             import torch
 
             if self._threads:

@@ -215,3 +215,19 @@ def test_cli_reports_a_failing_torch_side_as_an_error(mnist_dir: Any, monkeypatc
     err = capsys.readouterr().err
     assert "nn-parity train: error: the torch side failed at step 0" in err
     assert "a twin that cannot step" in err
+
+
+def test_output_of_the_worker_reaches_stderr(monkeypatch: pytest.MonkeyPatch,
+                                             capfd: pytest.CaptureFixture[str]) -> None:
+    import sys
+
+    original = TorchSide.step
+
+    def talkative(self: TorchSide) -> None:
+        print("a line from the torch worker", file=sys.stderr)
+        original(self)
+
+    monkeypatch.setattr(TorchSide, "step", talkative)
+    res = run(True, iters=3, shadow_steps=0)
+    assert res.config.parallel is True
+    assert capfd.readouterr().err.count("a line from the torch worker") == 3
