@@ -36,6 +36,7 @@ import os
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -52,8 +53,10 @@ class TorchSideError(RuntimeError):
 
 
 def available() -> bool:
-    """Whether this platform can fork (Linux, macOS with ``fork``; not Windows)."""
-    return hasattr(os, "fork") and "fork" in mp.get_all_start_methods()
+    """Whether the worker can be forked here: Linux. (macOS has ``fork``, but forking a process
+    that has loaded system frameworks is unsafe there, which is why Python itself starts
+    processes with ``spawn`` on macOS; Windows has no ``fork``.)"""
+    return sys.platform.startswith("linux") and "fork" in mp.get_all_start_methods()
 
 
 class _Layout:
@@ -89,7 +92,7 @@ class TorchProcess:
 
     def __init__(self, iters: int, eval_at: set[int], tensors: dict[str, tuple[tuple[int, ...], Any]],
                  step: Callable[[int, dict[str, np.ndarray]], tuple[float, float]],
-                 evaluate: Callable[[int], tuple[float, float]], threads: int | None,
+                 evaluate: Callable[[int], tuple[float, float]],
                  timings: dict[str, float]) -> None:
         self.iters = iters
         self.eval_at = eval_at
@@ -109,12 +112,18 @@ class TorchProcess:
         self._child_conn = child_conn
         self.timings: dict[str, float] = {}
         self._eof = False
-        self._step, self._evaluate, self._threads = step, evaluate, threads
+        self._step, self._evaluate = step, evaluate
         self._child_timings = timings  # the child's copy of it goes back at the end
         for stream in (sys.stdout, sys.stderr):
             stream.flush()
         self.proc = ctx.Process(target=self._child, name="nn-parity-torch", daemon=True)
-        self.proc.start()
+        with warnings.catch_warnings():
+            # Python >= 3.12 warns when a process with threads forks (OpenBLAS's and OpenMP's
+            # pools, a progress bar). The child touches none of them: it gets fresh stdio,
+            # runs torch on its own thread count, and OpenBLAS and OpenMP reset their pools
+            # after a fork.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.proc.start()
         child_conn.close()
 
     # --- the child ---------------------------------------------------------------------
@@ -128,8 +137,9 @@ class TorchProcess:
             sys.stderr = open(2, "w", buffering=1, closefd=False)  # flushes nothing
             import torch
 
-            if self._threads:
-                torch.set_num_threads(self._threads)
+            # One thread, always: OpenMP's pool does not survive a fork, and a second thread
+            # in the child hangs in its first parallel region (measured).
+            torch.set_num_threads(1)
             t_eval = 0.0
             for s in range(self.iters):
                 k = s % SLOTS

@@ -690,9 +690,10 @@ def train_side_by_side(
       process while NumPy's side trains in this one, one core each (the two sides are
       independent in free mode; :mod:`harness.torch_worker`). The records are the same as in
       sequential mode, bit for bit. None (the default): parallel when possible and useful:
-      free mode, both frameworks, ``threads`` set and ``2 * threads`` cores or more, ``fork``
-      available, and no twin that installs something in its scratch layer before each forward
-      pass (Dropout's mask: torch's forward must then come first, in this process). True
+      free mode, both frameworks, ``threads=1`` (the worker cannot run a second OpenMP thread
+      after a fork) and 2 cores or more, Linux, and no twin that installs something in its
+      scratch layer before each forward pass (Dropout's mask: torch's forward must then come
+      first, in this process). True
       insists (ValueError where it cannot be); False: one side after the other. An exception
       in the worker is raised here as :class:`harness.torch_worker.TorchSideError` with its
       traceback. Callbacks run in this process; the torch twin object here keeps its initial
@@ -885,8 +886,7 @@ def train_side_by_side(
         if shadow_steps:
             tensors |= shadow_t.layout(["shadow d"] if record_grads else []) | \
                 shadow_t.layout(["shadow "] if record else [])
-        worker = TorchProcess(iters, eval_at, tensors, child_step, child_evaluate,
-                              threads=threads, timings=tm)
+        worker = TorchProcess(iters, eval_at, tensors, child_step, child_evaluate, timings=tm)
 
     def worker_step(s: int) -> _TorchStep:
         slot, loss, shadow_loss = worker.result(s)
@@ -1065,10 +1065,12 @@ def _parallel_mode(parallel: bool | None, net: Any, both: bool, mode: str,
         why_not = ("needs layers whose twin prepares nothing in the scratch layer (a Dropout "
                    "twin installs its mask there, so torch's forward must come first)")
     elif not torch_worker.available():
-        why_not = "needs os.fork (the torch side runs in a forked process)"
+        why_not = "needs Linux (the torch side runs in a forked process)"
+    elif threads != 1:
+        why_not = ("needs --threads 1 (threads=1): the forked worker runs torch on one thread, "
+                   "as OpenMP's thread pool does not survive a fork (a second thread hangs)")
     if parallel is None:
-        cores = os.cpu_count() or 1
-        return why_not is None and threads is not None and 2 * threads <= cores
+        return why_not is None and (os.cpu_count() or 1) >= 2
     if parallel and why_not:
         raise ValueError(f"parallel training {why_not}")
     return bool(parallel)

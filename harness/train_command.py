@@ -91,8 +91,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "docs/benchmarks.md); 0 leaves the libraries' defaults")
     o.add_argument("--parallel", action=argparse.BooleanOptionalAction, default=None,
                    help="free mode: train the torch side in a worker process, each library on "
-                        "its own core (default: when the mode, the layers, --threads and the "
-                        "cores allow it; the records are the same either way)")
+                        "its own core (default: on Linux with --threads 1 and 2+ cores, when the "
+                        "mode and the layers allow it; the records are the same either way)")
     o.add_argument("--eval-chunk", type=int, default=None,
                    help=f"rows per evaluation chunk (default {DEFAULT_EVAL_CHUNK}, a tenth of it "
                         "for the convnet)")
@@ -122,9 +122,9 @@ def run(args: argparse.Namespace) -> RunReport | int:
     if args.mode == "lockstep" and len(args.frameworks) < 2:
         print("nn-parity train: error: --mode lockstep needs both frameworks", file=sys.stderr)
         return 2
-    if args.parallel and (args.mode != "free" or len(args.frameworks) < 2):
-        print("nn-parity train: error: --parallel needs --mode free and both frameworks",
-              file=sys.stderr)
+    if args.parallel and (args.mode != "free" or len(args.frameworks) < 2 or args.threads != 1):
+        print("nn-parity train: error: --parallel needs --mode free, both frameworks and "
+              "--threads 1 (the torch worker process runs on one thread)", file=sys.stderr)
         return 2
     data = _load(args)
     dtype = np.dtype(args.dtype)

@@ -124,7 +124,7 @@ def test_the_torch_steps_really_run_in_another_process(monkeypatch: pytest.Monke
     ({"mode": "lockstep"}, False),                 # torch is re-synced from NumPy every step
     ({"frameworks": ("numpy",)}, False),
     ({"threads": None}, False),                    # the libraries' own pools would fight
-    ({"threads": 64}, False),                      # more threads than cores
+    ({"threads": 2}, False),                       # a forked worker runs torch on one thread
 ])
 def test_automatic_choice(kw: dict[str, Any], parallel: bool) -> None:
     assert run(None, iters=2, **kw).config.parallel is parallel
@@ -145,6 +145,8 @@ def test_dropout_stays_sequential_and_parallel_true_says_why() -> None:
         run(True, mode="lockstep", iters=2)
     with pytest.raises(ValueError, match="both frameworks"):
         run(True, frameworks=("torch",), iters=2)
+    with pytest.raises(ValueError, match="threads 1"):
+        run(True, threads=2, iters=2)
 
 
 def test_an_error_in_the_torch_step_reaches_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -201,6 +203,9 @@ def test_cli_parallel_flags(mnist_dir: Any, capsys: pytest.CaptureFixture[str]) 
     assert main(["train", "--data-dir", str(mnist_dir), "--iters", "2", "--mode", "lockstep",
                  "--parallel"]) == 2
     assert "--parallel needs --mode free" in capsys.readouterr().err
+    assert main(["train", "--data-dir", str(mnist_dir), "--iters", "2", "--threads", "2",
+                 "--parallel"]) == 2
+    assert "--threads 1" in capsys.readouterr().err
 
 
 def test_cli_reports_a_failing_torch_side_as_an_error(mnist_dir: Any, monkeypatch: pytest.MonkeyPatch,
