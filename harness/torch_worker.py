@@ -14,7 +14,7 @@ the other):
   random generator in the state the parent's is in, so it draws the same batches in the same
   order; nothing is pickled, and user-defined layers and twins work as in the parent.
 * Per step the child writes what is compared (loss; gradients, parameters, as recorded; the
-  same for the shadow) into one of ``SLOTS`` slots of a shared anonymous memory map, in
+  same for the shadow) into one of ``SLOTS`` (8) slots of a shared anonymous memory map, in
   torch's layout, and releases the slot's ``ready`` semaphore; the parent reads the slot in
   place (``from_torch`` gives the scratch layout as a view), compares, and releases the
   slot's ``free`` semaphore. The child runs up to ``SLOTS`` steps ahead and never waits for
@@ -43,7 +43,10 @@ from typing import Any
 import numpy as np
 
 SLOTS = 8
-"""How many steps the child may run ahead of the parent."""
+"""How many steps the child may run ahead of the parent (fewer for a big net: see
+``SLOT_BUDGET``)."""
+SLOT_BUDGET = 256 * 2**20
+"""Bytes of shared memory for the slots; at least 2 slots whatever the net's size."""
 POLL_S = 0.2
 """How often a waiting parent checks that the child is still alive."""
 
@@ -101,12 +104,13 @@ class TorchProcess:
         for name, (shape, dtype) in tensors.items():
             layout.add(name, shape, dtype)
         self.slot_size = -(-layout.size // 64) * 64
-        self.buf = mmap.mmap(-1, self.slot_size * SLOTS + 64)  # anonymous, shared with the child
-        self.slots = [layout.views(self.buf, k * self.slot_size) for k in range(SLOTS)]
-        self.acc = np.frombuffer(self.buf, dtype=np.float64, count=2, offset=self.slot_size * SLOTS)
+        self.n = n = max(2, min(SLOTS, SLOT_BUDGET // self.slot_size))
+        self.buf = mmap.mmap(-1, self.slot_size * n + 64)  # anonymous, shared with the child
+        self.slots = [layout.views(self.buf, k * self.slot_size) for k in range(n)]
+        self.acc = np.frombuffer(self.buf, dtype=np.float64, count=2, offset=self.slot_size * n)
         ctx = mp.get_context("fork")
-        self.ready = [ctx.Semaphore(0) for _ in range(SLOTS)]
-        self.free = [ctx.Semaphore(1) for _ in range(SLOTS)]
+        self.ready = [ctx.Semaphore(0) for _ in range(n)]
+        self.free = [ctx.Semaphore(1) for _ in range(n)]
         self.eval_ready = ctx.Semaphore(0)
         self.parent_conn, child_conn = ctx.Pipe(duplex=False)
         self._child_conn = child_conn
@@ -142,7 +146,7 @@ class TorchProcess:
             torch.set_num_threads(1)
             t_eval = 0.0
             for s in range(self.iters):
-                k = s % SLOTS
+                k = s % self.n
                 self.free[k].acquire()
                 slot = self.slots[k]
                 slot["_scalars"][:] = self._step(s, slot)
@@ -190,13 +194,13 @@ class TorchProcess:
 
     def result(self, s: int) -> tuple[dict[str, np.ndarray], float, float]:
         """Step s's slot (valid until :meth:`release`), loss and shadow loss."""
-        k = s % SLOTS
+        k = s % self.n
         self._wait(self.ready[k], f"step {s}")
         slot = self.slots[k]
         return slot, float(slot["_scalars"][0]), float(slot["_scalars"][1])
 
     def release(self, s: int) -> None:
-        self.free[s % SLOTS].release()
+        self.free[s % self.n].release()
 
     def accuracy(self, s: int) -> tuple[float, float]:
         self._wait(self.eval_ready, f"the evaluation after step {s}")

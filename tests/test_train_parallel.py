@@ -64,13 +64,24 @@ def assert_same_records(a: Any, b: Any) -> None:
 
 
 def test_float32_with_shadows_and_gradients_is_identical_to_sequential() -> None:
-    # 600 rows / batch 50: an evaluation every 12 steps, so the pipeline stops and restarts
+    # 600 rows / batch 50: an evaluation every 12 steps
     kw = {"iters": 40, "shadow_steps": 25, "record_grad_diff": True}
     seq, par = run(False, **kw), run(True, **kw)
     assert (seq.config.parallel, par.config.parallel) == (False, True)
     assert len(par.evals) == 4 and par.floors and par.diffs["dW1"].recorded.all()
     assert_same_records(seq, par)
     assert analyse(par).verdict == analyse(seq).verdict
+
+
+def test_without_parameter_records_and_with_two_slots(monkeypatch: pytest.MonkeyPatch) -> None:
+    from harness import torch_worker
+
+    # a slot budget for two slots only: the worker waits for the parent every other step
+    monkeypatch.setattr(torch_worker, "SLOT_BUDGET", 1)
+    kw = {"iters": 30, "shadow_steps": 0, "record_param_diff": False}
+    seq, par = run(False, **kw), run(True, **kw)
+    assert "W1" not in par.diffs and par.final_diff["W1"] > 0
+    assert_same_records(seq, par)
 
 
 def test_float64_bug_gives_the_same_verdict_in_parallel() -> None:
