@@ -24,8 +24,10 @@ import math
 import os
 import struct
 import tempfile
+import time
 import urllib.error
 import urllib.request
+import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -41,6 +43,7 @@ __all__ = [
     "DEFAULT_MIRRORS",
     "FILES",
     "DataError",
+    "DataWarning",
     "Dataset",
     "DownloadError",
     "clear_cache",
@@ -106,6 +109,9 @@ NUM_CLASSES = 10
 # Largest file a mirror may send us (the biggest real one is 26.4 MB).
 _MAX_DOWNLOAD_BYTES = 128 * 1024 * 1024
 _CHUNK = 1 << 20
+IMAGE_SHAPE = (28, 28)
+_MAX_NDIM = 64  # NumPy's limit (NPY_MAXDIMS)
+_MIN_PROGRESS = 64 * 1024  # bytes a download must make per ``timeout`` seconds
 
 
 @dataclass(frozen=True)
@@ -272,6 +278,11 @@ def _parse_header(path: Path, f: BinaryIO, where: str) -> tuple[int, np.dtype, t
         )
     if ndim == 0:
         raise DataError(f"{path}: bad idx header: magic 0x{magic:08X} says 0 dimensions")
+    if ndim > _MAX_NDIM:
+        raise DataError(
+            f"{path}: bad idx header: magic 0x{magic:08X} says {ndim} dimensions "
+            f"(NumPy arrays have at most {_MAX_NDIM}); the header is corrupt"
+        )
     raw_dims = _read_exact(f, 4 * ndim)
     if len(raw_dims) < 4 * ndim:
         raise DataError(
@@ -386,20 +397,26 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 @functools.lru_cache(maxsize=16)
-def _read_idx_cached(resolved: str, mtime_ns: int, size: int) -> tuple[np.ndarray, int]:
+def _read_idx_cached(
+    resolved: str, mtime_ns: int, size: int, inode: int, ctime_ns: int
+) -> tuple[np.ndarray, int]:
     arr, magic = _read_idx_with_magic(Path(resolved))
     arr.flags.writeable = False
     return arr, magic
 
 
 def _read_idx_shared(path: Path) -> tuple[np.ndarray, int]:
-    """Like read_idx, but cached in-process by (resolved path, mtime, size); read-only result."""
+    """Like read_idx, but cached in-process by (resolved path, mtime, size, inode, ctime);
+    read-only result. ctime and the inode change whenever the file is rewritten or replaced,
+    even by a copy that keeps the size and the mtime (``cp -p``, ``rsync -t``, ``tar x``)."""
     try:
         resolved = path.resolve(strict=True)
         st = resolved.stat()
     except OSError as e:
         raise DataError(f"{path}: cannot read file ({e.strerror or e})") from None
-    return _read_idx_cached(str(resolved), st.st_mtime_ns, st.st_size)
+    return _read_idx_cached(
+        str(resolved), st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns
+    )
 
 
 def clear_cache() -> None:
@@ -455,6 +472,11 @@ def _checksum_problem(path: Path, name: str, stem: str) -> str | None:
     digest = _sha256_file(path)
     if digest in ck.gz_sha256 or digest == ck.raw_sha256:
         return None
+    try:
+        if path.stat().st_size == 0:
+            return f"empty file (0 bytes), not the published {name} {stem}"
+    except OSError as e:
+        return f"cannot read file ({e.strerror or e})"
     gz = _is_gzip(path)
     content: str | None = None
     if gz:
@@ -471,7 +493,7 @@ def _checksum_problem(path: Path, name: str, stem: str) -> str | None:
     return (
         f"checksum mismatch: this {'gzip' if gz else 'uncompressed'} file is not the published "
         f"{name} {stem}{'.gz' if gz else ''} (sha256 {digest}; expected {expected})"
-        + (f". It is the {other} file: wrong directory?" if other else "")
+        + (f". It is the {other} file (wrong directory?)" if other else "")
     )
 
 
@@ -554,17 +576,73 @@ def _files_in(directory: Path) -> tuple[dict[str, Path], list[str]]:
     return found, missing
 
 
+def _other_dataset_in(directory: Path, name: str) -> str | None:
+    """The other known data set's name if ``directory``'s two label files are its, else None.
+
+    MNIST and Fashion-MNIST use the same file names, so a folder given as ``data_dir`` or
+    ``$NN_PARITY_DATA`` may hold the other one. The label files (70 KB) identify it by content;
+    a folder that mixes the two is not skipped (loading it names the wrong file).
+    """
+    found = _files_in(directory)[0]
+    others: set[str | None] = set()
+    for stem in (FILES[1], FILES[3]):
+        path = found.get(stem)
+        if path is None:
+            return None
+        try:
+            digest = _sha256_gunzip(path) if _is_gzip(path) else _sha256_file(path)
+        except DataError:
+            return None  # unreadable: the checks on loading say what is wrong
+        others.add(next((o for o, files in CHECKSUMS.items()
+                         if o != name and digest == files[stem].raw_sha256), None))
+    return others.pop() if len(others) == 1 else None
+
+
+def _check_data_dir(data_dir: str | os.PathLike[str] | None) -> None:
+    if data_dir is None:
+        return
+    p = Path(data_dir).expanduser()
+    if not p.exists():
+        broken = " (a broken symbolic link)" if p.is_symlink() else ""
+        raise DataError(f"data_dir {p}: no such directory{broken}")
+    if not p.is_dir():
+        raise DataError(f"data_dir {p}: not a directory")
+
+
+def _usable(directory: Path, name: str, why: str) -> bool:
+    if not directory.is_dir() or _files_in(directory)[1]:
+        return False
+    # A folder named after the data set is taken as it is (a wrong file in it is an error
+    # when loading); a folder given directly is skipped when it holds the other data set.
+    return why.endswith(f"/{name}") or _other_dataset_in(directory, name) is None
+
+
 def find_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> Path | None:
     """The first directory in the lookup order that has all four files, or None.
 
     Order: ``data_dir`` (and ``data_dir/<name>``), ``$NN_PARITY_DATA`` (and
     ``$NN_PARITY_DATA/<name>``), the user cache directory, and for fashion-mnist Debian's
     ``/usr/share/datasets/fashion-mnist``. In each pair the ``<name>`` subdirectory comes first.
+    ``data_dir`` itself or ``$NN_PARITY_DATA`` itself is skipped when its files are the other
+    data set's (e.g. ``NN_PARITY_DATA`` pointing at MNIST while Fashion-MNIST is asked for).
+    Raises :class:`DataError` when ``data_dir`` is given but is not a directory.
     """
-    for directory, _why in search_locations(name, data_dir):
-        if directory.is_dir() and not _files_in(directory)[1]:
+    _check_name(name)
+    _check_data_dir(data_dir)
+    for directory, why in search_locations(name, data_dir):
+        if _usable(directory, name, why):
             return directory
     return None
+
+
+def _file_state(directory: Path, stem: str) -> str:
+    """Why neither ``stem.gz`` nor ``stem`` is a usable file in ``directory``."""
+    for candidate in (directory / f"{stem}.gz", directory / stem):
+        if candidate.is_symlink() and not candidate.exists():
+            return f"{candidate.name} is a broken symbolic link"
+        if candidate.exists() and not candidate.is_file():
+            return f"{candidate.name} is not a file"
+    return f"missing {stem}[.gz]"
 
 
 def _describe_search(name: str, data_dir: str | os.PathLike[str] | None) -> list[str]:
@@ -576,7 +654,15 @@ def _describe_search(name: str, data_dir: str | os.PathLike[str] | None) -> list
             state = "not a directory"
         else:
             missing = _files_in(directory)[1]
-            state = "missing " + ", ".join(f"{m}[.gz]" for m in missing) if missing else "ok"
+            other = None if missing or why.endswith(f"/{name}") else _other_dataset_in(
+                directory, name
+            )
+            if missing:
+                state = ", ".join(_file_state(directory, m) for m in missing)
+            elif other:
+                state = f"holds {other}, not {name}: skipped"
+            else:
+                state = "ok"
         lines.append(f"  - {directory} ({why}): {state}")
     return lines
 
@@ -587,6 +673,11 @@ def _describe_search(name: str, data_dir: str | os.PathLike[str] | None) -> list
 
 
 def _mirrors_for(name: str, mirrors: Sequence[str] | None) -> list[str]:
+    if isinstance(mirrors, str | bytes):
+        raise ValueError(
+            f"mirrors must be a list of base URLs, got the string {mirrors!r}: "
+            f"write [{mirrors!r}]"
+        )
     if mirrors is None:
         env = os.environ.get(ENV_MIRRORS, "")
         if env.strip():
@@ -634,11 +725,22 @@ def _fetch(url: str, target: Path, name: str, stem: str, timeout: float) -> None
             with urllib.request.urlopen(request, timeout=timeout) as response:
                 length = response.headers.get("Content-Length")
                 got = 0
-                while chunk := response.read(1 << 16):
+                # ``timeout`` bounds each wait on the socket; a mirror that trickles a few
+                # bytes at a time must also deliver _MIN_PROGRESS bytes per ``timeout``.
+                mark, mark_at = 0, time.monotonic()
+                while chunk := response.read1(1 << 16):
                     got += len(chunk)
                     if got > _MAX_DOWNLOAD_BYTES:
                         raise DataError(f"more than {_MAX_DOWNLOAD_BYTES} bytes: not a data file")
                     out.write(chunk)
+                    now = time.monotonic()
+                    if got - mark >= _MIN_PROGRESS:
+                        mark, mark_at = got, now
+                    elif now - mark_at > timeout:
+                        raise DataError(
+                            f"too slow: less than {_MIN_PROGRESS // 1024} KiB in {timeout:g} s "
+                            f"(got {got} bytes)"
+                        )
             if length is not None and length.isdigit() and got != int(length):
                 raise DataError(f"connection closed after {got} of {length} bytes")
             out.flush()
@@ -655,6 +757,16 @@ def _fetch(url: str, target: Path, name: str, stem: str, timeout: float) -> None
                 tmp.unlink()
             except FileNotFoundError:
                 pass
+
+
+def _check_writable(dest: Path) -> None:
+    """Fail before any mirror is asked when files cannot be created in ``dest``."""
+    try:
+        fd, probe = tempfile.mkstemp(dir=dest, prefix=".nn-parity-write-test.", suffix=".part")
+    except OSError as e:
+        raise DataError(f"{dest}: cannot write into the download directory ({e.strerror or e})") from None
+    os.close(fd)
+    os.unlink(probe)
 
 
 def download_dataset(
@@ -680,10 +792,13 @@ def download_dataset(
     except OSError as e:
         raise DataError(f"{dest}: cannot create download directory ({e.strerror or e})") from None
     bases = _mirrors_for(name, mirrors)
+    _check_writable(dest)
     attempts: list[tuple[str, str]] = []
     unreachable: set[str] = set()
     for stem in FILES:
         target = dest / f"{stem}.gz"
+        if target.exists() and not target.is_file():
+            raise DataError(f"{target}: not a file, cannot download {name} {stem}.gz there")
         if target.is_file():
             try:
                 verify_file(target, name, stem)
@@ -794,6 +909,11 @@ def _check_pair(
             f"{lab_path}: expected a label file (idx magic 0x{IDX_MAGIC_LABELS:08X}: uint8, "
             f"1 dimension), got magic 0x{lab_magic:08X} (shape {_shape_str(labels.shape)})"
         )
+    if images.shape[1:] != IMAGE_SHAPE:
+        raise DataError(
+            f"{img_path}: images of shape {_shape_str(images.shape[1:])}, expected "
+            f"{_shape_str(IMAGE_SHAPE)} (MNIST's idx format)"
+        )
     if images.shape[0] != labels.shape[0]:
         raise DataError(
             f"{img_path} has {images.shape[0]} images but {lab_path} has {labels.shape[0]} "
@@ -822,6 +942,26 @@ def _convert_labels(labels: np.ndarray, dtype: np.dtype, one_hot: bool) -> np.nd
     out = np.zeros((labels.shape[0], NUM_CLASSES), dtype=dtype)
     out[np.arange(labels.shape[0]), labels] = 1
     return out
+
+
+class DataWarning(UserWarning):
+    """The data came from somewhere other than the ``data_dir`` asked for."""
+
+
+def _warn_if_elsewhere(
+    name: str, data_dir: str | os.PathLike[str] | None, directory: Path
+) -> None:
+    if data_dir is None:
+        return
+    asked = Path(data_dir).expanduser()
+    if directory.absolute() in (asked.absolute(), (asked / name).absolute()):
+        return
+    states = [line.strip()[2:] for line in _describe_search(name, data_dir)[:2]]
+    warnings.warn(
+        f"{name} is not in data_dir ({'; '.join(states)}); using {directory}",
+        DataWarning,
+        stacklevel=3,
+    )
 
 
 def load_dataset(
@@ -867,6 +1007,7 @@ def load_dataset(
             raise DataError(_not_found_message(name, data_dir, e.attempts)) from None
         except DataError as e:
             raise DataError(_not_found_message(name, data_dir, None, str(e))) from None
+    _warn_if_elsewhere(name, data_dir, directory)
     files, missing = _files_in(directory)
     if missing:  # pragma: no cover - only if files vanish between lookup and use
         raise DataError(f"{directory}: missing {', '.join(missing)}")

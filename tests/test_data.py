@@ -17,6 +17,8 @@ import shutil
 import socket
 import struct
 import threading
+import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -194,19 +196,43 @@ class _DroppingHandler(http.server.BaseHTTPRequestHandler):
         self.close_connection = True
 
 
+class _DrippingHandler(_DroppingHandler):
+    """Announces the full Content-Length, then sends one byte every 20 ms (a stalled mirror
+    that never trips a per-read timeout), and hangs up after 20 s (so that a loader without
+    a progress limit fails this test instead of hanging it)."""
+
+    def do_GET(self) -> None:
+        self.log.append(self.path)
+        body = (self.root / self.path.lstrip("/")).read_bytes()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        end = time.monotonic() + 20
+        try:
+            for i in range(len(body)):
+                if time.monotonic() > end:
+                    break
+                self.wfile.write(body[i:i + 1])
+                self.wfile.flush()
+                time.sleep(0.02)
+        except OSError:
+            pass  # the client gave up
+
+
 Mirror = tuple[str, list[str]]  # (base URL, paths requested)
 
 
 @pytest.fixture
 def http_mirror() -> Iterator[Callable[..., Mirror]]:
-    """Start real HTTP servers on 127.0.0.1 (port 0): ``start(directory, drop=False)``."""
+    """Start real HTTP servers on 127.0.0.1 (port 0): ``start(directory, drop=, drip=)``."""
     servers: list[tuple[_QuietServer, threading.Thread]] = []
 
-    def start(directory: Path, drop: bool = False) -> Mirror:
+    def start(directory: Path, drop: bool = False, drip: bool = False) -> Mirror:
         log: list[str] = []
         handler: Callable[..., http.server.BaseHTTPRequestHandler]
-        if drop:
-            handler = type("Dropping", (_DroppingHandler,), {"log": log, "root": directory})
+        if drop or drip:
+            base = _DrippingHandler if drip else _DroppingHandler
+            handler = type("Odd", (base,), {"log": log, "root": directory})
         else:
             cls = type("Files", (_FileHandler,), {"log": log})
             handler = functools.partial(cls, directory=str(directory))
@@ -654,10 +680,12 @@ def test_cache_dir_follows_xdg_then_home(tmp_path: Path, monkeypatch: pytest.Mon
 
 
 def test_not_found_without_download_says_where_it_looked(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
     with pytest.raises(DataError) as info:
-        load_dataset("mnist", data_dir=tmp_path / "nowhere", download=False)
+        load_dataset("mnist", data_dir=tmp_path / "empty", download=False)
     msg = str(info.value)
-    for fragment in ("--data-dir", "NN_PARITY_DATA", str(tmp_path / "nowhere"), "does not exist"):
+    for fragment in ("--data-dir", "NN_PARITY_DATA", str(tmp_path / "empty"), "does not exist",
+                     "missing train-images-idx3-ubyte[.gz]"):
         assert fragment in msg, f"expected {fragment!r} in: {msg}"
     assert str(tmp_path / "xdg-cache" / "nn-parity" / "mnist") in msg
 
@@ -764,6 +792,7 @@ def test_download_keeps_good_files_and_replaces_bad_ones(
 
 def test_offline_error_lists_places_urls_and_advice(tmp_path: Path) -> None:
     dead = [_closed_port_url(), _closed_port_url().replace("/mnist/", "/other")]
+    (tmp_path / "mine").mkdir()
     with pytest.raises(DataError) as info:
         load_dataset("mnist", data_dir=tmp_path / "mine", mirrors=dead)
     msg = str(info.value)
@@ -793,3 +822,148 @@ def test_offline_fashion_mnist_suggests_the_debian_package(
     assert "apt-get install dataset-fashion-mnist" in msg, msg
     assert str(tmp_path / "not-installed") in msg, msg
     assert "--data-dir" in msg, msg
+
+
+# --------------------------------------------------------------------------------------------
+# problems found by trying the loader as a new user would
+# --------------------------------------------------------------------------------------------
+
+
+def test_env_var_at_mnist_does_not_hide_debian_fashion_mnist(
+    mnist_dir: Path, fashion_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NN_PARITY_DATA", str(mnist_dir))  # as docs/data.md suggests for MNIST
+    assert find_dataset("mnist") == mnist_dir
+    assert find_dataset("fashion-mnist") == fashion_dir, "the MNIST folder must be skipped"
+    ds = load_dataset("fashion-mnist", download=False)
+    assert ds.source == str(fashion_dir)
+    assert np.bincount(ds.t_test).tolist() == [1000] * 10, "Fashion-MNIST's balanced test set"
+
+
+def test_explicit_data_dir_with_the_other_data_set_is_skipped_with_a_warning(
+    mnist_dir: Path, fashion_dir: Path
+) -> None:
+    with pytest.warns(hd.DataWarning, match="holds mnist, not fashion-mnist: skipped"):
+        ds = load_dataset("fashion-mnist", data_dir=mnist_dir, download=False)
+    assert ds.source == str(fashion_dir)
+
+
+@pytest.mark.parametrize("kind", ["missing", "file", "broken-link"])
+def test_bad_explicit_data_dir_is_an_error_not_a_fall_through(
+    kind: str, mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NN_PARITY_DATA", str(mnist_dir))  # a good copy the typo must not hide
+    bad = tmp_path / "mnsit"
+    if kind == "file":
+        bad.write_bytes(b"x")
+    elif kind == "broken-link":
+        bad.symlink_to(tmp_path / "gone")
+    expected = {"missing": "no such directory", "file": "not a directory",
+                "broken-link": "broken symbolic link"}[kind]
+    with pytest.raises(DataError, match=re.escape(f"data_dir {bad}: ") + ".*" + expected):
+        load_dataset("mnist", data_dir=bad)
+
+
+def test_explicit_data_dir_without_the_files_warns_where_the_data_came_from(
+    mnist_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("NN_PARITY_DATA", str(mnist_dir))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "train-images-idx3-ubyte.gz").mkdir()  # a folder where a file should be
+    with pytest.warns(hd.DataWarning) as record:
+        ds = load_dataset("mnist", data_dir=mine, download=False)
+    msg = str(record[0].message)
+    assert "train-images-idx3-ubyte.gz is not a file" in msg, msg
+    assert f"using {mnist_dir}" in msg, msg
+    assert ds.source == str(mnist_dir)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_dataset("mnist", data_dir=mnist_dir, download=False)  # no warning when found
+
+
+def test_file_replaced_with_same_size_and_mtime_is_read_again(
+    mnist_dir: Path, fashion_dir: Path, tmp_path: Path
+) -> None:
+    d = _link_files(mnist_dir, tmp_path / "d", FILES[:3])
+    labels = d / "t10k-labels-idx1-ubyte"
+    labels.write_bytes(gzip.decompress((mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes()))
+    st = labels.stat()
+    first = load_dataset("mnist", data_dir=d, verify=False).t_test
+    assert first[:10].tolist() == MNIST_FIRST_TEST_LABELS
+    # same size (10,008 bytes), same mtime afterwards: what cp -p, rsync -t or tar x leave
+    other = gzip.decompress((fashion_dir / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    assert len(other) == st.st_size
+    labels.write_bytes(other)
+    os.utime(labels, ns=(st.st_atime_ns, st.st_mtime_ns))
+    second = load_dataset("mnist", data_dir=d, verify=False).t_test
+    expected = np.frombuffer(other, dtype=np.uint8, offset=8)
+    np.testing.assert_array_equal(second, expected)
+    assert not np.array_equal(second, first)
+
+
+def test_trickling_mirror_is_abandoned_for_the_next_one(
+    mnist_dir: Path, tmp_path: Path, http_mirror: Callable[..., Mirror]
+) -> None:
+    slow_url, slow_log = http_mirror(mnist_dir, drip=True)
+    good_url, _ = http_mirror(mnist_dir)
+    t0 = time.monotonic()
+    with pytest.raises(hd.DownloadError, match=re.escape("too slow: less than 64 KiB in 0.5 s")):
+        download_dataset("mnist", tmp_path / "only-slow", mirrors=[slow_url], timeout=0.5)
+    dest = download_dataset("mnist", tmp_path / "dl", mirrors=[slow_url, good_url], timeout=0.5)
+    assert time.monotonic() - t0 < 60, "each slow file must give up after about the timeout"
+    assert len(slow_log) >= 2
+    for stem in FILES:
+        assert _sha256(dest / f"{stem}.gz") == _sha256(mnist_dir / f"{stem}.gz"), stem
+    assert _leftovers(dest) == []
+
+
+def test_folder_in_place_of_a_target_file_fails_before_any_download(
+    mnist_dir: Path, tmp_path: Path, http_mirror: Callable[..., Mirror]
+) -> None:
+    url, log = http_mirror(mnist_dir)
+    dest = tmp_path / "dl"
+    (dest / "train-images-idx3-ubyte.gz").mkdir(parents=True)
+    with pytest.raises(DataError, match=re.escape("train-images-idx3-ubyte.gz: not a file")) as info:
+        download_dataset("mnist", dest, mirrors=[url])
+    assert not isinstance(info.value, hd.DownloadError), "a local problem, not the mirror's"
+    assert log == []
+
+
+def test_unwritable_download_dir_is_reported_as_local(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"x")
+    with pytest.raises(DataError, match="cannot create download directory"):
+        download_dataset("mnist", blocker / "sub", mirrors=[_closed_port_url()])
+    with pytest.raises(DataError, match="cannot write into the download directory"):
+        hd._check_writable(Path("/proc/self"))
+
+
+def test_mirrors_given_as_one_string_are_rejected(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="mirrors must be a list of base URLs"):
+        download_dataset("mnist", tmp_path, mirrors="http://127.0.0.1/")  # type: ignore[arg-type]
+
+
+def test_idx_header_with_more_dimensions_than_numpy_allows(tmp_path: Path) -> None:
+    p = tmp_path / "many-dims"
+    p.write_bytes(b"\x00\x00\x08\xff" + struct.pack(">255I", *([1] * 255)) + b"\x00")
+    with pytest.raises(DataError, match=re.escape(f"{p}: bad idx header") + ".*255 dimensions"):
+        read_idx(p)
+
+
+def test_empty_file_is_called_empty(tmp_path: Path) -> None:
+    p = tmp_path / "t10k-labels-idx1-ubyte.gz"
+    p.write_bytes(b"")
+    with pytest.raises(DataError, match="empty file"):
+        verify_file(p, "mnist", "t10k-labels-idx1-ubyte")
+
+
+def test_images_of_the_wrong_shape_are_rejected_without_verification(
+    mnist_dir: Path, tmp_path: Path
+) -> None:
+    d = _link_files(mnist_dir, tmp_path / "d", FILES[:2] + FILES[3:])
+    raw = gzip.decompress((mnist_dir / "t10k-images-idx3-ubyte.gz").read_bytes())
+    # the same payload announced as 10000 x 784 x 1
+    (d / "t10k-images-idx3-ubyte").write_bytes(raw[:4] + struct.pack(">3I", 10000, 784, 1) + raw[16:])
+    with pytest.raises(DataError, match=r"images of shape 784x1, expected 28x28"):
+        load_dataset("mnist", data_dir=d, verify=False)
