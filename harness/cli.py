@@ -69,8 +69,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from harness.data import DataError
     except ImportError:  # pragma: no cover - data module always ships
         DataError = OSError  # type: ignore[misc,assignment]
+    from harness.reports import check_output_paths
     from harness.torch_worker import TorchSideError
 
+    try:
+        check_output_paths(args)  # before a run that may take minutes
+    except SystemExit as exc:  # the message is on stderr
+        return int(exc.code or EXIT_USAGE)
     try:
         result = args._run(args)
     except (CheckError, DataError, FileNotFoundError, TorchSideError) as exc:

@@ -17,6 +17,7 @@ import math
 import os
 import re
 import socket
+import stat
 import sys
 import tempfile
 import xml.etree.ElementTree as ET
@@ -46,22 +47,40 @@ RESULT_KEYS = (
 
 
 def _atomic_write(path: str | os.PathLike, data: bytes) -> Path:
+    """Write ``data`` to ``path`` without ever leaving it half-written.
+
+    A regular file (or a new one) is written to a temp file beside it, then renamed over it.
+    A symbolic link is followed: the file it points at is replaced, the link stays. A device,
+    FIFO or socket (``/dev/null``, ``/dev/stdout``) is written into directly: renaming a file
+    over it would replace the device itself.
+    """
     path = Path(path)
-    if path.is_dir():
+    try:
+        st = os.stat(path)  # follows links
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise OSError(e.errno, f"cannot write {path}: {e.strerror}") from None
+    if st is not None and stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(f"{path} is a directory")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        with open(path, "wb") as f:
+            f.write(data)
+        return path
+    target = Path(os.path.realpath(path)) if path.is_symlink() else path
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         try:  # mkstemp makes 0600 files: give the report the mode a plain open() would
-            mode = path.stat().st_mode & 0o777 if path.exists() else 0o666 & ~_umask()
+            mode = stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask()
             os.chmod(tmp, mode)
         except OSError:
             pass
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -428,20 +447,58 @@ RENDERERS: dict[str, tuple[str, Callable[[RunReport], str]]] = {
 }
 
 
-def write_reports(report: RunReport, args: Any) -> None:
-    """Write every report the options ask for (``--json``, ``--junit-xml``, ``--html``,
-    ``--markdown``). All are rendered before any is written; each is written atomically.
-    A path that cannot be written is a usage error: message on stderr, ``SystemExit(2)``."""
-    wanted = [(flag, getattr(args, attr, None), render) for attr, (flag, render) in RENDERERS.items()]
-    wanted = [(flag, Path(p), render) for flag, p, render in wanted if p]
+# Options of some subcommands that also name files to write (attribute, flag).
+EXTRA_OUTPUTS: tuple[tuple[str, str], ...] = (("plot", "--plot"), ("curves", "--curves"),
+                                              ("tables", "--tables"))
+
+
+def output_paths(args: Any) -> list[tuple[str, Path]]:
+    """Every (flag, path) the parsed options ask to write: the four reports and the
+    subcommands' own outputs (``--plot`` may be given several times)."""
+    out: list[tuple[str, Path]] = []
+    for attr, flag in [(a, f) for a, (f, _) in RENDERERS.items()] + list(EXTRA_OUTPUTS):
+        value = getattr(args, attr, None)
+        for v in value if isinstance(value, list | tuple) else [value]:
+            if v is None:
+                continue
+            if str(v) == "":
+                _usage_exit(f"{flag}: empty path")
+            out.append((flag, Path(v)))
+    return out
+
+
+def check_output_paths(args: Any) -> None:
+    """Before a run: every output path must be writable as a file and no two may name the
+    same file. A problem is a usage error (message on stderr, ``SystemExit(2)``), so a long
+    run never ends with nothing written."""
     seen: dict[Path, str] = {}
-    for flag, path, _ in wanted:
-        key = path.resolve()
+    for flag, path in output_paths(args):
+        key = Path(os.path.realpath(path))
         if key in seen:
             _usage_exit(f"{flag} and {seen[key]} name the same file {path}")
         seen[key] = flag
         if path.is_dir():
             _usage_exit(f"{flag} {path}: is a directory")
+        if path.exists() and not path.is_file():  # a device or FIFO: written into directly
+            if not os.access(path, os.W_OK):
+                _usage_exit(f"{flag} {path}: not writable")
+            continue
+        parent = key.parent
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+        if not parent.is_dir():
+            _usage_exit(f"{flag} {path}: {parent} is not a directory")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            _usage_exit(f"{flag} {path}: cannot write into {parent}")
+
+
+def write_reports(report: RunReport, args: Any) -> None:
+    """Write every report the options ask for (``--json``, ``--junit-xml``, ``--html``,
+    ``--markdown``). All are rendered before any is written; each is written atomically.
+    A path that cannot be written is a usage error: message on stderr, ``SystemExit(2)``."""
+    check_output_paths(args)
+    wanted = [(flag, getattr(args, attr, None), render) for attr, (flag, render) in RENDERERS.items()]
+    wanted = [(flag, Path(p), render) for flag, p, render in wanted if p]
     rendered = [(flag, path, render(report)) for flag, path, render in wanted]
     for flag, path, text in rendered:
         try:

@@ -396,3 +396,51 @@ def test_piped_output_has_no_ansi() -> None:
     assert proc.returncode == 0, proc.stderr
     assert not ANSI.search(proc.stdout) and not ANSI.search(proc.stderr)
     assert "PASS: 1 checks" in proc.stdout
+
+
+# ---------------------------------------------------------------------------------------
+# Writing never replaces what is not a regular file, and bad paths fail before the run
+
+
+def test_writing_into_a_fifo_keeps_the_fifo(tmp_path: Path) -> None:
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    atomic_write_text(fifo, "through the pipe")
+    reader.join(timeout=10)
+    assert got == [b"through the pipe"]
+    assert fifo.is_fifo(), "a rename over the path would have replaced the FIFO (or /dev/null)"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
+def test_writing_through_a_symlink_keeps_the_link(tmp_path: Path) -> None:
+    target, link = tmp_path / "real.json", tmp_path / "link.json"
+    target.write_text("old")
+    link.symlink_to(target)
+    atomic_write_text(link, "new")
+    assert link.is_symlink() and target.read_text() == "new"
+    dangling = tmp_path / "dangling.json"
+    dangling.symlink_to(tmp_path / "sub" / "made.json")
+    atomic_write_text(dangling, "made")
+    assert dangling.is_symlink() and (tmp_path / "sub" / "made.json").read_text() == "made"
+
+
+@pytest.mark.parametrize("extra", [
+    ["--json", "{dir}"],
+    ["--json", "{dir}/a.json", "--html", "{dir}/a.json"],
+    ["--json", "{dir}/file/a.json"],
+    ["--json", ""],
+])
+def test_bad_output_paths_fail_before_the_run(tmp_path: Path, capsys, monkeypatch,
+                                               extra: list[str]) -> None:
+    (tmp_path / "file").write_text("x")
+    ran: list[bool] = []
+    monkeypatch.setattr("harness.check_command.run", lambda args: ran.append(True))
+    args = [a.format(dir=tmp_path) for a in extra]
+    assert main(["check", "--only", "Relu", *args]) == 2
+    assert ran == [], "the run must not start"
+    assert "nn-parity: error:" in capsys.readouterr().err
