@@ -84,6 +84,7 @@ class RunReport:
     summary: dict[str, Any] = field(default_factory=dict)
     figures: list[Path] = field(default_factory=list)
     ok_override: bool | None = None
+    verdict: str | None = None  # the command's own one-line verdict, where it has one
 
     @property
     def results(self) -> list[TensorResult]:

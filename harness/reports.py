@@ -149,7 +149,11 @@ def layer_dict(lr: LayerReport) -> dict[str, Any]:
 
 
 def verdict_line(report: RunReport) -> str:
-    """``PASS: 96 checks, 624 tensors passed, 0 failed, 0 vacuous, 0 errors``."""
+    """``PASS: 96 checks, 624 tensors passed, 0 failed, 0 vacuous, 0 errors``, or the
+    command's own verdict (``RunReport.verdict``) where it sets one: the same line the
+    terminal printed."""
+    if report.verdict:
+        return report.verdict
     c = report.counts()
     word = "PASS" if report.ok else "FAIL"
     if not report.layers:
@@ -342,6 +346,17 @@ def to_junit_xml(report: RunReport) -> str:
         suite.set("hostname", host)
         for k in totals:
             totals[k] += n[k]
+    if not report.ok and totals["failures"] + totals["errors"] == 0:
+        # The command failed on something no tensor row carries (e.g. a training verdict):
+        # JUnit must not read green while the exit code is red.
+        cls = f"nn_parity.{cmd}.verdict"
+        suite = ET.SubElement(root, "testsuite", name=cls, tests="1", failures="1", errors="0",
+                              skipped="0", time="0.000", timestamp=stamp, hostname=host)
+        tc = ET.SubElement(suite, "testcase", name="verdict", classname=cls, time="0")
+        f = ET.SubElement(tc, "failure", type="verdict", message=_x(verdict_line(report)))
+        f.text = _x(verdict_line(report))
+        totals["tests"] += 1
+        totals["failures"] += 1
     for k, v in totals.items():
         root.set(k, str(v))
     root.set("time", "0.000")

@@ -13,6 +13,7 @@ Exit status 1 if a mutant survives, a correct component fails, or any false alar
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import math
 import time
 
@@ -240,15 +241,26 @@ def run(args: argparse.Namespace) -> RunReport | int:
         from harness.check import CheckError
 
         raise CheckError(f"no mutant matches {args.only}")
-    if args.false_alarms < 0:
-        from harness.check import CheckError
+    from harness.check import CheckError
 
+    if args.false_alarms < 0:
         raise CheckError(f"--false-alarms must be >= 0, got {args.false_alarms}")
+    if args.no_mutants and args.false_alarms == 0:
+        raise CheckError("nothing to run: --no-mutants and --false-alarms 0")
+    if args.false_alarms and args.false_alarms_only:
+        from harness.false_alarms import components
+
+        names = [n for n in components()
+                 if any(fnmatch.fnmatch(n, p) for p in args.false_alarms_only)]
+        if not names:
+            raise CheckError(f"no component matches --false-alarms-only {args.false_alarms_only}"
+                             f" (components: {', '.join(components())})")
     report = run_selftest(args.only, args.false_alarms, args.false_alarms_only,
                           mutants=not args.no_mutants, quiet=args.quiet)
     from harness.terminal import console
 
-    console().print(verdict(report), markup=False, highlight=False)
+    report.verdict = verdict(report)  # the JSON/JUnit/Markdown verdict is this same line
+    console().print(report.verdict, markup=False, highlight=False)
     if args.tables:
         from harness.reports import atomic_write_text
 

@@ -444,3 +444,16 @@ def test_bad_output_paths_fail_before_the_run(tmp_path: Path, capsys, monkeypatc
     assert main(["check", "--only", "Relu", *args]) == 2
     assert ran == [], "the run must not start"
     assert "nn-parity: error:" in capsys.readouterr().err
+
+
+def test_a_failed_verdict_without_failing_rows_is_a_junit_failure() -> None:
+    report = RunReport(command="train", ok_override=False, verdict="DISAGREE: the runs part")
+    lr = LayerReport(layer="loss", dtype="float32")
+    lr.results.append(TensorResult(layer="loss", tensor="gap", status=PASS))
+    report.layers.append(lr)
+    root = ET.fromstring(to_junit_xml(report))
+    assert root.get("failures") == "1", "JUnit must not read green while the exit code is red"
+    failure = root.find(".//testcase[@name='verdict']/failure")
+    assert failure is not None and failure.get("message") == "DISAGREE: the runs part"
+    assert json.loads(to_json(report))["verdict"] == "DISAGREE: the runs part"
+    validate_junit(to_junit_xml(report))

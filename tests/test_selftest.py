@@ -124,6 +124,8 @@ def test_the_command_prints_the_kill_table_and_writes_json(tmp_path, capsys):
         assert piece in out, piece
     data = json.loads(path.read_text())
     assert data["ok"] and data["summary"]["kill_rate"] == "100.0%"
+    terminal_verdict = next(line for line in out.splitlines() if line.startswith("PASS: "))
+    assert data["verdict"] == terminal_verdict, "the JSON verdict is the line the terminal printed"
     assert data["summary"]["mutant_table"][0]["caught_by"] == "check_layer: Sigmoid.dx"
 
 
@@ -132,6 +134,12 @@ def test_list_and_usage_errors(capsys):
     assert "weight-decay-on-biases" in capsys.readouterr().out
     assert main(["selftest", "--only", "no-such-mutant"]) == 2
     assert main(["selftest", "--false-alarms", "-1", "--no-mutants"]) == 2
+    capsys.readouterr()
+    assert main(["selftest", "--no-mutants", "--false-alarms", "0"]) == 2, "nothing to run"
+    assert "nothing to run" in capsys.readouterr().err
+    assert main(["selftest", "--no-mutants", "--false-alarms", "1",
+                 "--false-alarms-only", "NOPE"]) == 2
+    assert "no component matches" in capsys.readouterr().err
 
 
 def test_every_correct_component_passes_random_shapes_in_both_dtypes():
