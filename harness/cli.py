@@ -39,8 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 all pass, 1 mismatch or vacuous check, 2 usage or data error",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.set_defaults(_parsers={})
     for name, (modname, help_text) in COMMANDS.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
+        parser.get_default("_parsers")[name] = p
         try:
             mod = importlib.import_module(modname)
         except ModuleNotFoundError as exc:
@@ -58,7 +60,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from harness.check import CheckError
 
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # name the subcommand's usage, not the top-level one
+        sub = args._parsers.get(getattr(args, "command", None) or "", parser)
+        sub.error(f"unrecognized arguments: {' '.join(unknown)}")
     if not getattr(args, "command", None):
         parser.print_help()
         return EXIT_USAGE

@@ -513,7 +513,7 @@ def verify_file(path: str | os.PathLike[str], name: str, stem: str) -> None:
         raise DataError(
             f"{p}: {problem}. The file is corrupt, incomplete or from another data set: "
             "replace it with a good copy (a deleted file in the cache is downloaded again), "
-            "or pass verify=False to use it anyway."
+            "or load it without checksums (Python: load_dataset(..., verify=False))."
         )
 
 
@@ -884,7 +884,8 @@ def _not_found_message(
             f"{DEBIAN_FASHION_MNIST_DIR}),"
         )
     lines.append(
-        "  - or download it: load_dataset downloads into the user cache unless download=False;"
+        "  - or download it: the loader downloads into the user cache (unless --no-download /"
+        " download=False);"
         f" set {ENV_MIRRORS} to comma-separated base URLs if the default mirrors are"
         " unreachable."
     )
@@ -995,7 +996,7 @@ def load_dataset(
     if directory is None:
         if not download:
             raise DataError(
-                _not_found_message(name, data_dir, None, "(download=False: not downloading)")
+                _not_found_message(name, data_dir, None, "(--no-download / download=False: not downloading)")
             )
         try:
             cache = user_cache_dir(name)

@@ -457,3 +457,11 @@ def test_a_failed_verdict_without_failing_rows_is_a_junit_failure() -> None:
     assert failure is not None and failure.get("message") == "DISAGREE: the runs part"
     assert json.loads(to_json(report))["verdict"] == "DISAGREE: the runs part"
     validate_junit(to_junit_xml(report))
+
+
+def test_unknown_option_names_the_subcommand(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["check", "--only", "Relu", "--bogus"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "nn-parity check: error: unrecognized arguments: --bogus" in err, err
