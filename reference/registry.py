@@ -74,6 +74,24 @@ class Twin:
     exact: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
+        who = f"register({getattr(self.scratch_cls, '__name__', self.scratch_cls)!r})"
+        if not callable(self.torch_factory):
+            raise TypeError(f"{who}: torch_factory must be a function layer -> nn.Module, got "
+                            f"{type(self.torch_factory).__name__}")
+        if isinstance(self.torch_factory, type) and issubclass(self.torch_factory, torch.nn.Module) \
+                and self.torch_factory.__module__.startswith("torch."):
+            # nn.LeakyReLU(layer) would take the layer as its negative_slope
+            name = self.torch_factory.__name__
+            raise TypeError(f"{who}: torch_factory is called with the scratch layer, so the class "
+                            f"nn.{name} would get the layer as its first argument; pass "
+                            f"lambda layer: nn.{name}(...) instead")
+        for opt in ("input_shape", "example", "make_input", "make_target", "prepare",
+                    "forward_kwargs", "exact"):
+            value = getattr(self, opt)
+            if value is not None and not callable(value):
+                hint = " (a function (layer, batch) -> shape, e.g. lambda layer, n: (n, 9))" \
+                    if opt == "input_shape" else ""
+                raise TypeError(f"{who}: {opt} must be callable{hint}, got {value!r}")
         self.weight_map = {k: _spec(v) for k, v in self.weight_map.items()}
         self.buffer_map = {k: _spec(v) for k, v in self.buffer_map.items()}
         if self.kind not in ("layer", "loss"):
