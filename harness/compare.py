@@ -104,7 +104,12 @@ class TensorResult:
         return d
 
     def __str__(self) -> str:
-        head = f"{self.name} [{self.dtype}, shape {self.shape}]: {self.status}"
+        # an ERROR (the layer raised) compared no tensor: no shape to show, maybe no dtype
+        where = [self.dtype] if self.dtype else []
+        if self.total or self.shape or (self.dtype and self.status != ERROR):
+            where.append(f"shape {self.shape}")
+        head = f"{self.name} [{', '.join(where)}]: {self.status}" if where else \
+            f"{self.name}: {self.status}"
         if self.status == PASS:
             return (f"{head} (max abs diff {self.max_abs:.3g}, max rel diff {self.max_rel:.3g}; "
                     f"{self.tolerance_text})")
@@ -138,6 +143,12 @@ def _as_array(x: Any) -> np.ndarray | None:
     return np.asarray(x)
 
 
+def is_python_scalar(x: Any) -> bool:
+    """A Python ``float``/``int`` (e.g. a loss returned as ``float(...)``): it has no dtype, so
+    only its value can be compared (``np.asarray`` would call it float64)."""
+    return isinstance(x, (float, int)) and not isinstance(x, (bool, np.generic))
+
+
 def compare(
     actual: Any,
     expected: Any,
@@ -149,8 +160,11 @@ def compare(
     check_dtype: bool = True,
     vacuous_check: bool = True,
 ) -> TensorResult:
-    """Compare ``actual`` (scratch) with ``expected`` (reference). Never raises for a mismatch."""
-    a, e = _as_array(actual), _as_array(expected)
+    """Compare ``actual`` (scratch) with ``expected`` (reference). Never raises for a mismatch.
+
+    A Python ``float`` or ``int`` as ``actual`` has no dtype: its value is compared, its type
+    is not (``float(loss)`` is a common way to return a loss)."""
+    e = _as_array(expected)
     if e is None:
         raise ValueError(f"{layer}.{tensor}: the reference value is None")
     want = np.dtype(dtype) if dtype is not None else (e.dtype if e.dtype.kind == "f" else None)
@@ -158,9 +172,18 @@ def compare(
     res = TensorResult(layer=layer, tensor=tensor, status=FAIL, dtype=str(want or e.dtype),
                        shape=tuple(e.shape), total=int(e.size), rtol=tol.rtol, atol=tol.atol)
     res.tolerance_text = tol.describe(e.astype(np.float64) if e.dtype.kind in "fiu" else None)
-    if a is None:
+    if actual is None:
         res.message = "scratch returned None"
         return res
+    if is_python_scalar(actual):
+        check_dtype = False
+    try:
+        a = _as_array(actual)
+    except Exception as exc:  # a ragged list, an object numpy cannot convert
+        res.message = (f"scratch returned a {type(actual).__name__} that is not an array "
+                       f"({type(exc).__name__}: {exc})")
+        return res
+    assert a is not None
     if a.shape != e.shape:
         res.message = f"shape mismatch: scratch {a.shape} vs reference {e.shape}"
         return res
