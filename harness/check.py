@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import functools
 import inspect
+import math
 import traceback
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -61,6 +62,8 @@ def one_thread(fn: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def as_float_dtype(dtype: Any) -> np.dtype:
+    if dtype is None:  # np.dtype(None) is float64: say so rather than guess
+        raise CheckError("dtype must be float32 or float64, got None")
     try:
         d = np.dtype(dtype)
     except TypeError as exc:
@@ -74,11 +77,38 @@ def layer_name(layer: Any) -> str:
     return type(layer).__name__
 
 
-def copy_layer(layer: Any, dtype: np.dtype) -> Any:
-    """A deep copy of ``layer`` with every parameter cast to ``dtype``.
+def validate_seed(seed: Any) -> int:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise CheckError(f"seed must be a non-negative integer, got {seed!r}")
+    return int(seed)
 
-    Attributes that alias a parameter (the book's ``self.W`` next to ``params['W']``) keep
-    aliasing the cast copy. The user's layer is never touched.
+
+def validate_tol(tol: Any) -> Tolerance | None:
+    if tol is not None and not isinstance(tol, Tolerance):
+        raise CheckError(f"tol must be a harness.compare.Tolerance(rtol, atol) or None, got {tol!r}")
+    return tol
+
+
+def validate_shape(name: str, shape: Any, what: str = "input_shape") -> tuple[int, ...]:
+    """``shape`` as a tuple of positive ints, or a :class:`CheckError` naming what is wrong."""
+    if isinstance(shape, np.ndarray) and shape.ndim == 1:
+        shape = tuple(shape.tolist())
+    if not isinstance(shape, (tuple, list)) or not shape or not all(
+            isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s > 0 for s in shape):
+        raise CheckError(f"{name}: {what} must be positive integers, got {shape!r} (a tuple, "
+                         f"the batch first, e.g. (4, 12))")
+    return tuple(int(s) for s in shape)
+
+
+def copy_layer(layer: Any, dtype: np.dtype, buffers: Iterable[str] = ()) -> Any:
+    """A deep copy of ``layer`` with every parameter, every preallocated gradient
+    (``grads[k]``) and every float buffer named in ``buffers`` (the twin's ``buffer_map``:
+    running statistics) cast to ``dtype``.
+
+    A correct layer that writes into its arrays in place (``grads['W'][...] = ...``,
+    ``running_mean *= m``) then keeps the check's dtype. Attributes that alias one of these
+    arrays (the book's ``self.W`` next to ``params['W']``) keep aliasing the cast copy. The
+    user's layer is never touched.
     """
     work = copy.deepcopy(layer)
     if getattr(work, "need_dx", True) is False:
@@ -86,18 +116,32 @@ def copy_layer(layer: Any, dtype: np.dtype) -> Any:
         # with its full backward: dx is compared like every other layer's. Its grads do not
         # depend on the flag (tests/test_performance_paths.py); training compares them as run.
         work.need_dx = True
-    params = getattr(work, "params", None)
-    if not isinstance(params, dict):
-        return work
-    for k, v in list(params.items()):
-        arr = np.asarray(v)
-        if arr.dtype.kind not in "fiu":
-            raise CheckError(f"{layer_name(layer)}.params[{k!r}] has non-numeric dtype {arr.dtype}")
-        new = arr.astype(dtype, copy=True)
+    cast: dict[int, tuple[Any, np.ndarray]] = {}  # id(old) -> (old, kept alive; cast copy)
+
+    def cast_dict(d: Any, what: str, kinds: str, strict: bool) -> None:
+        if not isinstance(d, dict):
+            return
+        for k, v in list(d.items()):
+            if not strict and not isinstance(v, np.ndarray):
+                continue
+            arr = np.asarray(v)
+            if arr.dtype.kind not in kinds:
+                if strict:
+                    raise CheckError(f"{layer_name(layer)}.{what}[{k!r}] has non-numeric dtype "
+                                     f"{arr.dtype}")
+                continue
+            d[k] = cast.setdefault(id(v), (v, arr.astype(dtype, copy=True)))[1]
+
+    cast_dict(getattr(work, "params", None), "params", "fiu", strict=True)
+    cast_dict(getattr(work, "grads", None), "grads", "fiu", strict=False)
+    for attr in buffers:
+        v = getattr(work, attr, None)
+        if isinstance(v, np.ndarray) and v.dtype.kind == "f":
+            cast.setdefault(id(v), (v, v.astype(dtype, copy=True)))
+    if cast and hasattr(work, "__dict__"):
         for attr, val in list(vars(work).items()):
-            if val is v:
-                setattr(work, attr, new)
-        params[k] = new
+            if id(val) in cast and cast[id(val)][0] is val:
+                setattr(work, attr, cast[id(val)][1])
     return work
 
 
@@ -199,16 +243,47 @@ def load_weights(work: Any, module: torch.nn.Module, twin: Twin, name: str) -> N
             buf.copy_(torch.from_numpy(np.ascontiguousarray(spec.to_torch(getattr(work, attr)))))
 
 
-def _error(layer: str, tensor: str, exc: BaseException) -> TensorResult:
+class TwinRejected(CheckError):
+    """The torch twin raised on the input the harness gave it: a wrong input shape, a twin
+    that needs other arguments, a registration that builds the wrong module. ``__cause__`` is
+    torch's exception."""
+
+
+def _where(exc: BaseException) -> str:
     tb = traceback.extract_tb(exc.__traceback__)
-    where = f" (at {tb[-1].filename}:{tb[-1].lineno})" if tb else ""
+    return f" (at {tb[-1].filename}:{tb[-1].lineno})" if tb else ""
+
+
+def _torch_call(name: str, module: torch.nn.Module, what: str, shape: tuple[int, ...],
+                fn: Callable[[], Any]) -> Any:
+    """``fn()`` (a call into the torch twin); any exception is a :class:`TwinRejected`."""
+    try:
+        return fn()
+    except Exception as exc:
+        hint = ""
+        if isinstance(exc, TypeError):
+            hint = (" (the twin is called as module(x), or module(scores, targets) for "
+                    "kind='loss'; its factory gets the scratch layer: lambda layer: nn.X(...))")
+        raise TwinRejected(f"{name}: the torch twin rejected {what} of shape {shape}: "
+                           f"{type(exc).__name__}: {exc}{hint} (torch module: "
+                           f"{type(module).__name__})") from exc
+
+
+def _error(layer: str, tensor: str, exc: BaseException, dtype: np.dtype | None = None,
+           prefix: str = "") -> TensorResult:
     return TensorResult(layer=layer, tensor=tensor, status=ERROR,
-                        message=f"{type(exc).__name__}: {exc}{where}")
+                        dtype="" if dtype is None else dtype.name,
+                        message=f"{prefix}{type(exc).__name__}: {exc}{_where(exc)}")
 
 
 def _unchanged(layer: str, what: str, before: np.ndarray, after: np.ndarray) -> TensorResult:
     res = TensorResult(layer=layer, tensor=f"{what} unchanged", status=PASS,
                        dtype=str(before.dtype), shape=tuple(before.shape), total=int(before.size))
+    if after.shape != before.shape:  # x.shape = ... on the caller's array
+        res.status, res.mismatched = FAIL, int(before.size)
+        res.message = (f"the layer changed the shape of its {what} in place: {before.shape} -> "
+                       f"{after.shape} (assigning to .shape, or resize(); use reshape() instead)")
+        return res
     changed = ~((before == after) | (np.isnan(before) & np.isnan(after)))
     if changed.any():
         res.status, res.mismatched = FAIL, int(changed.sum())
@@ -235,6 +310,22 @@ SUM_SAFETY = 4.0
 """A parameter gradient summed over ``n`` terms of size ``<= max|dout|`` carries a rounding
 error up to ~``n * eps * max|dout|`` (summation order differs between NumPy and torch); its
 absolute floor is ``SUM_SAFETY`` times that."""
+
+
+def summed_terms(dout_shape: tuple[int, ...], param_shape: tuple[int, ...]) -> int:
+    """How many terms each element of a parameter gradient sums (for its rounding floor).
+
+    A gradient element sums one term per dout element of its output feature: ``db`` of
+    Affine sums N, of a convolution N*OH*OW, of a (batch, seq, features) layer batch*seq. The
+    feature axis is the dout axis (other than the batch axis 0) whose size is one of the
+    parameter's dimensions; if several match, the smallest (the most terms) is taken. With
+    none matching, ``dout.size / param.size`` (each dout element feeds one element).
+    """
+    size = math.prod(dout_shape)
+    feats = [dout_shape[ax] for ax in range(1, len(dout_shape)) if dout_shape[ax] in param_shape]
+    if feats:
+        return max(1, size // min(feats))
+    return max(1, size // max(1, math.prod(param_shape)))
 
 
 def floor_tolerance(tol: Tolerance | None, dtype: np.dtype, floor: float, expected: np.ndarray,
@@ -302,11 +393,15 @@ def run_pair(
     dout: np.ndarray | None = None,
     tol: Tolerance | None = None,
     train: bool = True,
+    error_prefix: str = "",
 ) -> tuple[list[TensorResult], dict[str, Any]]:
     """Forward and backward through scratch ``work`` and torch ``module``; compare everything.
 
-    Returns the results and the arrays (``out``, ``dx``, ``dout``, ``t``) so a caller can chain
-    layers. Weights must already be loaded into ``module``.
+    Returns the results and the arrays (``out``, ``dx``, ``dout``, ``t``, and torch's
+    ``dx_torch``) so a caller can chain layers. Weights must already be loaded into
+    ``module``. An exception from the scratch layer is an ERROR result; one from the torch
+    twin is a :class:`TwinRejected`; a ``dout`` that does not fit the output a
+    :class:`CheckError`.
     """
     results: list[TensorResult] = []
     arrays: dict[str, Any] = {}
@@ -332,15 +427,22 @@ def run_pair(
     # forward
     xt = torch.tensor(x, dtype=tdt, requires_grad=True)
     tt = None if t is None else torch.from_numpy(np.ascontiguousarray(np.asarray(t)))
-    out_t = module(xt, tt) if is_loss else module(xt)
+    out_t = _torch_call(name, module, "input", x.shape,
+                        lambda: module(xt, tt) if is_loss else module(xt))
+    if not isinstance(out_t, torch.Tensor):
+        raise CheckError(f"{name}: the torch twin ({twin.name}) returned a "
+                         f"{type(out_t).__name__}, not a tensor")
+    if dout is not None and not is_loss and tuple(dout.shape) != tuple(out_t.shape):
+        raise CheckError(f"{name}: dout has shape {dout.shape}, but the layer's output has shape "
+                         f"{tuple(out_t.shape)} (for input of shape {x.shape}): dout must have "
+                         f"the output's shape")
     try:
         out = work.forward(x, t, **kwargs) if is_loss else work.forward(x, **kwargs)
     except Exception as exc:  # a bug in the scratch layer is a finding, not a crash
-        results.append(_error(name, "forward", exc))
+        results.append(_error(name, "forward", exc, dtype, prefix=error_prefix))
         return results, arrays
     out_name = "loss" if is_loss else "out"
-    results.append(compare(np.asarray(out) if out is not None else None, out_t, tensor=out_name,
-                           layer=name, tol=tol, dtype=dtype))
+    results.append(compare(out, out_t, tensor=out_name, layer=name, tol=tol, dtype=dtype))
     arrays["out"] = out
     for attr, spec in twin.buffer_map.items():
         buf = getattr_path(module, spec.torch_name).detach().cpu().numpy()
@@ -350,33 +452,33 @@ def run_pair(
 
     # backward
     if is_loss:
-        out_t.backward()
+        _torch_call(name, module, "the backward of input", x.shape, out_t.backward)
         try:
             dx = work.backward(1.0)
         except Exception as exc:
-            results.append(_error(name, "backward", exc))
+            results.append(_error(name, "backward", exc, dtype, prefix=error_prefix))
             return results, arrays
     else:
         if dout is None:
             dout = rng.standard_normal(tuple(out_t.shape)).astype(dtype)
         dout_before = dout.copy()
-        out_t.backward(torch.from_numpy(np.ascontiguousarray(dout)).to(tdt))
+        d_t = torch.from_numpy(np.ascontiguousarray(dout)).to(tdt)
+        _torch_call(name, module, "the backward of input", x.shape, lambda: out_t.backward(d_t))
         try:
             dx = work.backward(dout)
         except Exception as exc:
-            results.append(_error(name, "backward", exc))
+            results.append(_error(name, "backward", exc, dtype, prefix=error_prefix))
             return results, arrays
-    arrays.update(dx=dx, dout=dout, t=t)
     dx_torch = xt.grad.detach().cpu().numpy() if xt.grad is not None else np.zeros(x.shape, dtype)
+    arrays.update(dx=dx, dout=dout, t=t, dx_torch=dx_torch)
     d_max = 0.0 if is_loss else _amax(dout)
     dx_tol, dx_tol_text = tol, ""
     if not twin.weight_map:  # parameter-free: dout * f'(x), f' from O(1) terms
         atol = (tol or default_tolerance(dtype)).atol
         dx_tol, dx_tol_text = floor_tolerance(tol, dtype, atol * d_max, dx_torch,
                                               f"{atol:.1e} x max|dout|")
-    n_sum = dout.size // dout.shape[1] if not is_loss and dout.ndim >= 2 else 1
-    g_floor = SUM_SAFETY * n_sum * float(np.finfo(dtype).eps) * d_max
-    results.append(compare(None if dx is None else np.asarray(dx), dx_torch, tensor="dx",
+    eps = float(np.finfo(dtype).eps)
+    results.append(compare(dx, dx_torch, tensor="dx",
                            layer=name, tol=dx_tol, dtype=dtype))
     if dx_tol_text:
         results[-1].tolerance_text = dx_tol_text
@@ -387,9 +489,11 @@ def run_pair(
         expected = (spec.from_torch(g_t.detach().cpu().numpy()) if g_t is not None
                     else np.zeros(np.shape(params_before[k]), dtype=dtype))
         got = grads.get(k)
+        n_sum = 1 if is_loss else summed_terms(tuple(dout.shape), tuple(np.shape(expected)))
+        g_floor = SUM_SAFETY * n_sum * eps * d_max
         g_tol, g_text = floor_tolerance(tol, dtype, g_floor, expected,
                                         f"{SUM_SAFETY:g} x {n_sum} x eps x max|dout|")
-        r = compare(None if got is None else np.asarray(got), expected, tensor=f"d{k}",
+        r = compare(got, expected, tensor=f"d{k}",
                     layer=name, tol=g_tol, dtype=dtype)
         if g_text:
             r.tolerance_text = g_text
@@ -465,6 +569,75 @@ def validate_targets(name: str, twin: Twin, x: np.ndarray, t: Any, dtype: np.dty
     return t.astype(dtype)
 
 
+def _warm_up_inputs(twin: Twin, work: Any, x: np.ndarray, t: Any, dtype: np.dtype,
+                    rng: np.random.Generator, generated: bool) -> tuple[np.ndarray, Any]:
+    """Inputs for the warm-up call, different from the compared ones: drawn like them when the
+    harness drew them, else a shuffle of the given values (same domain: positive stays
+    positive, labels stay valid)."""
+    if generated:
+        x_w = make_input(twin, work, tuple(x.shape), dtype, rng)
+    else:
+        x_w = rng.permutation(x.reshape(-1)).reshape(x.shape)
+    t_w = t if t is None or np.ndim(t) == 0 else rng.permutation(np.asarray(t))  # rows
+    return x_w, t_w
+
+
+def _run_twice(work: Any, module: torch.nn.Module, twin: Twin, x: np.ndarray, *,
+               dtype: np.dtype, seed: int, rng: np.random.Generator, name: str, t: Any,
+               dout: Any, tol: Tolerance | None, train: bool,
+               generated: bool) -> tuple[list[TensorResult], dict[str, Any]]:
+    """A warm-up forward/backward on other inputs, then the compared one, on both sides.
+
+    Bugs that only show from the second call (an input cached on the first call only, grads
+    accumulated with ``+=`` and never reset) then show in the compared call. Both sides see
+    the same warm-up inputs, so legitimate state (BatchNorm running statistics, a Dropout
+    mask injected by the twin's ``prepare``) stays in step; torch's parameter gradients are
+    cleared in between. A FAIL or ERROR of the warm-up call itself on a tensor that the
+    compared call passes is reported too, as ``<tensor> (first call)``.
+    """
+    warm_rng = np.random.default_rng([seed, 0x5EED])
+    x_w, t_w = _warm_up_inputs(twin, work, x, t, dtype, warm_rng, generated)
+    warm, _ = run_pair(work, module, twin, x_w, dtype=dtype, rng=warm_rng, name=name, t=t_w,
+                       tol=tol, train=train, error_prefix="on the first (warm-up) call: ")
+    for p in module.parameters():
+        p.grad = None
+    results, arrays = run_pair(work, module, twin, x, dtype=dtype, rng=rng, name=name, t=t,
+                               dout=dout, tol=tol, train=train)
+    bad_now = {r.tensor for r in results if r.status in (FAIL, ERROR)}
+    for r in warm:
+        if r.status in (FAIL, ERROR) and r.tensor not in bad_now:
+            r.tensor = f"{r.tensor} (first call)"
+            results.append(r)
+    return results, arrays
+
+
+def _default_shape(name: str, twin: Twin, work: Any, batch: int) -> tuple[int, ...]:
+    if twin.input_shape is None:
+        raise CheckError(f"{name}: input_shape is required (no default for this layer)")
+    try:
+        shape = twin.input_shape(work, batch)
+        return validate_shape(name, tuple(shape))
+    except CheckError:
+        raise
+    except Exception as exc:
+        raise CheckError(f"{name}: the registration's input_shape(layer, batch) raised "
+                         f"{type(exc).__name__}: {exc} (it is called with the layer and the "
+                         f"batch size, e.g. lambda layer, n: (n, 9))") from exc
+
+
+def _guarded(where: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``; an exception that is neither a finding (those are results) nor a
+    :class:`CheckError` is a CheckError naming where it came from (a registration hook, an
+    object the harness cannot handle), never a raw traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except CheckError:
+        raise
+    except Exception as exc:
+        raise CheckError(f"{where}: the check could not run: {type(exc).__name__}: {exc}"
+                         f"{_where(exc)}") from exc
+
+
 @one_thread
 def check_layer(
     layer: Any,
@@ -488,25 +661,26 @@ def check_layer(
     The twin comes from the registry (MRO walk) unless ``module`` is given. Weights are copied
     from a private copy of ``layer`` (cast to ``dtype``) into the twin; both get the same input
     (``x``, or random of ``input_shape``, or the twin's default shape with ``batch`` rows) and
-    the same upstream gradient. Compared: output, ``dx``, every parameter gradient, buffers;
-    checked: the input, ``dout``, targets and parameters are not modified. With
-    ``numerical=True`` backprop and autograd are also checked against central differences.
+    the same upstream gradient. Both first run one warm-up forward/backward on other inputs,
+    so state left by an earlier call is exercised. Compared: output, ``dx``, every parameter
+    gradient, buffers; checked: the input, ``dout``, targets and parameters are not modified.
+    With ``numerical=True`` backprop and autograd are also checked against central
+    differences.
     """
     dtype = as_float_dtype(dtype)
     name = name or layer_name(layer)
+    seed, tol = validate_seed(seed), validate_tol(tol)
     twin, _ = resolve_twin(layer, module, weight_map)
-    work = copy_layer(layer, dtype)
+    work = copy_layer(layer, dtype, twin.buffer_map)
     rng = np.random.default_rng(seed)
+    generated = x is None
     if x is not None:
         x = validate_input(name, x, dtype)
     else:
         if input_shape is None:
-            if twin.input_shape is None:
-                raise CheckError(f"{name}: input_shape is required (no default for this layer)")
-            input_shape = tuple(twin.input_shape(work, batch))
-        if not all(isinstance(s, (int, np.integer)) and s > 0 for s in input_shape):
-            raise CheckError(f"{name}: input_shape must be positive integers, got {input_shape}")
-        x = make_input(twin, work, tuple(int(s) for s in input_shape), dtype, rng)
+            input_shape = _default_shape(name, twin, work, batch)
+        input_shape = validate_shape(name, input_shape)
+        x = _guarded(name, make_input, twin, work, input_shape, dtype, rng)
     t = validate_targets(name, twin, x, t, dtype)
     if dout is not None:
         dout = validate_input(f"{name} (dout)", dout, dtype)
@@ -517,24 +691,24 @@ def check_layer(
     load_weights(work, mod, twin, name)
     report = LayerReport(layer=name, dtype=dtype.name, input_shape=tuple(x.shape), seed=seed)
     try:
-        results, arrays = run_pair(work, mod, twin, x, dtype=dtype, rng=rng, name=name, t=t,
-                                   dout=dout, tol=tol, train=train)
-    except CheckError:
-        raise
-    except (RuntimeError, ValueError, IndexError) as exc:  # torch refused the input
-        if "more than 1 value per channel" in str(exc):  # BatchNorm in training, batch of 1
+        results, arrays = _guarded(
+            name, _run_twice, work, mod, twin, x, dtype=dtype, seed=seed, rng=rng, name=name,
+            t=t, dout=dout, tol=tol, train=train, generated=generated)
+    except TwinRejected as exc:
+        if "more than 1 value per channel" in str(exc.__cause__):  # BatchNorm training, batch 1
             report.results = [TensorResult(
                 layer=name, tensor="out", status=VACUOUS, dtype=dtype.name, shape=tuple(x.shape),
                 message="batch of 1 in training: batch statistics normalize every value to 0, "
-                        f"nothing to compare (torch: {exc})")]
+                        f"nothing to compare (torch: {exc.__cause__})")]
             return report
-        raise CheckError(f"{name}: the torch twin rejected input of shape {x.shape}: {exc}") from exc
+        raise
     report.results = results
-    if numerical:
+    if numerical and not any(r.status == ERROR for r in results):
         from harness.gradcheck import numerical_results
 
-        report.results.extend(numerical_results(layer, twin, x, name=name, t=arrays.get("t"),
-                                                dout=arrays.get("dout"), train=train))
+        report.results.extend(_guarded(
+            name, numerical_results, layer, twin, x, name=name, t=arrays.get("t"),
+            dout=arrays.get("dout"), train=train))
     return report
 
 
@@ -545,6 +719,30 @@ def _net_layers(net: Any) -> list[tuple[str, Any]]:
     items: Iterable = layers.items() if isinstance(layers, dict) else (
         (f"{type(layer).__name__}{i}", layer) for i, layer in enumerate(layers))
     return list(items)
+
+
+def _net_input_shape(net: Any, first: Any, batch: int) -> tuple[tuple[int, ...], str]:
+    """The input shape for ``net`` with ``batch`` rows and where it comes from: the net's
+    ``input_dim`` (SimpleConvNet: (C, H, W)) or ``input_size``, else the first layer's twin's
+    default (exact for an Affine; a guess for a convolution)."""
+    name = type(net).__name__
+    for attr in ("input_dim", "input_size"):
+        dim = getattr(net, attr, None)
+        if isinstance(dim, (int, np.integer)) and not isinstance(dim, bool):
+            dim = (dim,)
+        if isinstance(dim, (tuple, list)):
+            return validate_shape(name, (batch, *dim), f"{attr} with the batch"), f"net.{attr}"
+    tw = lookup(type(first))
+    if tw is None or tw.input_shape is None:
+        raise CheckError(f"{name}: pass x or input_shape (the net has no input_dim and its first "
+                         f"layer no default input shape)")
+    return _default_shape(name, tw, first, batch), f"the first layer's ({type(first).__name__}) default"
+
+
+def _usable(a: Any, shape: tuple[int, ...]) -> bool:
+    """Whether a scratch output or gradient can be passed on to the next layer (cast to the
+    check's dtype): a float array of the shape the torch twin gives."""
+    return isinstance(a, np.ndarray) and a.dtype.kind == "f" and a.shape == tuple(shape)
 
 
 @one_thread
@@ -562,25 +760,29 @@ def check_net(
 ) -> LayerReport:
     """Check every layer of ``net`` (its ``.layers`` and ``.last_layer``) against its twin.
 
-    Each torch twin receives the scratch layer's own input and upstream gradient, so a bug is
-    pinned to the layer that has it and cannot smear into the layers after it. Results come in
-    forward order (outputs) then backward order (gradients); ``first_divergence`` names the
-    first that fails.
+    Each torch twin receives the scratch layer's own input and upstream gradient, cast to the
+    check's dtype, so a bug is pinned to the layer that has it and cannot smear into the
+    layers before or after it; a layer whose output or gradient cannot be passed on (it
+    raised, returned None or another shape) ends the pass there. Results come in forward
+    order (outputs) then backward order (gradients); ``first_divergence`` names the first
+    that fails. Without ``x`` or ``input_shape`` the input shape is ``(batch,
+    *net.input_dim)``.
     """
     dtype = as_float_dtype(dtype)
+    seed, tol = validate_seed(seed), validate_tol(tol)
     net_name = type(net).__name__
     layers = _net_layers(net)
+    if not layers:
+        raise CheckError(f"{net_name}: the net has no layers")
     last = getattr(net, "last_layer", None) or getattr(net, "lastLayer", None)
     if last is not None:
         layers.append(("last_layer", last))
     rng = np.random.default_rng(seed)
+    origin = ""  # where a shape the caller did not give came from
     if x is None:
-        first = layers[0][1]
-        tw = lookup(type(first))
         if input_shape is None:
-            if tw is None or tw.input_shape is None:
-                raise CheckError(f"{net_name}: pass x or input_shape")
-            input_shape = tuple(tw.input_shape(first, batch))
+            input_shape, origin = _net_input_shape(net, layers[0][1], batch)
+        input_shape = validate_shape(net_name, input_shape)
         x = rng.standard_normal(input_shape).astype(dtype)
     x = validate_input(net_name, x, dtype)
     fwd: list[TensorResult] = []
@@ -588,12 +790,19 @@ def check_net(
     staged = []
     h = x
     for lname, layer in layers:
+        qual = f"{net_name}.{lname}"
         twin, _ = resolve_twin(layer, None, None)
-        work = copy_layer(layer, dtype)
-        mod = copy.deepcopy(build_module(twin, work, f"{net_name}.{lname}")).to(TORCH_DTYPE[dtype])
-        load_weights(work, mod, twin, f"{net_name}.{lname}")
+        work = copy_layer(layer, dtype, twin.buffer_map)
+        mod = copy.deepcopy(build_module(twin, work, qual)).to(TORCH_DTYPE[dtype])
+        load_weights(work, mod, twin, qual)
         staged.append((lname, work, mod, twin, h))
-        out = _forward_only(work, mod, twin, h, t, dtype, rng, train)
+        try:
+            out = _guarded(qual, _forward_only, work, mod, twin, h, dtype, train, qual)
+        except TwinRejected as exc:
+            if origin:
+                raise CheckError(f"{exc} (the input shape {x.shape} came from {origin}; pass "
+                                 f"input_shape=... or x=...)") from exc.__cause__
+            raise
         if out is None:
             break
         if not nonfinite and out.dtype.kind == "f" and not np.all(np.isfinite(out)):
@@ -612,34 +821,43 @@ def check_net(
     for lname, work, mod, twin, h_in in reversed(staged):
         label = f"{lname}({type(work).__name__})"
         t = validate_targets(f"{net_name}.{lname}", twin, h_in, t, dtype)
-        results, arrays = run_pair(work, mod, twin, h_in, dtype=dtype, rng=rng, name=label,
-                                   t=t, dout=dout, tol=tol, train=train)
+        results, arrays = _guarded(
+            f"{net_name}.{lname}", _run_twice, work, mod, twin, h_in, dtype=dtype, seed=seed,
+            rng=rng, name=label, t=t, dout=dout, tol=tol, train=train, generated=False)
         if twin.kind == "loss" and t is None:
             t = arrays.get("t")
         fwd[:0] = [r for r in results if r.tensor in ("out", "loss")]
         bwd.extend(r for r in results if r.tensor not in ("out", "loss"))
         dx = arrays.get("dx")
-        if dx is None:
+        if not _usable(dx, h_in.shape):  # raised, None, another shape: nothing to pass on
             break
-        dout = np.asarray(dx)
+        dout = dx.astype(dtype)  # so one layer's float64 dx does not fail the layer before it
     report = LayerReport(layer=net_name, dtype=dtype.name, input_shape=tuple(x.shape), seed=seed)
     report.results = nonfinite + fwd + bwd
     return report
 
 
-def _forward_only(work: Any, mod: torch.nn.Module, twin: Twin, h: np.ndarray, t: Any,
-                  dtype: np.dtype, rng: np.random.Generator, train: bool) -> np.ndarray | None:
-    """The scratch output of one layer on a throwaway copy (to feed the next layer)."""
+def _forward_only(work: Any, mod: torch.nn.Module, twin: Twin, h: np.ndarray,
+                  dtype: np.dtype, train: bool, name: str) -> np.ndarray | None:
+    """One layer's scratch output (cast to ``dtype``) on throwaway copies, to feed the next
+    layer; None for the loss layer or an output that cannot be passed on (the layer raised,
+    returned None, another shape than torch's or a non-float array). The torch twin runs too:
+    one that rejects ``h`` (layers that do not chain, a wrong input shape) is a
+    :class:`TwinRejected` naming this layer."""
     if twin.kind == "loss":
         return None
-    probe = copy.deepcopy(work)
-    kwargs = {"train_flg": train} if accepts(probe.forward, "train_flg") else {}
+    probe, pmod = copy.deepcopy(work), copy.deepcopy(mod)
+    pmod.train(train)
+    kwargs = dict(twin.forward_kwargs(probe)) if twin.forward_kwargs else {}
+    if accepts(probe.forward, "train_flg"):
+        kwargs.setdefault("train_flg", train)
     if twin.prepare is not None:
-        twin.prepare(probe, copy.deepcopy(mod), h, np.random.default_rng(0))
+        twin.prepare(probe, pmod, h, np.random.default_rng(0))
+    with torch.no_grad():
+        out_t = _torch_call(name, pmod, "input", h.shape,
+                            lambda: pmod(torch.tensor(h, dtype=TORCH_DTYPE[dtype])))
     try:
         out = probe.forward(h.copy(), **kwargs)
     except Exception:
         return None
-    if out is None:
-        return None
-    return np.asarray(out)
+    return out.astype(dtype, copy=False) if _usable(out, tuple(out_t.shape)) else None

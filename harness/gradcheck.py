@@ -38,11 +38,15 @@ def numerical_results(
     h: float = H,
 ) -> list[TensorResult]:
     """Numerical gradients of ``sum(forward(x) * dout)`` (or of the loss) in float64, compared
-    with scratch backprop and with torch autograd (both in float64)."""
-    from harness.check import TORCH_DTYPE, copy_layer, load_weights, run_pair
+    with scratch backprop and with torch autograd (both in float64).
+
+    If the scratch layer raises (in its analytic run or while the differences are taken),
+    the result is that ERROR, as :func:`~harness.check.check_layer` reports it: there is no
+    gradient to compare."""
+    from harness.check import ERROR, TORCH_DTYPE, _error, copy_layer, load_weights, run_pair
 
     f64 = np.dtype(np.float64)
-    work = copy_layer(layer, f64)
+    work = copy_layer(layer, f64, twin.buffer_map)
     if twin.exact is not None:  # e.g. the classic loss's 1e-7: backward differentiates without it
         work = twin.exact(work)
     x64 = np.array(x, dtype=np.float64)
@@ -58,8 +62,13 @@ def numerical_results(
     mod = copy.deepcopy(twin.torch_factory(work)).to(TORCH_DTYPE[f64])
     load_weights(work, mod, twin, name)
     base = copy.deepcopy(work)
-    _, arrays = run_pair(base, mod, twin, x64, dtype=f64, rng=np.random.default_rng(0),
-                         name=name, t=t, dout=d64, train=train)
+    analytic_results, arrays = run_pair(base, mod, twin, x64, dtype=f64,
+                                        rng=np.random.default_rng(0), name=name, t=t, dout=d64,
+                                        train=train)
+    errors = [r for r in analytic_results if r.status == ERROR]
+    if errors or "dx_torch" not in arrays:  # the layer raised: no gradient to compare
+        return errors
+    t = arrays.get("t")
     torch_grads = {"x": None}
     # torch gradients again, cleanly, for the three-way table
     mod2 = copy.deepcopy(twin.torch_factory(work)).to(TORCH_DTYPE[f64])
@@ -82,13 +91,17 @@ def numerical_results(
         (k, work.params[k], base.grads.get(k)) for k in twin.weight_map]
     for key, arr, analytic in targets:
         probe = copy.deepcopy(work)
-        if key == "x":
-            num = numerical_gradient(lambda v, p=probe: _scalar(p, twin, v, t, d, kwargs),
-                                     arr.copy(), h)
-        else:
-            num = numerical_gradient(lambda _v, p=probe: _scalar(p, twin, x64, t, d, kwargs),
-                                     probe.params[key], h)
         tensor = f"d{key}"
+        try:
+            if key == "x":
+                num = numerical_gradient(lambda v, p=probe: _scalar(p, twin, v, t, d, kwargs),
+                                         arr.copy(), h)
+            else:
+                num = numerical_gradient(lambda _v, p=probe: _scalar(p, twin, x64, t, d, kwargs),
+                                         probe.params[key], h)
+        except Exception as exc:  # the scratch forward raised on a perturbed input
+            results.append(_error(name, f"{tensor} numerical", exc, f64))
+            continue
         for side, value in (("backprop", analytic), ("torch", torch_grads.get(key))):
             r = compare(value, num, tensor=f"{tensor} {side} vs numerical", layer=name, tol=tol,
                         dtype=f64)
@@ -101,9 +114,10 @@ def numerical_results(
     return results
 
 
-def gradient_check(layer: Any, **kwargs: Any):
-    """``check_layer(layer, numerical=True, dtype=float64, ...)``: the three-way check."""
+def gradient_check(layer: Any, module: torch.nn.Module | None = None, **kwargs: Any) -> Any:
+    """``check_layer(layer, module, numerical=True, dtype=float64, ...)``: the three-way check.
+    A layer that raises gives the same ERROR result as ``check_layer``."""
     from harness.check import check_layer
 
     kwargs.setdefault("dtype", np.float64)
-    return check_layer(layer, numerical=True, **kwargs)
+    return check_layer(layer, module, numerical=True, **kwargs)
