@@ -43,6 +43,9 @@ import pytest
 
 DEFAULT_DTYPES = ("float32", "float64")
 DEFAULT_SEEDS = range(3)
+DEFAULT_BATCHES = (1, 3, 8)
+"""The batch sizes of ``nn-parity check`` (``harness.suite.BATCHES``): a bug that shows only
+at batch 1 (a squeezed batch axis) or only above it (a sum not divided by the batch) fails."""
 
 
 class ParityError(AssertionError):
@@ -111,19 +114,40 @@ def check_any(target: Any, module: Any = None, **kwargs: Any) -> Any:
     return check_layer(target, module, **kwargs)
 
 
-def assert_parity(layer: Any, module: Any = None, **kwargs: Any) -> Any:
+def assert_parity(layer: Any, module: Any = None, *, batches: Iterable[int] | None = None,
+                  **kwargs: Any) -> Any:
     """Check ``layer`` against its twin (``module`` if given); raise :class:`ParityError` with
-    the precise report unless every tensor passes. Returns the LayerReport when it does.
+    the precise report unless every tensor passes. Returns the LayerReport when it does (of
+    the last batch size).
+
+    It runs at each of ``batches`` (default :data:`DEFAULT_BATCHES`, those of
+    ``nn-parity check``), unless ``batch``, ``input_shape`` or ``x`` fixes the input. A
+    FAIL or ERROR at any batch size fails; a batch that proves nothing (VACUOUS: BatchNorm on
+    a batch of 1) only fails when no batch size passes.
 
     ``kwargs`` go to :func:`harness.check_layer` (``dtype``, ``seed``, ``batch``,
     ``input_shape``, ``x``, ``t``, ``tol``, ``weight_map``, ``numerical``...) or, for a net,
     :func:`harness.check_net`.
     """
     __tracebackhide__ = True
-    report = check_any(layer, module, **kwargs)
-    if not report.ok:
-        raise ParityError(failure_message(report), report)
-    return report
+    fixed = any(k in kwargs for k in ("batch", "input_shape", "x"))
+    sizes = [None] if fixed else list(DEFAULT_BATCHES if batches is None else batches)
+    if not sizes:
+        from harness.check import CheckError
+
+        raise CheckError("assert_parity: batches is empty")
+    passed, vacuous = None, None
+    for size in sizes:
+        report = check_any(layer, module, **kwargs, **({} if size is None else {"batch": size}))
+        if report.ok:
+            passed = report
+        elif report.status == "VACUOUS":
+            vacuous = vacuous or report
+        else:
+            raise ParityError(failure_message(report), report)
+    if passed is None:
+        raise ParityError(failure_message(vacuous), vacuous)
+    return passed
 
 
 # ---------------------------------------------------------------------------------------
@@ -173,7 +197,9 @@ def parity_cases(*targets: Any, dtypes: Iterable[str] = DEFAULT_DTYPES,
     """``pytest.param`` cases (ids ``<Layer>-<dtype>-seed<n>``) for every target x dtype x seed.
 
     Use with ``@pytest.mark.parametrize("case", parity_cases(...))`` and ``case.check()``, or
-    let :func:`parity_test` write the test. ``kwargs`` go to every check (e.g. ``batch=8``).
+    let :func:`parity_test` write the test. ``kwargs`` go to every check (e.g. ``batch=8``, or
+    ``batches=(4,)``; by default each case runs at batch sizes 1, 3 and 8, as
+    ``nn-parity check`` does).
     """
     dtypes, seeds = tuple(dtypes), tuple(seeds)
     params = []
@@ -205,8 +231,9 @@ def parity_test(*targets: Any, dtypes: Iterable[str] = DEFAULT_DTYPES,
 # ---------------------------------------------------------------------------------------
 # Fixture, marker and hooks
 
-MARKER_DOC = ("parity(**kwargs): defaults for the parity fixture (dtype=, seed=, batch=, tol=, "
-              "input_shape=...); dtypes=[...] and/or seeds=[...] parametrise the test over them")
+MARKER_DOC = ("parity(**kwargs): defaults for the parity fixture (dtype=, seed=, batch=, "
+              "batches=, tol=, input_shape=...); dtypes=[...] and/or seeds=[...] parametrise the "
+              "test over them")
 
 
 def pytest_configure(config: pytest.Config) -> None:
