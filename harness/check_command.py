@@ -113,7 +113,20 @@ def verdict_line(report: RunReport) -> str:
     return line(report)
 
 
+def _check_arguments(args: argparse.Namespace) -> None:
+    from harness.check import CheckError
+
+    if args.seeds < 1:
+        raise CheckError(f"--seeds must be >= 1, got {args.seeds} (nothing would be checked)")
+    if any(b < 1 for b in args.batches):
+        raise CheckError(f"--batches must be positive integers, got {args.batches}")
+    if getattr(args, "input_shape", None) is not None and not args.module:
+        raise CheckError("--input-shape applies to --module layers only (the built-in "
+                         "components have their own shapes)")
+
+
 def run(args: argparse.Namespace) -> RunReport:
+    _check_arguments(args)
     if args.module:  # the user's layers only
         from harness.user_modules import load_user_modules, user_cases
 
@@ -122,11 +135,14 @@ def run(args: argparse.Namespace) -> RunReport:
     else:
         cases = all_cases()
     if args.only:
-        cases = [c for c in cases if any(fnmatch.fnmatch(c.name, p) for p in args.only)]
-        if not cases:
+        unmatched = [p for p in args.only if not any(fnmatch.fnmatch(c.name, p) for c in cases)]
+        if unmatched:  # a typo in one of several patterns must not pass silently
             from harness.check import CheckError
 
-            raise CheckError(f"no component matches {args.only}")
+            which = "no component matches" if len(unmatched) == len(args.only) else (
+                "no component matches the pattern(s)")
+            raise CheckError(f"{which} {unmatched} (see --list)")
+        cases = [c for c in cases if any(fnmatch.fnmatch(c.name, p) for p in args.only)]
     if args.list:
         for c in cases:
             print(f"{c.group:10s} {c.name}")

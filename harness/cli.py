@@ -28,8 +28,9 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--junit-xml", metavar="PATH", help="write a JUnit XML report")
     g.add_argument("--html", metavar="PATH", help="write a self-contained HTML report")
     g.add_argument("--markdown", metavar="PATH", help="write a Markdown summary (CI job summary)")
-    g.add_argument("-q", "--quiet", action="store_true", help="print only the verdict")
-    g.add_argument("-v", "--verbose", action="store_true", help="print every tensor's report")
+    loud = g.add_mutually_exclusive_group()
+    loud.add_argument("-q", "--quiet", action="store_true", help="print only the verdict")
+    loud.add_argument("-v", "--verbose", action="store_true", help="print every tensor's report")
 
 
 def build_parser() -> argparse.ArgumentParser:

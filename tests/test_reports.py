@@ -465,3 +465,22 @@ def test_unknown_option_names_the_subcommand(capsys) -> None:
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "nn-parity check: error: unrecognized arguments: --bogus" in err, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--only", "Relu", "--seeds", "0"], "--seeds must be >= 1"),
+    (["--only", "Relu", "--seeds", "-1"], "--seeds must be >= 1"),
+    (["--only", "Relu", "--batches", "3", "0"], "--batches must be positive"),
+    (["--only", "Relu", "--input-shape", "9"], "--input-shape applies to --module layers only"),
+    (["--only", "NOPE"], "no component matches ['NOPE']"),
+    (["--only", "Relu", "--only", "NOPE"], "no component matches the pattern(s) ['NOPE']"),
+])
+def test_check_arguments_that_would_check_nothing_or_be_ignored(argv, message, capsys) -> None:
+    assert main(["check", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_quiet_and_verbose_together_is_a_usage_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["check", "--only", "Relu", "-q", "-v"])
+    assert exc.value.code == 2 and "not allowed with" in capsys.readouterr().err
