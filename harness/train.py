@@ -115,7 +115,8 @@ def available_nets() -> dict[str, Callable[..., Any]]:
 
     def two_layer(dtype: Any, seed: int, hidden: Sequence[int], input_size: int = 784,
                   output_size: int = 10) -> Any:
-        return TwoLayerNet(input_size, hidden[0], output_size, dtype=dtype, seed=seed)
+        return TwoLayerNet(input_size, _one_hidden("two-layer", hidden), output_size, dtype=dtype,
+                           seed=seed)
 
     out["two-layer"] = two_layer
     try:
@@ -136,11 +137,22 @@ def available_nets() -> dict[str, Callable[..., Any]]:
         def convnet(dtype: Any, seed: int, hidden: Sequence[int], input_size: int = 784,
                     output_size: int = 10) -> Any:
             side = round(math.sqrt(input_size))
-            return SimpleConvNet((1, side, side), hidden_size=hidden[0], output_size=output_size,
-                                 dtype=dtype, seed=seed)
+            return SimpleConvNet((1, side, side), hidden_size=_one_hidden("convnet", hidden),
+                                 output_size=output_size, dtype=dtype, seed=seed)
 
         out["convnet"] = convnet
     return out
+
+
+NETS_WITH_ONE_HIDDEN = ("two-layer", "convnet")
+"""Nets with one hidden (fully connected) layer: they take exactly one hidden size."""
+
+
+def _one_hidden(name: str, hidden: Sequence[int]) -> int:
+    if len(hidden) != 1:
+        raise ValueError(f"net {name!r} has one hidden layer: give one hidden size, got "
+                         f"{list(hidden)} (--net multi-layer takes one per hidden layer)")
+    return int(hidden[0])
 
 
 def make_net(name: str = "two-layer", *, dtype: Any = np.float64, seed: int = 0,
@@ -150,6 +162,8 @@ def make_net(name: str = "two-layer", *, dtype: Any = np.float64, seed: int = 0,
     if name not in nets:
         raise ValueError(f"unknown net {name!r}; available: {sorted(nets)}")
     hidden = [hidden] if isinstance(hidden, int) else list(hidden)
+    if not hidden or any(int(h) < 1 for h in hidden):
+        raise ValueError(f"hidden sizes must be >= 1, got {hidden}")
     return nets[name](np.dtype(dtype), seed, hidden, input_size, output_size)
 
 
@@ -197,11 +211,72 @@ def available_optimizers() -> list[str]:
     return list(OPTIMIZER_NAMES)
 
 
-def make_optimizer_pair(name: str, torch_params: Sequence[torch.Tensor] | None, lr: float,
-                        **kwargs: Any) -> OptimizerPair:
+def optimizer_hyperparameters(opt: Any) -> dict[str, Any]:
+    """A scratch optimizer's hyper-parameters (its plain attributes; not its state)."""
+    return {k: v for k, v in vars(opt).items()
+            if k != "iter" and isinstance(v, (int, float, str, bool)) and not k.startswith("_")}
+
+
+def _optimizer_instance(opt: Any, lr: float | None, kwargs: dict[str, Any]) -> Any:
+    """A scratch optimizer object from an instance or a class (``lr`` and ``kwargs`` build a
+    class; an instance brings its own)."""
+    try:
+        from scratch.optimizers import Optimizer
+    except ImportError:
+        Optimizer = None
+    if isinstance(opt, type):
+        if Optimizer is None or not issubclass(opt, Optimizer):
+            raise TypeError(f"optimizer class {opt.__name__} is not a scratch.optimizers "
+                            "optimizer (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam) or a "
+                            "subclass of one: its torch twin is unknown")
+        return opt(**({"lr": lr} if lr is not None else {}), **kwargs)
+    if not callable(getattr(opt, "update", None)):
+        raise TypeError(f"optimizer must be a name ({', '.join(OPTIMIZER_NAMES)}), a "
+                        f"scratch.optimizers optimizer or a subclass of one, got {opt!r}")
+    if kwargs:
+        raise TypeError(f"optimizer_kwargs {sorted(kwargs)} given with an optimizer instance "
+                        f"({opt!r}): set them on the instance")
+    if Optimizer is None or not isinstance(opt, Optimizer):
+        raise TypeError(f"optimizer {type(opt).__name__} is not a scratch.optimizers optimizer "
+                        "(SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam) or a subclass of "
+                        "one: its torch twin is unknown")
+    if lr is not None and float(lr) != float(opt.lr):
+        raise ValueError(f"lr={lr:g} contradicts the optimizer instance's lr={opt.lr:g}: "
+                         "give one of them")
+    used = [k for k, v in vars(opt).items() if isinstance(v, dict) and v] + \
+        (["iter"] if getattr(opt, "iter", 0) else [])
+    if used:
+        raise ValueError(f"optimizer {opt!r} has already been used (state: {', '.join(used)}): "
+                         "pass a fresh instance, both sides must start from the same state")
+    return opt
+
+
+def make_optimizer_pair(name: str | Any, torch_params: Sequence[torch.Tensor] | None,
+                        lr: float | None, **kwargs: Any) -> OptimizerPair:
     """The scratch optimizer ``name`` (lr and keyword arguments) and its torch twin over
     ``torch_params`` (None: no torch optimizer). Uses ``reference.optimizers.torch_twin``;
-    plain SGD works without it."""
+    plain SGD works without it.
+
+    ``name`` may also be a scratch optimizer instance (its own lr and hyper-parameters; each
+    call returns an independent copy) or class (built with ``lr`` and ``kwargs``), including
+    a user's subclass of one: its twin is the torch optimizer of the nearest scratch class in
+    its MRO (``reference.optimizers.torch_twin``). An object that is not one raises TypeError.
+    """
+    if not isinstance(name, str):
+        instance = _optimizer_instance(name, lr, kwargs)
+        from reference.optimizers import torch_twin
+
+        scratch_opt = copy.deepcopy(instance)
+        try:
+            twin = torch_twin(scratch_opt)
+        except TypeError as exc:
+            raise TypeError(f"no torch twin for optimizer {type(instance).__name__}: it must be "
+                            "a scratch.optimizers optimizer or a subclass of one") from exc
+        topt = twin.factory(list(torch_params)) if torch_params is not None else None
+        return OptimizerPair(type(instance).__name__, scratch_opt, topt, twin.before_step,
+                             twin.description)
+    if lr is None:
+        lr = 0.1
     key = name.lower()
     if key not in _SCRATCH_OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose from {list(OPTIMIZER_NAMES)}")
@@ -299,12 +374,36 @@ class NumpySide:
     def forward_backward(self, x: np.ndarray, t: np.ndarray) -> float:
         self._loss_box.clear()
         self.grads = self.net.gradient(x, t)
+        params = self.net.params
+        if not isinstance(self.grads, dict) or self.grads.keys() != params.keys():
+            self._bad_gradient_keys()
         if not self._loss_box:  # a net whose gradient() does not call self.loss
             self._loss_box.append(self.net.loss(x, t))
         return float(self._loss_box[-1])
 
+    def _bad_gradient_keys(self) -> None:
+        name = type(self.net).__name__
+        if not isinstance(self.grads, dict):
+            raise TypeError(f"{name}.gradient() must return a dict of gradients keyed like "
+                            f"net.params, got {type(self.grads).__name__}")
+        missing = [k for k in self.net.params if k not in self.grads]
+        extra = [k for k in self.grads if k not in self.net.params]
+        raise ValueError(f"{name}.gradient() returned gradients whose keys do not match "
+                         f"net.params: missing {missing or 'none'}, extra {extra or 'none'} "
+                         f"(params: {list(self.net.params)}); every parameter needs its "
+                         "gradient under the same key")
+
     def step(self) -> None:
-        self.optimizer.update(self.net.params, self.grads)
+        params = self.net.params
+        before = [(k, p) for k, p in params.items()]
+        self.optimizer.update(params, self.grads)
+        replaced = [k for k, p in before if params.get(k) is not p]
+        if replaced:
+            raise ValueError(
+                f"optimizer {type(self.optimizer).__name__}.update() replaced "
+                f"net.params{replaced} with new arrays instead of updating them in place; the "
+                "net's layers still hold the old arrays, so the net would not learn what the "
+                "optimizer computes. Update in place (p -= lr * g, or p[...] = ...)")
 
     def close(self) -> None:
         """Give the net its own ``loss`` method back."""
@@ -415,6 +514,9 @@ class Trace:
     ``abs[s]``: max |a - b| at step s; ``index[s]``: where (flat index into ``shape``);
     ``scale[s]``: max |b| (b is the reference side: torch, or float64); ``ref[s]``: |b| at the
     index; ``rel = abs / scale``. ``recorded[s]`` is False where nothing was compared.
+    ``nonfinite[s]``: which side held a NaN/Inf (:data:`NF_NONE`, :data:`NF_A`, ...; set only
+    where ``abs[s]`` is not finite); ``nf_info[s]``: (flat index of the first non-finite
+    element, a's value there, b's value there) at those steps.
     """
 
     name: str
@@ -424,11 +526,14 @@ class Trace:
     ref: np.ndarray
     index: np.ndarray
     recorded: np.ndarray
+    nonfinite: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int8))
+    nf_info: dict[int, tuple[int, float, float]] = field(default_factory=dict)
 
     @classmethod
     def empty(cls, name: str, shape: tuple[int, ...], n: int) -> Trace:
         return cls(name, tuple(shape), np.full(n, np.nan), np.full(n, np.nan),
-                   np.full(n, np.nan), np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool))
+                   np.full(n, np.nan), np.full(n, -1, dtype=np.int64), np.zeros(n, dtype=bool),
+                   np.zeros(n, dtype=np.int8))
 
     @property
     def rel(self) -> np.ndarray:
@@ -469,6 +574,40 @@ def share_scale(traces: dict[str, Trace], groups: list[list[str]], step: int,
                 traces[n].scale[step] = top
 
 
+NF_NONE = 0
+"""Both sides finite (and so is their difference)."""
+NF_A = 1
+"""Only the first side (NumPy; float32 in a floor; NumPy's shadow in the shadow gap) holds a
+NaN/Inf."""
+NF_B = 2
+"""Only the second side (PyTorch; float64 in a floor) holds a NaN/Inf."""
+NF_BOTH_ALIKE = 3
+"""Both hold NaN/Inf at exactly the same elements, of the same kind (NaN, +Inf, -Inf)."""
+NF_BOTH_UNLIKE = 4
+"""Both hold NaN/Inf, at different elements or of different kinds."""
+NF_OVERFLOW = 5
+"""Both finite, but their difference overflows to Inf."""
+
+
+def nonfinite_kind(a: Any, b: Any) -> tuple[int, int]:
+    """(one of the ``NF_*`` codes, flat index of the first non-finite element of the side that
+    has one, else of the first non-finite difference) for two arrays of one shape."""
+    a, b = np.asarray(a), np.asarray(b)
+    fa, fb = np.isfinite(a), np.isfinite(b)
+    na, nb = not fa.all(), not fb.all()
+    if na and nb:
+        same = (np.array_equal(np.isnan(a), np.isnan(b))
+                and bool(np.all(np.where(np.isinf(a) | np.isinf(b), a == b, True))))
+        return (NF_BOTH_ALIKE if same else NF_BOTH_UNLIKE), int(np.argmin(fa & fb))
+    if na:
+        return NF_A, int(np.argmin(fa))
+    if nb:
+        return NF_B, int(np.argmin(fb))
+    with np.errstate(over="ignore", invalid="ignore"):
+        d = np.abs(a.astype(np.result_type(a.dtype, b.dtype)) - b)
+    return NF_OVERFLOW, int(np.argmin(np.isfinite(d)))
+
+
 class _Differ:
     """Fast max-abs-difference of two arrays into a reusable buffer."""
 
@@ -485,6 +624,8 @@ class _Differ:
             trace.abs[step], trace.scale[step], trace.ref[step] = d, abs(fb), abs(fb)
             trace.index[step] = 0
             trace.recorded[step] = True
+            if not math.isfinite(d):
+                self._nonfinite(trace, step, a, b)
             return
         dt = np.result_type(a.dtype, b.dtype)
         key = (a.shape, dt.str)
@@ -505,6 +646,15 @@ class _Differ:
         trace.ref[step] = abs(float(b.flat[i]))
         trace.index[step] = i
         trace.recorded[step] = True
+        if not math.isfinite(trace.abs[step]):
+            self._nonfinite(trace, step, a, b)
+
+    @staticmethod
+    def _nonfinite(trace: Trace, step: int, a: Any, b: Any) -> None:
+        """Which side holds the NaN/Inf (only where the difference is not finite: free)."""
+        code, i = nonfinite_kind(a, b)
+        trace.nonfinite[step] = code
+        trace.nf_info[step] = (i, float(np.ravel(a)[i]), float(np.ravel(b)[i]))
 
 
 @dataclass
@@ -535,6 +685,11 @@ class TrainConfig:
     batch: int = 100
     lr: float = 0.1
     optimizer: str = "sgd"
+    optimizer_kwargs: dict[str, Any] = field(default_factory=dict)
+    """The optimizer's hyper-parameters besides lr (as given, or an instance's own)."""
+    hidden: list[int] | None = None
+    """Hidden layer sizes, where known (the CLI's --hidden; a net's ``hidden_size_list``)."""
+    param_shapes: dict[str, list[int]] = field(default_factory=dict)
     mode: str = "free"
     dtype: str = "float64"
     seed: int = 0
@@ -567,6 +722,14 @@ class TrainResult:
     tensor_order: list[str]
     final_diff: dict[str, float] = field(default_factory=dict)
     """max |numpy - torch| of every parameter after the last step."""
+    backward_keys: list[str] = field(default_factory=list)
+    """The parameter keys in backward order: by layer, the one closest to the loss first
+    (within a layer, in ``net.params`` order): the order in which an error in the backward
+    pass reaches the gradients."""
+    param_layers: dict[str, str] = field(default_factory=dict)
+    """Parameter key -> name of the scratch layer that holds it."""
+    layer_names: list[str] = field(default_factory=list)
+    """The net's layers in forward order."""
 
     @property
     def frameworks(self) -> tuple[str, ...]:
@@ -655,8 +818,8 @@ def train_side_by_side(
     *,
     iters: int = 10000,
     batch: int = 100,
-    lr: float = 0.1,
-    optimizer: str = "sgd",
+    lr: float | None = None,
+    optimizer: str | Any = "sgd",
     optimizer_kwargs: dict[str, Any] | None = None,
     mode: str = "free",
     dtype: Any = np.float64,
@@ -670,6 +833,7 @@ def train_side_by_side(
     parallel: bool | None = None,
     eval_chunk: int | None = None,
     net_name: str = "",
+    hidden: Sequence[int] | None = None,
 ) -> TrainResult:
     """Train the scratch net and its torch twin side by side; see the module docstring.
 
@@ -678,6 +842,10 @@ def train_side_by_side(
       A net instance is used as is (its dtype wins) and is trained in place.
     * ``data``: an object with ``x_train, t_train, x_test, t_test`` (``harness.data.Dataset``);
       images (N, 784) in any float dtype, labels integers (or one-hot).
+    * ``optimizer``: a name (``OPTIMIZER_NAMES``, with ``lr``, default 0.1, and
+      ``optimizer_kwargs``), or a scratch optimizer instance (e.g. ``Adam(lr=0.001)``, or an
+      instance of a user's subclass: each side gets its own copy; its lr wins) or class;
+      the torch twin is that of the nearest scratch.optimizers class in its MRO.
     * ``mode``: 'free' or 'lockstep'; ``frameworks``: ('numpy', 'torch') or one of them.
     * ``record_param_diff``: compare every parameter after every step (always on in
       lockstep); ``record_grad_diff``: every gradient (default: in lockstep only). The loss is
@@ -718,9 +886,22 @@ def train_side_by_side(
     if iters < 1 or batch < 1:
         raise ValueError(f"iters and batch must be >= 1, got {iters}, {batch}")
 
+    okw = dict(optimizer_kwargs or {})
+    if isinstance(optimizer, str):
+        lr = 0.1 if lr is None else lr
+        opt_name = optimizer
+        # the hyper-parameters in effect (the given ones and the defaults): built once
+        opt_kwargs = {k: v for k, v in optimizer_hyperparameters(
+            make_optimizer_pair(optimizer, None, lr, **okw).scratch).items() if k != "lr"}
+    else:  # an instance or class: checked (and built) once here, copied for every side
+        optimizer = _optimizer_instance(optimizer, lr, okw)
+        okw = {}
+        lr, opt_name = float(optimizer.lr), type(optimizer).__name__
+        opt_kwargs = {k: v for k, v in optimizer_hyperparameters(optimizer).items() if k != "lr"}
     if net is None:
         net = make_net("two-layer", dtype=dtype, seed=seed)
         net_name = net_name or "two-layer"
+        hidden = [50] if hidden is None else hidden
     elif callable(net) and not hasattr(net, "params"):
         net = net(np.dtype(dtype))
     dt = np.dtype(next(iter(net.params.values())).dtype)
@@ -748,14 +929,19 @@ def train_side_by_side(
     record_grads = (mode == "lockstep") if record_grad_diff is None else bool(record_grad_diff)
     parallel = _parallel_mode(parallel, net, both, mode, threads)
 
+    if hidden is None and getattr(net, "hidden_size_list", None) is not None:
+        hidden = net.hidden_size_list
     config = TrainConfig(dataset=str(getattr(data, "name", "")), net=net_name or type(net).__name__,
-                         iters=iters, batch=batch, lr=lr, optimizer=optimizer, mode=mode,
+                         iters=iters, batch=batch, lr=lr, optimizer=opt_name,
+                         optimizer_kwargs=_jsonable(opt_kwargs),
+                         hidden=[int(h) for h in hidden] if hidden is not None else None,
+                         param_shapes={k: list(v.shape) for k, v in net.params.items()},
+                         mode=mode,
                          dtype=dt.name, seed=seed, frameworks=frameworks,
                          record_param_diff=record, record_grad_diff=record_grads,
                          shadow_steps=shadow_steps, threads=threads, parallel=parallel,
                          eval_chunk=eval_chunk, train_size=n_train,
                          test_size=int(x_test.shape[0]), iter_per_epoch=float(ipe))
-    okw = dict(optimizer_kwargs or {})
 
     # --- build the sides (shadows first: cast_net must copy the net before it is wrapped)
     shadow_np = shadow_t = None
@@ -796,6 +982,9 @@ def train_side_by_side(
               "train": n_train, "test": int(x_test.shape[0])},
         tensor_order=order,
     )
+    result.layer_names, result.param_layers, result.backward_keys = _param_layers(net)
+    jorder = judge_order(result)
+    blown_up = False  # both sides turned non-finite alike: no snapshot after that
     diff = _Differ()
     groups = scale_groups(keys)
     tm = result.timings
@@ -818,8 +1007,9 @@ def train_side_by_side(
                          tr.scale[s])
         return float32_limit(fl, tr.scale[s])
 
-    def take_snapshot(s: int, reason: str, np_vals: dict[str, Any], t_vals: dict[str, Any]) -> None:
-        names = [k for k in order if k in np_vals]
+    def take_snapshot(s: int, reason: str, np_vals: dict[str, Any], t_vals: dict[str, Any],
+                      only: Sequence[str] | None = None) -> None:
+        names = [k for k in order if k in np_vals and (only is None or k in only)]
         limits = {k: limit_for(k, s) for k in names}
         floors = {}
         if shadow_steps and s < shadow_steps:
@@ -991,17 +1181,39 @@ def train_side_by_side(
                                 diff(result.floors["torch"][k], s, tp[k], sp[k], False)
                                 diff(result.shadow_gap[k], s, snp[k], sp[k])
                             share_scale(result.shadow_gap, groups, s)
-                    if result.snapshot is None and s <= judged_last:
-                        for name in order:
+                    if result.snapshot is None and s <= judged_last and not blown_up:
+                        alike = False
+                        for name in jorder:
                             tr = result.diffs[name]
-                            if tr.recorded[s] and not tr.abs[s] <= limit_for(name, s):
+                            if not tr.recorded[s]:
+                                continue
+                            if tr.nonfinite[s] == NF_BOTH_ALIKE:
+                                alike = True
+                            elif not tr.abs[s] <= limit_for(name, s):
                                 take_snapshot(s, f"first step where {name} exceeds its limit",
                                               np_vals, t_vals)
                                 break
                         else:
-                            if final:
+                            # both blew up alike: NaN == NaN is no comparison; no snapshot
+                            blown_up = alike
+                            if final and not alike:
                                 take_snapshot(s, "last judged step (no step exceeded)",
                                               np_vals, t_vals)
+                    elif both and s > judged_last and not blown_up and (
+                            result.snapshot is None or (
+                                result.snapshot.step == judged_last
+                                and result.snapshot.reason.startswith("last judged"))):
+                        # after the shadow window: a NaN/Inf on one side is still a failure
+                        bad = [name for name in jorder if result.diffs[name].recorded[s]
+                               and result.diffs[name].nonfinite[s] not in (NF_NONE,
+                                                                           NF_BOTH_ALIKE)]
+                        blown_up = any(result.diffs[name].recorded[s] and
+                                       result.diffs[name].nonfinite[s] == NF_BOTH_ALIKE
+                                       for name in jorder)
+                        if bad:
+                            take_snapshot(s, f"first step where {bad[0]} is NaN/Inf on one "
+                                          "side only (after the shadow window)", np_vals, t_vals,
+                                          only=bad)
                     if s == iters - 1:
                         result.final_diff = {
                             k: float(np.max(np.abs(npp[k].astype(np.float64)
@@ -1048,6 +1260,22 @@ def train_side_by_side(
     for cb in callbacks:
         cb(TrainEvent("end", iters - 1, result))
     return result
+
+
+def _param_layers(net: Any) -> tuple[list[str], dict[str, str], list[str]]:
+    """(layer names in forward order, key -> layer name, keys in backward order), from the
+    twin's parameter links; without links (a net the twin cannot map), ``net.params``
+    reversed."""
+    from reference.nets import link_params, net_layers
+
+    try:
+        names = [n for n, _ in net_layers(net)]
+        links = link_params(net)
+    except (LookupError, TypeError):
+        return [], {}, list(reversed(list(net.params)))
+    pos = {link.key: i for i, link in enumerate(links)}
+    order = sorted(links, key=lambda link: (-link.index, pos[link.key]))
+    return names, {link.key: names[link.index] for link in links}, [link.key for link in order]
 
 
 def _parallel_mode(parallel: bool | None, net: Any, both: bool, mode: str,
@@ -1167,6 +1395,24 @@ class TensorSummary:
     floor_torch: float | None = None
     shadow_gap: float | None = None  # float64 shadows: numpy vs torch
     unjudged_max_abs: float | None = None  # after the shadow window
+    nonfinite_step: int | None = None  # first step with a NaN/Inf on one side only (or unlike)
+    floor_asymmetry: float | None = None  # float32: typical numpy/torch noise-floor ratio (>= 1)
+    floor_asymmetry_side: str | None = None  # the framework with the larger floor
+
+
+@dataclass
+class NonFinite:
+    """The first NaN/Inf of the run: where, on which side, and what the other side had."""
+
+    step: int
+    tensor: str
+    side: str
+    """'numpy' or 'torch' (that side only), 'both' (both alike: same elements, same kind),
+    'both-unlike' (both, at different elements or of different kinds), 'difference' (both
+    finite, the difference overflows)."""
+    index: tuple[int, ...]
+    numpy_value: float
+    torch_value: float
 
 
 @dataclass
@@ -1186,6 +1432,15 @@ class Analysis:
     shadow_ok: bool | None
     shadow_first: tuple[int, str] | None
     verdict: str
+    nonfinite: NonFinite | None = None
+    """The first NaN/Inf (either side), if any; a one-sided one is a disagreement."""
+    stopped_at: int | None = None
+    """Both runs turned non-finite alike at this step: nothing after it is judged."""
+    floor_asymmetry: dict[str, Any] | None = None
+    """float32: the tensor where NumPy's noise floor is typically the most times PyTorch's
+    (see :func:`floor_asymmetry`): tensor, ratio, side, steps, the limits, failed; None when
+    NumPy's floor is nowhere the larger."""
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -1229,8 +1484,121 @@ def _limits(result: TrainResult, name: str, loss_atol: float) -> tuple[np.ndarra
     return lim, unit
 
 
+def judge_order(result: TrainResult) -> list[str]:
+    """The compared tensors in the order an error reaches them within one step: the loss
+    (forward), then the gradients in backward order (the layer closest to the loss first),
+    then the parameters after the update (same order). Of two tensors that part at the same
+    step, the one earlier here is named: for a backward-pass bug, the first wrong gradient
+    below the layers whose gradients still agree."""
+    if not result.backward_keys:
+        return list(result.tensor_order)
+    present = set(result.tensor_order)
+    bk = result.backward_keys
+    order = ["loss"] + [f"d{k}" for k in bk if f"d{k}" in present] + [k for k in bk if k in present]
+    return order + [k for k in result.tensor_order if k not in order]
+
+
+_NF_SIDE = {NF_A: "numpy", NF_B: "torch", NF_BOTH_ALIKE: "both", NF_BOTH_UNLIKE: "both-unlike",
+            NF_OVERFLOW: "difference"}
+
+
+def _nonfinite_codes(tr: Trace) -> np.ndarray:
+    n = tr.abs.shape[0]
+    return tr.nonfinite if tr.nonfinite.shape[0] == n else np.zeros(n, dtype=np.int8)
+
+
+def find_nonfinite(result: TrainResult, order: Sequence[str] | None = None) -> NonFinite | None:
+    """The first step (and, within it, the first tensor in :func:`judge_order`) where either
+    side holds a NaN/Inf in a compared tensor. When the first one is on both sides alike,
+    every tensor of that step is checked: a one-sided or unlike one there wins."""
+    order = list(order or judge_order(result))
+    hits: list[tuple[int, int, str]] = []
+    for pos, name in enumerate(order):
+        tr = result.diffs[name]
+        m = tr.recorded & (_nonfinite_codes(tr) != NF_NONE)
+        if m.any():
+            hits.append((int(np.argmax(m)), pos, name))
+    if not hits:
+        return None
+    step = min(hits)[0]
+    at_step = sorted(h for h in hits if h[0] == step)
+    chosen = at_step[0]
+    for h in at_step:
+        if result.diffs[h[2]].nonfinite[step] != NF_BOTH_ALIKE:
+            chosen = h
+            break
+    name = chosen[2]
+    tr = result.diffs[name]
+    i, a, b = tr.nf_info.get(step, (0, math.nan, math.nan))
+    index = tuple(int(j) for j in np.unravel_index(i, tr.shape)) if tr.shape else ()
+    return NonFinite(step=step, tensor=name, side=_NF_SIDE[int(tr.nonfinite[step])],
+                     index=index, numpy_value=a, torch_value=b)
+
+
+FLOOR_ASYMMETRY_LIMIT = 10.0
+"""float32: a WARNING when NumPy's noise floor is typically this many times PyTorch's (see
+:func:`floor_asymmetry`): the scratch code's float32 path loses precision PyTorch's does not.
+Correct code, 76 runs on MNIST and Fashion-MNIST (docs/training.md): NumPy's floor at most
+5.8x PyTorch's in free mode (AdaGrad), 1.7x in lockstep; a float16 product in one Affine:
+17x to 5,600x. Only NumPy's side is judged: PyTorch is the reference, and its floor is
+legitimately the larger one in places (up to 9.6x: a convolution's bias gradient, summed
+over batch x height x width in one float32 pass)."""
+FLOOR_ASYMMETRY_FAIL_LOCKSTEP = 30.0
+"""float32 lockstep: NumPy's floor typically this many times PyTorch's is a failure
+(DISAGREE), not only a warning. In lockstep each floor is one step's rounding from identical
+weights, so a ratio at the median step cannot be a ReLU-kink spike; correct code stays
+within 1.7x (18x below), a float16 product in one Affine gives 49x (40 steps) to 3,200x."""
+FREE_ASYMMETRY_STEPS = 50
+"""Free mode judges the floor asymmetry over the first this many steps only: later, a ReLU
+kink that one framework's float32 run takes differently from its float64 shadow moves that
+run onto another trajectory for good, which raises its floor alone (measured: up to 1e6x
+in one tensor, for correct code)."""
+
+
+def floor_asymmetry(result: TrainResult, judged: Sequence[int] | None = None
+                    ) -> dict[str, dict[str, Any]]:
+    """float32, per tensor: the typical ratio of the two frameworks' noise floors.
+
+    Per step, ``r = max(floor_numpy, eps32 * scale) / max(floor_torch, eps32 * scale)``; the
+    typical ratio is ``10 ** median(log10 r)`` over the steps of the window: every judged step
+    in lockstep (where each floor is one step's rounding: a ReLU-kink flip is a spike at one
+    step, which the median ignores), the first :data:`FREE_ASYMMETRY_STEPS` in free mode. Returns
+    name -> {'ratio' (>= 1), 'side' (the framework with the larger floor), 'steps'}."""
+    out: dict[str, dict[str, Any]] = {}
+    if result.dtype != np.float32 or not result.floors:
+        return out
+    k = result.config.shadow_steps
+    if result.config.mode == "free":
+        k = min(k, FREE_ASYMMETRY_STEPS)
+    for name in result.tensor_order:
+        fn, ft = result.floors["numpy"][name], result.floors["torch"][name]
+        tr = result.diffs[name]
+        m = fn.recorded & ft.recorded & tr.recorded
+        m[k:] = False
+        if judged is not None and len(judged) == m.shape[0]:
+            m &= np.asarray(judged, dtype=bool)
+        e = EPS32 * tr.scale
+        with np.errstate(divide="ignore", invalid="ignore"):
+            lr = np.log10(np.maximum(fn.abs, e) / np.maximum(ft.abs, e))
+        m &= np.isfinite(lr)
+        if not m.any():
+            continue
+        med = float(np.median(lr[m]))
+        out[name] = {"ratio": 10.0 ** abs(med), "side": "numpy" if med > 0 else "torch",
+                     "steps": int(m.sum())}
+    return out
+
+
 def analyse(result: TrainResult, *, loss_atol: float = LOSS_ATOL_FLOAT64) -> Analysis:
-    """Where, when and by how much the NumPy and PyTorch runs part; a verdict with numbers."""
+    """Where, when and by how much the NumPy and PyTorch runs part; a verdict with numbers.
+
+    Besides the limits (float64 tolerance, float32 noise floor), a NaN/Inf is judged on its
+    own, at every recorded step (inside the shadow window or not): a NaN/Inf on one side only,
+    or on both at different elements, or a difference that overflows, is a disagreement at
+    the step where it first appears. NaN/Inf on both sides at exactly the same elements, of
+    the same kind, in every tensor compared at that step, is the same behaviour (both runs
+    blew up alike, e.g. a learning rate too large for both): it does not count as a
+    difference, and nothing after that step is judged (every later value is NaN on both)."""
     cfg = result.config
     if not result.both:
         return Analysis(None, "none", cfg.mode, cfg.dtype, 0, None, None, None, None, None, None,
@@ -1242,58 +1610,86 @@ def analyse(result: TrainResult, *, loss_atol: float = LOSS_ATOL_FLOAT64) -> Ana
                  else f"float64 tolerance (|loss diff| <= {loss_atol:g}; "
                       f"rtol={DEFAULT_TOLERANCES['float64'].rtol:g}, "
                       f"atol={DEFAULT_TOLERANCES['float64'].atol:g} x max|torch|)")
+    order = judge_order(result)
+    nf = find_nonfinite(result, order)
+    stopped_at = nf.step if nf is not None and nf.side == "both" else None
+    n = cfg.iters
+    alive = np.ones(n, dtype=bool)
+    if stopped_at is not None:
+        alive[stopped_at:] = False  # the step itself: judged by its NaN/Inf (alike) only
     tensors: dict[str, TensorSummary] = {}
     first: tuple[int, int, str] | None = None
     judged_any = 0
-    for pos, name in enumerate(result.tensor_order):
+    judged_mask = np.zeros(n, dtype=bool)
+    for pos, name in enumerate(order):
         tr = result.diffs[name]
+        codes = _nonfinite_codes(tr)
         lim, unit = _limits(result, name, loss_atol)
-        judged = ~np.isnan(lim)
-        exceed = judged & ~(tr.abs <= lim)
-        absv = np.where(tr.recorded, tr.abs, -np.inf)
+        finite = codes == NF_NONE
+        judged = ~np.isnan(lim) & finite & alive
+        bad_nf = tr.recorded & ~finite & (codes != NF_BOTH_ALIKE)
+        if stopped_at is not None:
+            bad_nf[stopped_at + 1:] = False
+        exceed = (judged & ~(tr.abs <= lim)) | bad_nf
+        judged_all = judged | bad_nf
+        if stopped_at is not None and tr.recorded[stopped_at]:
+            judged_all[stopped_at] = True
+        judged_mask |= judged_all
+        # NaN/Inf alike on both sides (a run that blew up the same way) is not a difference
+        counted = tr.recorded & (codes != NF_BOTH_ALIKE)
+        absv = np.where(counted, tr.abs, -np.inf)
         absv = np.where(np.isnan(absv), np.inf, absv)
-        s_max = int(np.argmax(absv)) if tr.recorded.any() else 0
+        s_max = int(np.argmax(absv)) if counted.any() else 0
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = np.where(judged, tr.abs / unit, np.nan)
         ratio = np.where(judged & np.isnan(ratio) & ~(tr.abs <= lim), np.inf, ratio)
         ratio = np.where(judged & (unit == 0) & (tr.abs == 0), 0.0, ratio)
-        r_step = int(np.nanargmax(ratio)) if np.any(judged & ~np.isnan(ratio)) else None
+        ratio = np.where(bad_nf, np.inf, ratio)
+        r_step = int(np.nanargmax(ratio)) if np.any(~np.isnan(ratio)) else None
         fs = int(np.argmax(exceed)) if exceed.any() else None
         ts = TensorSummary(
-            name=name, max_abs=float(tr.abs[s_max]) if tr.recorded.any() else 0.0,
+            name=name, max_abs=float(tr.abs[s_max]) if counted.any() else 0.0,
             max_abs_step=s_max, max_abs_index=tr.index_at(s_max),
-            max_rel=float(np.nanmax(np.where(tr.recorded, tr.rel, np.nan)))
-            if tr.recorded.any() else 0.0,
-            judged_steps=int(judged.sum()), exceeded_steps=int(exceed.sum()),
+            max_rel=float(np.nanmax(np.where(counted & finite, tr.rel, np.nan)))
+            if (counted & finite).any() else (math.nan if counted.any() else 0.0),
+            judged_steps=int(judged_all.sum()), exceeded_steps=int(exceed.sum()),
             first_step=fs, first_index=tr.index_at(fs) if fs is not None else None,
             max_ratio=float(ratio[r_step]) if r_step is not None else math.nan,
-            max_ratio_step=r_step)
+            max_ratio_step=r_step,
+            nonfinite_step=int(np.argmax(bad_nf)) if bad_nf.any() else None)
+        if fs is not None and bad_nf[fs] and tr.shape:
+            i = tr.nf_info.get(fs, (-1,))[0]
+            ts.first_index = tuple(int(j) for j in np.unravel_index(i, tr.shape)) if i >= 0 \
+                else ts.first_index
         judged_any = max(judged_any, ts.judged_steps)
         if f32 and result.floors:
             fn, ft = result.floors["numpy"][name], result.floors["torch"][name]
-            ts.floor_numpy = float(np.nanmax(fn.abs)) if fn.recorded.any() else None
-            ts.floor_torch = float(np.nanmax(ft.abs)) if ft.recorded.any() else None
             sg = result.shadow_gap[name]
-            ts.shadow_gap = float(np.nanmax(sg.abs)) if sg.recorded.any() else None
+            ts.floor_numpy, ts.floor_torch, ts.shadow_gap = (
+                _finite_max(t.abs[t.recorded]) if t.recorded.any() else None for t in (fn, ft, sg))
         if f32:
-            after = tr.recorded & ~judged
+            after = tr.recorded & np.isnan(lim) & finite & alive
             ts.unjudged_max_abs = float(np.nanmax(tr.abs[after])) if after.any() else None
         tensors[name] = ts
         if fs is not None and (first is None or (fs, pos) < first[:2]):
             first = (fs, pos, name)
+    tensors = {name: tensors[name] for name in result.tensor_order if name in tensors}
 
-    # the float64 shadows must agree with each other (float64 tolerance)
+    # the float64 shadows must agree with each other (float64 tolerance); NaN/Inf alike on
+    # both (lockstep copies NumPy's non-finite weights into both shadows) is no disagreement
     shadow_ok: bool | None = None
     shadow_first: tuple[int, str] | None = None
     if f32 and result.shadow_gap:
         shadow_ok = True
         tol = DEFAULT_TOLERANCES["float64"]
         best: tuple[int, int, str] | None = None
-        for pos, name in enumerate(result.tensor_order):
+        for pos, name in enumerate(order):
             sg = result.shadow_gap[name]
             lim = np.full_like(sg.abs, loss_atol) if name == "loss" else \
                 tol.atol * sg.scale + tol.rtol * sg.ref
-            bad = sg.recorded & ~(sg.abs <= lim)
+            bad = sg.recorded & ~(sg.abs <= lim) & (_nonfinite_codes(sg) != NF_BOTH_ALIKE)
+            if stopped_at is not None:  # the float32 runs are over: nothing more is judged
+                bad[stopped_at:] = False
             if bad.any():
                 shadow_ok = False
                 s = int(np.argmax(bad))
@@ -1301,26 +1697,100 @@ def analyse(result: TrainResult, *, loss_atol: float = LOSS_ATOL_FLOAT64) -> Ana
                     best = (s, pos, name)
         shadow_first = (best[0], best[2]) if best else None
 
+    # float32: does one framework's float32 path lose precision the other's does not?
+    asym = floor_asymmetry(result, judged_mask) if f32 else {}
+    for name, a in asym.items():
+        tensors[name].floor_asymmetry = a["ratio"]
+        tensors[name].floor_asymmetry_side = a["side"]
+    # only NumPy's side is judged: PyTorch is the reference (see FLOOR_ASYMMETRY_LIMIT)
+    worst_asym = max(((k, a) for k, a in asym.items() if a["side"] == "numpy"),
+                     key=lambda kv: kv[1]["ratio"], default=None)
+
     fa = first is not None
+    asym_fail = (cfg.mode == "lockstep" and worst_asym is not None
+                 and worst_asym[1]["ratio"] >= FLOOR_ASYMMETRY_FAIL_LOCKSTEP)
     agree: bool | None
     if judged_any == 0:
         agree = None
     else:
-        agree = not fa and shadow_ok is not False
+        agree = not fa and shadow_ok is not False and not asym_fail
     an = Analysis(
         agree=agree, criterion=criterion, mode=cfg.mode, dtype=cfg.dtype, judged_steps=judged_any,
         first_step=first[0] if fa else None, first_tensor=first[2] if fa else None,
         first_index=tensors[first[2]].first_index if fa else None,
         first_abs=float(result.diffs[first[2]].abs[first[0]]) if fa else None,
         first_limit=None, first_ratio=None, tensors=tensors, shadow_ok=shadow_ok,
-        shadow_first=shadow_first, verdict="")
+        shadow_first=shadow_first, verdict="", nonfinite=nf, stopped_at=stopped_at)
+    if worst_asym is not None:
+        an.floor_asymmetry = {"tensor": worst_asym[0], **worst_asym[1],
+                              "warn_limit": FLOOR_ASYMMETRY_LIMIT,
+                              "fail_limit": FLOOR_ASYMMETRY_FAIL_LOCKSTEP
+                              if cfg.mode == "lockstep" else None,
+                              "failed": asym_fail}
     if fa:
         lim, unit = _limits(result, first[2], loss_atol)
         an.first_limit = float(lim[first[0]])
         u = float(unit[first[0]])
-        an.first_ratio = an.first_abs / u if u > 0 else math.inf
+        if not math.isfinite(an.first_abs):
+            an.first_ratio = math.inf
+        else:
+            an.first_ratio = an.first_abs / u if u > 0 else math.inf
+    an.warnings = _warnings(result, an)
     an.verdict = _verdict_text(result, an)
     return an
+
+
+def _finite_max(a: np.ndarray) -> float:
+    """The largest value that is not NaN (NaN where there is none): no All-NaN warning."""
+    a = a[~np.isnan(a)]
+    return float(a.max()) if a.size else math.nan
+
+
+def _side_name(f: str) -> str:
+    return {"numpy": "NumPy", "torch": "PyTorch"}.get(f, f)
+
+
+def _warnings(result: TrainResult, an: Analysis) -> list[str]:
+    out = []
+    fa = an.floor_asymmetry
+    blown = an.nonfinite is not None and an.nonfinite.side != "both"
+    if fa is not None and fa["ratio"] >= FLOOR_ASYMMETRY_LIMIT and not blown \
+            and not fa["failed"]:
+        out.append("WARNING: " + _asymmetry_text(result, an) + " The verdict's noise floor "
+                   "absorbs such an error, so it cannot see it: look at the float32 code path "
+                   "(a float32-only difference is not a failure in free mode, where a ReLU kink "
+                   "taken differently by one float32 run raises its floor for good; run "
+                   "--mode lockstep to judge it).")
+    if an.stopped_at is not None and an.nonfinite is not None:
+        nf = an.nonfinite
+        where = _stage(nf.tensor, result) + \
+            (f" ({_where(nf.tensor, nf.index)})" if nf.tensor != "loss" else "")
+        out.append(f"WARNING: both runs turn non-finite alike at step {an.stopped_at} (first in "
+                   f"{where}: NaN/Inf at the same elements, of the same kind, in every tensor "
+                   "compared at that step): both frameworks blew up the same way (e.g. a "
+                   "learning rate too large for either). Judged up to that step; nothing after "
+                   "it is.")
+    return out
+
+
+def _asymmetry_text(result: TrainResult, an: Analysis) -> str:
+    fa = an.floor_asymmetry or {}
+    ts = an.tensors[fa["tensor"]]
+    big, small = fa["side"], "torch" if fa["side"] == "numpy" else "numpy"
+    window = ("every judged step" if result.config.mode == "lockstep" else
+              f"the first {fa['steps']} steps")
+    others = sorted((n for n, t in an.tensors.items() if t.floor_asymmetry is not None
+                     and t.floor_asymmetry >= FLOOR_ASYMMETRY_LIMIT and n != fa["tensor"]
+                     and t.floor_asymmetry_side == big),
+                    key=lambda n: -(an.tensors[n].floor_asymmetry or 0))
+    return (f"{_side_name(big)}'s float32 noise floor (its own float32-vs-float64 gap) is "
+            f"{fa['ratio']:.3g}x {_side_name(small)}'s in {fa['tensor']} (median over {window}; "
+            f"largest: NumPy {ts.floor_numpy:.3g}, PyTorch {ts.floor_torch:.3g})"
+            + (f", and {FLOOR_ASYMMETRY_LIMIT:g}x or more in {', '.join(others)}" if others
+               else "")
+            + f". Correct code stays within a few x (warning at {FLOOR_ASYMMETRY_LIMIT:g}x): "
+            f"{_side_name(big)}'s float32 arithmetic loses precision that {_side_name(small)}'s "
+            "does not (a float32-only error, e.g. a float16 or other low-precision step).")
 
 
 def _final_acc(result: TrainResult, f: str) -> str:
@@ -1333,7 +1803,7 @@ def _where(name: str, index: tuple[int, ...] | None) -> str:
 
 def first_nonfinite(result: TrainResult) -> dict[str, dict[str, Any]]:
     """Per framework, the first step whose loss is NaN/Inf, and the first parameter (in
-    forward order) that had already gone non-finite on either side, with its index."""
+    judging order) that had already gone non-finite on either side, with its index."""
     out: dict[str, dict[str, Any]] = {}
     for f in result.frameworks:
         bad = ~np.isfinite(result.loss[f])
@@ -1341,7 +1811,7 @@ def first_nonfinite(result: TrainResult) -> dict[str, dict[str, Any]]:
             continue
         step = int(np.argmax(bad))
         info: dict[str, Any] = {"step": step, "tensor": "loss", "value": float(result.loss[f][step])}
-        for name in result.tensor_order:
+        for name in judge_order(result):
             tr = result.diffs.get(name)
             if name == "loss" or tr is None:
                 continue
@@ -1354,22 +1824,70 @@ def first_nonfinite(result: TrainResult) -> dict[str, dict[str, Any]]:
     return out
 
 
-def _nonfinite_text(result: TrainResult) -> str:
-    found = first_nonfinite(result)
-    if not found:
+def _stage(name: str, result: TrainResult) -> str:
+    if name == "loss":
+        return "the loss"
+    keys = result.backward_keys
+    if name.startswith("d") and name[1:] in keys and name not in keys:
+        return f"the gradient {name}"
+    return f"the parameter {name} after the update"
+
+
+def _nonfinite_text(result: TrainResult, an: Analysis) -> str:
+    nf = an.nonfinite
+    if nf is None:
         return ""
-    sides = "; ".join(f"{'NumPy' if f == 'numpy' else 'PyTorch'}: loss {v['value']} at step "
-                      f"{v['step']}" for f, v in found.items())
-    text = f"NaN/Inf first appears at step {min(v['step'] for v in found.values())} ({sides})."
-    first = next((v for v in found.values() if "param" in v), None)
-    if first is not None:
-        text += (f" First non-finite parameter: {first['param']}{list(first['index'])} after the "
-                 f"update of step {first['param_step']}.")
-    return text + " "
+    what = _stage(nf.tensor, result)
+    if nf.tensor != "loss":
+        what += f" ({_where(nf.tensor, nf.index)})"
+    lock = result.config.mode == "lockstep"
+    if nf.side in ("numpy", "torch"):
+        bad, good = nf.side, "torch" if nf.side == "numpy" else "numpy"
+        vb = nf.numpy_value if bad == "numpy" else nf.torch_value
+        vg = nf.torch_value if bad == "numpy" else nf.numpy_value
+        text = (f"DISAGREE: NaN/Inf on the {_side_name(bad)} side only, first at step {nf.step} in "
+                f"{what}: {_side_name(bad)} {vb:.6g}, {_side_name(good)} {vg:.6g}. The non-finite "
+                f"value first appears in {_side_name(bad)}'s run.")
+        if lock and bad == "numpy":
+            text += (" (Lockstep copies NumPy's weights into PyTorch before each step, so from "
+                     "then on PyTorch's values are non-finite too: that is not PyTorch's doing.)")
+    elif nf.side == "both-unlike":
+        text = (f"DISAGREE: both sides turn non-finite at step {nf.step} in {what}, but at "
+                f"different elements or of a different kind (NumPy {nf.numpy_value:.6g}, "
+                f"PyTorch {nf.torch_value:.6g} at that element).")
+    elif nf.side == "difference":
+        text = (f"DISAGREE: at step {nf.step} the difference in {what} overflows (NumPy "
+                f"{nf.numpy_value:.6g}, PyTorch {nf.torch_value:.6g}).")
+    else:  # both alike: said by the warning
+        return ""
+    found = first_nonfinite(result)
+    if lock and nf.side in ("numpy", "torch"):  # the other side's NaN loss is inherited
+        found = {f: v for f, v in found.items() if f == nf.side}
+    if found:
+        text += " Non-finite loss: " + "; ".join(
+            f"{_side_name(f)} from step {v['step']}" for f, v in found.items()) + "."
+    return text
 
 
 def _verdict_text(result: TrainResult, an: Analysis) -> str:
-    return _nonfinite_text(result) + _verdict_body(result, an)
+    nf = an.nonfinite
+    if nf is not None and nf.side != "both" and an.first_step == nf.step and \
+            an.first_tensor == nf.tensor:
+        parts = [_nonfinite_text(result, an)]
+        rest = [t.name for t in an.tensors.values()
+                if t.first_step is not None and t.name != an.first_tensor]
+        if rest:
+            parts.append(f"Also beyond the limit or non-finite: {', '.join(rest)}.")
+        text = " ".join(parts)
+    else:
+        body = _verdict_body(result, an)
+        pre = _nonfinite_text(result, an)
+        if nf is not None and nf.side != "both":  # a NaN/Inf after an earlier difference
+            pre = pre.replace("DISAGREE: ", "Later: ", 1)
+            text = body + " " + pre
+        else:
+            text = body + (" " + pre if pre else "")
+    return " ".join([text, *an.warnings])
 
 
 def _verdict_body(result: TrainResult, an: Analysis) -> str:
@@ -1377,10 +1895,11 @@ def _verdict_body(result: TrainResult, an: Analysis) -> str:
     head = f"({cfg.dtype}, {cfg.mode}, {cfg.iters} steps"
     f32 = cfg.dtype == "float32"
     if f32:
-        head += f", judged over steps 0-{an.judged_steps - 1} against float64 shadows)" \
+        last = an.judged_steps - 1 if an.stopped_at is None else an.stopped_at
+        head += f", judged over steps 0-{last} against float64 shadows)" \
             if an.judged_steps else ", no float64 shadows: nothing judged)"
     else:
-        head += ")"
+        head += ")" if an.stopped_at is None else f", judged up to step {an.stopped_at})"
     loss = an.tensors.get("loss")
     if an.agree is None:
         return (f"NOT JUDGED {head}: float32 needs float64 shadows for its noise floor "
@@ -1421,8 +1940,8 @@ def _verdict_body(result: TrainResult, an: Analysis) -> str:
             where = _where(an.first_tensor, an.first_index)
             if f32:
                 fl = result.floors
-                fn = float(fl["numpy"][an.first_tensor].abs[an.first_step])
-                ft = float(fl["torch"][an.first_tensor].abs[an.first_step])
+                fn = float(fl["numpy"][an.first_tensor].abs[an.first_step]) if fl else math.nan
+                ft = float(fl["torch"][an.first_tensor].abs[an.first_step]) if fl else math.nan
                 parts.append(
                     f"DISAGREE {head}: NumPy and PyTorch part at step {an.first_step}, in "
                     f"{where}: |diff| {an.first_abs:.3g} is {an.first_ratio:.3g}x the rounding "
@@ -1433,6 +1952,9 @@ def _verdict_body(result: TrainResult, an: Analysis) -> str:
                     f"DISAGREE {head}: NumPy and PyTorch part at step {an.first_step}, in "
                     f"{where}: |diff| {an.first_abs:.3g} > limit {an.first_limit:.3g} "
                     f"({an.first_ratio:.3g}x).")
+            located = _backward_location(result, an)
+            if located:
+                parts.append(located)
             parts.append(f"{an.first_tensor} exceeds its limit at {ts.exceeded_steps} of "
                          f"{ts.judged_steps} judged steps; largest ratio {ts.max_ratio:.3g} at "
                          f"step {ts.max_ratio_step}.")
@@ -1440,12 +1962,60 @@ def _verdict_body(result: TrainResult, an: Analysis) -> str:
                       if t.first_step is not None and t.name != an.first_tensor]
             if others:
                 parts.append(f"Also beyond the limit: {', '.join(others)}.")
+        fa = an.floor_asymmetry
+        if fa is not None and fa.get("failed"):
+            text = _asymmetry_text(result, an)
+            if an.first_step is None:
+                parts.append(
+                    f"DISAGREE {head}: the NumPy-PyTorch gap stays within the noise floor, but "
+                    f"the floors themselves part: {text} In lockstep each floor is one step's "
+                    f"rounding from identical weights; a ratio of {FLOOR_ASYMMETRY_FAIL_LOCKSTEP:g}x "
+                    "or more at the median step is not rounding: a real float32 difference.")
+            else:
+                parts.append("The float32 noise floors part too: " + text)
         if an.shadow_ok is False and an.shadow_first is not None:
             s, name = an.shadow_first
             sg = result.shadow_gap[name]
-            parts.append(f"The float64 shadows disagree too: {_where(name, sg.index_at(s))} at "
-                         f"step {s} (|diff| {sg.abs[s]:.3g}).")
+            where = f"{_where(name, sg.index_at(s))} at step {s} (|diff| {sg.abs[s]:.3g})"
+            if an.first_step is None:
+                parts.append(
+                    f"DISAGREE {head}: the float32 runs stay within the noise floor, but the "
+                    f"float64 shadows (NumPy's and PyTorch's float64 runs from the same weights "
+                    f"on the same batches) disagree beyond the float64 tolerance: {where}.")
+            else:
+                parts.append(f"The float64 shadows disagree too: {where}.")
     return " ".join(parts)
+
+
+def _backward_location(result: TrainResult, an: Analysis) -> str:
+    """For a gradient that parts first: where in the backward pass the error enters (the
+    gradients above it, closer to the loss, agree at that step)."""
+    name, step = an.first_tensor, an.first_step
+    if name is None or step is None or not name.startswith("d") or \
+            name[1:] not in result.param_layers:
+        return ""
+    layers, owner = result.layer_names, result.param_layers[name[1:]]
+    grads = [n for n in judge_order(result) if n.startswith("d") and n[1:] in result.param_layers]
+    above = grads[:grads.index(name)]
+    ok_above = [n for n in above if an.tensors[n].first_step is None
+                or an.tensors[n].first_step > step]
+    if len(ok_above) != len(above):
+        return ""
+    text = (f"In backward order (from the loss down) {name} is the first gradient that parts "
+            f"at step {step}")
+    if not above:
+        return text + f": the error enters at or above {owner} (the layer closest to the loss)."
+    last_ok = result.param_layers[above[-1][1:]]
+    if owner == last_ok:
+        return text + (f"; {', '.join(above)} agree: the error enters inside {owner}'s "
+                       f"backward (its gradient for {name[1:]}).")
+    if owner in layers and last_ok in layers:
+        i, j = layers.index(owner), layers.index(last_ok)
+        between = layers[i:j + 1]
+        return text + (f"; {', '.join(above)} above it agree: the error enters below "
+                       f"{last_ok}, at {name} (in the backward pass "
+                       f"{' -> '.join(reversed(between))}).")
+    return text + f"; {', '.join(above)} above it agree."
 
 
 def _judged_max(result: TrainResult, name: str) -> float:
@@ -1515,6 +2085,9 @@ def summary_dict(result: TrainResult, an: Analysis) -> dict[str, Any]:
              **{f"{f}_test_acc": e.test_acc[f] for f in fr}} for e in result.evals],
     }
     if result.both:
+        summary["warnings"] = list(an.warnings)
+        summary["nonfinite"] = asdict(an.nonfinite) if an.nonfinite is not None else None
+        summary["stopped_at"] = an.stopped_at
         summary["judged_steps"] = an.judged_steps
         summary["first_step_exceeding"] = (
             {"step": an.first_step, "tensor": an.first_tensor,
@@ -1525,6 +2098,7 @@ def summary_dict(result: TrainResult, an: Analysis) -> dict[str, Any]:
         if result.dtype == np.float32:
             summary["ratio_to_noise_floor"] = {k: t.max_ratio for k, t in an.tensors.items()}
             summary["shadow_float64_agree"] = an.shadow_ok
+            summary["floor_asymmetry"] = an.floor_asymmetry
         summary["divergence"] = [
             {"tensor": t.name, "max_abs": t.max_abs, "max_abs_step": t.max_abs_step,
              "max_abs_index": list(t.max_abs_index), "max_rel": t.max_rel,
@@ -1534,6 +2108,8 @@ def summary_dict(result: TrainResult, an: Analysis) -> dict[str, Any]:
              "max_ratio": t.max_ratio, "floor_numpy": t.floor_numpy,
              "floor_torch": t.floor_torch, "shadow_gap_float64": t.shadow_gap,
              "max_abs_after_window": t.unjudged_max_abs,
+             "first_nonfinite_step": t.nonfinite_step,
+             "floor_asymmetry": t.floor_asymmetry, "floor_asymmetry_side": t.floor_asymmetry_side,
              "status": "PASS" if t.first_step is None else "FAIL"}
             for t in an.tensors.values()]
     return _jsonable(summary)

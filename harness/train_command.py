@@ -61,7 +61,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-download", action="store_true", help="never download the data set")
     g.add_argument("--net", choices=sorted(available_nets()), default="two-layer")
     g.add_argument("--hidden", type=int, nargs="+", default=[50], metavar="N",
-                   help="hidden size (multi-layer: one per hidden layer); default 50")
+                   help="hidden size (two-layer, convnet: exactly one; multi-layer: one per "
+                        "hidden layer); default 50")
     g.add_argument("--optimizer", choices=available_optimizers(), default="sgd")
     g.add_argument("--iters", type=int, default=10000)
     g.add_argument("--batch", type=int, default=100)
@@ -129,8 +130,12 @@ def run(args: argparse.Namespace) -> RunReport | int:
     data = _load(args)
     dtype = np.dtype(args.dtype)
     input_size = int(np.prod(data.x_train.shape[1:]))
-    net = make_net(args.net, dtype=dtype, seed=args.seed, hidden=args.hidden,
-                   input_size=input_size, output_size=10)
+    try:
+        net = make_net(args.net, dtype=dtype, seed=args.seed, hidden=args.hidden,
+                       input_size=input_size, output_size=10)
+    except ValueError as exc:
+        print(f"nn-parity train: error: --hidden: {exc}", file=sys.stderr)
+        return 2
     shadow = args.shadow_steps
     if shadow == -1:
         shadow = args.iters
@@ -172,7 +177,7 @@ def run(args: argparse.Namespace) -> RunReport | int:
             record_param_diff=args.param_diff, record_grad_diff=True if args.grad_diff else None,
             shadow_steps=shadow, callbacks=[on_eval, on_step],
             threads=args.threads or None, parallel=args.parallel, eval_chunk=args.eval_chunk,
-            net_name=args.net)
+            net_name=args.net, hidden=args.hidden)
     analysis = analyse(result)
     figures = []
     for path in args.plot:
@@ -247,4 +252,9 @@ def print_summary(result: TrainResult, an: Analysis, con: Any, *, verbose: bool 
                 f"{k} {v:.3g}" for k, v in result.final_diff.items()), markup=False,
                 highlight=False)
     style = "green" if an.agree else ("bold red" if an.agree is False else "yellow")
-    con.print(f"[{style}]{an.verdict}[/{style}]" if style else an.verdict, highlight=False)
+    body = an.verdict
+    for w in an.warnings:  # printed on their own, in yellow
+        body = body.replace(" " + w, "")
+    con.print(body, markup=False, highlight=False, style=style)
+    for w in an.warnings:
+        con.print(w, markup=False, highlight=False, style="bold yellow")
