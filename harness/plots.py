@@ -12,7 +12,10 @@ shadows) with the 2x limit above which a gap cannot be rounding. Exact zeros can
 on a log axis; the legend counts them.
 
 Only ``matplotlib.figure.Figure`` is used (no pyplot state, no GUI backend); the format
-follows the file suffix (.png, .svg, .pdf).
+follows the file suffix (.png, .svg, .pdf, or any other format matplotlib writes here:
+:func:`plot_formats`). A path without a suffix, or with one matplotlib cannot write, is a
+ValueError before anything is drawn (:func:`check_plot_path`): matplotlib would otherwise
+write ``PATH.png`` for a path without one, a file other than the one named.
 """
 
 from __future__ import annotations
@@ -30,6 +33,34 @@ COLORS = {"numpy": "#1f77b4", "torch": "#d62728"}
 LABELS = {"numpy": "NumPy (scratch)", "torch": "PyTorch"}
 
 
+def plot_formats() -> dict[str, str]:
+    """The file suffixes (lower case, no dot) :func:`plot_training` can write, with their
+    descriptions: matplotlib's supported formats; ``pgf`` only where its TeX system
+    (``rcParams["pgf.texsystem"]``) is installed."""
+    import shutil
+
+    import matplotlib
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = dict(FigureCanvasBase.get_supported_filetypes())
+    if "pgf" in formats and shutil.which(str(matplotlib.rcParams["pgf.texsystem"])) is None:
+        del formats["pgf"]
+    return formats
+
+
+def check_plot_path(path: str | os.PathLike[str]) -> None:
+    """ValueError unless ``path`` ends in a suffix :func:`plot_training` can write."""
+    suffix = Path(path).suffix
+    formats = plot_formats()
+    known = ", ".join(f".{k}" for k in sorted(formats))
+    if not suffix:
+        raise ValueError(f"{os.fspath(path)}: no file extension; the extension picks the format "
+                         f"(.png, .svg, .pdf; supported: {known})")
+    if suffix[1:].lower() not in formats:
+        raise ValueError(f"{os.fspath(path)}: format {suffix!r} is not supported (supported: "
+                         f"{known})")
+
+
 def _log_values(a: np.ndarray) -> tuple[np.ndarray, int]:
     """NaN for values a log axis cannot show (zero, not recorded); count the exact zeros."""
     a = np.asarray(a, dtype=np.float64)
@@ -40,12 +71,15 @@ def _log_values(a: np.ndarray) -> tuple[np.ndarray, int]:
 def plot_training(result: TrainResult, path: str | os.PathLike[str],
                   analysis: Analysis | None = None, *, dpi: int = 110,
                   title: str | None = None) -> Path:
-    """Write the figure of ``result`` to ``path`` and return the path."""
+    """Write the figure of ``result`` to ``path`` and return the path. The suffix picks the
+    format; ValueError for a path without one or one matplotlib cannot write
+    (:func:`check_plot_path`), before anything is drawn."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
+    check_plot_path(path)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     cfg = result.config
