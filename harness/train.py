@@ -66,6 +66,13 @@ from reference.nets import TORCH_DTYPE, TorchNet, load_from_scratch, to_torch
 FRAMEWORKS = ("numpy", "torch")
 MODES = ("free", "lockstep")
 OPTIMIZER_NAMES = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
+DEFAULT_LR: dict[str, float] = {"sgd": 0.1, "momentum": 0.01, "nesterov": 0.01, "adagrad": 0.01,
+                                "rmsprop": 0.001, "adam": 0.001}
+"""The learning rate of a named optimizer when none is given: the classic experiment's 0.1
+for SGD; the book's defaults (scratch/optimizers.py, "Deep Learning from Scratch" ch. 6) for
+the others, except RMSprop: 0.001 (its scratch default 0.01 makes this net's training
+chaotic; docs/training.md). With lr 0.1 the adaptive optimizers diverge (Adam: loss 3.7,
+accuracy 0.11)."""
 LOSS_ATOL_FLOAT64 = 1e-9
 """float64: the largest |loss difference| accepted at any step."""
 NOISE_RATIO_LIMIT = 2.0
@@ -202,6 +209,11 @@ _SCRATCH_OPTIMIZERS: dict[str, tuple[str, dict[str, Any]]] = {
 }
 
 
+def default_lr(optimizer: str) -> float:
+    """The learning rate used for the named optimizer when none is given (:data:`DEFAULT_LR`)."""
+    return DEFAULT_LR.get(str(optimizer).lower(), DEFAULT_LR["sgd"])
+
+
 def available_optimizers() -> list[str]:
     try:
         import reference.optimizers  # noqa: F401
@@ -275,9 +287,9 @@ def make_optimizer_pair(name: str | Any, torch_params: Sequence[torch.Tensor] | 
         topt = twin.factory(list(torch_params)) if torch_params is not None else None
         return OptimizerPair(type(instance).__name__, scratch_opt, topt, twin.before_step,
                              twin.description)
-    if lr is None:
-        lr = 0.1
     key = name.lower()
+    if lr is None:
+        lr = default_lr(key)
     if key not in _SCRATCH_OPTIMIZERS:
         raise ValueError(f"unknown optimizer {name!r}; choose from {list(OPTIMIZER_NAMES)}")
     cls_name, defaults = _SCRATCH_OPTIMIZERS[key]
@@ -842,7 +854,8 @@ def train_side_by_side(
       A net instance is used as is (its dtype wins) and is trained in place.
     * ``data``: an object with ``x_train, t_train, x_test, t_test`` (``harness.data.Dataset``);
       images (N, 784) in any float dtype, labels integers (or one-hot).
-    * ``optimizer``: a name (``OPTIMIZER_NAMES``, with ``lr``, default 0.1, and
+    * ``optimizer``: a name (``OPTIMIZER_NAMES``, with ``lr``, default :data:`DEFAULT_LR`:
+      0.1 for SGD, 0.01 for momentum, nesterov and adagrad, 0.001 for rmsprop and adam; and
       ``optimizer_kwargs``), or a scratch optimizer instance (e.g. ``Adam(lr=0.001)``, or an
       instance of a user's subclass: each side gets its own copy; its lr wins) or class;
       the torch twin is that of the nearest scratch.optimizers class in its MRO.
@@ -887,8 +900,13 @@ def train_side_by_side(
         raise ValueError(f"iters and batch must be >= 1, got {iters}, {batch}")
 
     okw = dict(optimizer_kwargs or {})
+    if eval_chunk is not None and (isinstance(eval_chunk, bool) or int(eval_chunk) < 1):
+        raise ValueError(f"eval_chunk must be >= 1, got {eval_chunk}")
+    if lr is not None and not (isinstance(lr, (int, float, np.floating)) and math.isfinite(lr)
+                               and lr > 0):
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
     if isinstance(optimizer, str):
-        lr = 0.1 if lr is None else lr
+        lr = default_lr(optimizer) if lr is None else lr
         opt_name = optimizer
         # the hyper-parameters in effect (the given ones and the defaults): built once
         opt_kwargs = {k: v for k, v in optimizer_hyperparameters(
@@ -1441,6 +1459,10 @@ class Analysis:
     (see :func:`floor_asymmetry`): tensor, ratio, side, steps, the limits, failed; None when
     NumPy's floor is nowhere the larger."""
     warnings: list[str] = field(default_factory=list)
+    hint: str | None = None
+    """Free mode, a disagreement, and the training itself unstable (:func:`instability`):
+    chaotic training amplifies rounding differences; ``--mode lockstep`` tells a bug from
+    chaos. Part of the verdict; the exit code stays that of the disagreement."""
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -1603,7 +1625,7 @@ def analyse(result: TrainResult, *, loss_atol: float = LOSS_ATOL_FLOAT64) -> Ana
     if not result.both:
         return Analysis(None, "none", cfg.mode, cfg.dtype, 0, None, None, None, None, None, None,
                         {}, None, None,
-                        f"only {cfg.frameworks[0]} ran: nothing to compare "
+                        f"NOT COMPARED: only {cfg.frameworks[0]} ran: nothing to compare "
                         f"(final test accuracy {_final_acc(result, cfg.frameworks[0])}).")
     f32 = result.dtype == np.float32
     criterion = ("float32 noise floor (float64 shadows, triangle bound 2x)" if f32
@@ -1736,8 +1758,54 @@ def analyse(result: TrainResult, *, loss_atol: float = LOSS_ATOL_FLOAT64) -> Ana
         else:
             an.first_ratio = an.first_abs / u if u > 0 else math.inf
     an.warnings = _warnings(result, an)
+    an.hint = _chaos_hint(result, an)
     an.verdict = _verdict_text(result, an)
     return an
+
+
+UNSTABLE_END_RATIO = 1.0
+"""The loss over the last steps above this many times the first step's loss: unstable."""
+UNSTABLE_PEAK_RATIO = 1.5
+"""A loss peak above this many times the first step's loss: unstable. Stable runs of the
+classic net stay below the first step's loss (2.30 on MNIST; every optimizer at its default
+lr); Adam at lr 0.1 jumps to 4.15 at step 2 (1.8x), RMSprop at lr 0.1 to 14.3 at step 1, at
+lr 0.01 to 5.7 (that one agrees in float64 over 600 steps: the hint is only given with a
+disagreement)."""
+
+
+def instability(result: TrainResult) -> dict[str, Any] | None:
+    """Whether the training itself is unstable, on either side: its loss ends above where it
+    started (the mean of the last tenth of the steps, at most 100, above the first step's
+    loss), peaks above :data:`UNSTABLE_PEAK_RATIO` times it, or turns non-finite. The
+    first such framework, with its start, end and peak losses; None for a stable run."""
+    for f in result.frameworks:
+        loss = np.asarray(result.loss[f], dtype=np.float64)
+        if loss.size < 2 or not math.isfinite(loss[0]) or loss[0] <= 0:
+            continue
+        k = max(1, min(100, loss.size // 10))
+        finite = np.isfinite(loss)
+        end = float(np.mean(loss[-k:])) if finite[-k:].all() else math.inf
+        peak_step = int(np.argmax(np.where(finite, loss, np.inf)))
+        peak = float(loss[peak_step])
+        start = float(loss[0])
+        if end > UNSTABLE_END_RATIO * start or not (peak <= UNSTABLE_PEAK_RATIO * start):
+            return {"framework": f, "start": start, "end": end, "last_steps": k,
+                    "peak": peak, "peak_step": peak_step}
+    return None
+
+
+def _chaos_hint(result: TrainResult, an: Analysis) -> str | None:
+    if result.config.mode != "free" or an.agree is not False:
+        return None
+    ins = instability(result)
+    if ins is None:
+        return None
+    return (f"HINT: the training itself is unstable ({_side_name(ins['framework'])}'s loss "
+            f"{ins['start']:.3g} at step 0, {ins['end']:.3g} over the last {ins['last_steps']} "
+            f"steps, peak {ins['peak']:.3g} at step {ins['peak_step']}): chaotic training "
+            "amplifies rounding differences until free-running runs part, even for correct "
+            "code. Run --mode lockstep (PyTorch re-synchronised to NumPy's weights before "
+            "every step) to tell a code bug from chaos, or lower --lr.")
 
 
 def _finite_max(a: np.ndarray) -> float:
@@ -1794,7 +1862,9 @@ def _asymmetry_text(result: TrainResult, an: Analysis) -> str:
 
 
 def _final_acc(result: TrainResult, f: str) -> str:
-    return f"{result.evals[-1].test_acc[f]:.4f}" if result.evals else "n/a"
+    if not result.evals:
+        return "n/a"
+    return f"{result.evals[-1].test_acc[f]:.4f} at step {result.evals[-1].step}"
 
 
 def _where(name: str, index: tuple[int, ...] | None) -> str:
@@ -1887,7 +1957,7 @@ def _verdict_text(result: TrainResult, an: Analysis) -> str:
             text = body + " " + pre
         else:
             text = body + (" " + pre if pre else "")
-    return " ".join([text, *an.warnings])
+    return " ".join([text, *([an.hint] if an.hint else []), *an.warnings])
 
 
 def _verdict_body(result: TrainResult, an: Analysis) -> str:
@@ -2066,16 +2136,20 @@ def summary_dict(result: TrainResult, an: Analysis) -> dict[str, Any]:
     per-step curves go to a CSV file instead (:func:`write_curves`)."""
     cfg = result.config
     fr = result.frameworks
+    first, last = (result.evals[0], result.evals[-1]) if result.evals else (None, None)
     summary: dict[str, Any] = {
         "verdict": an.verdict,
         "agree": an.agree,
         "criterion": an.criterion,
         "config": asdict(cfg),
         "data": result.data,
+        # "final" is the last evaluation: with fewer steps than one epoch that is step 0
         "accuracy": {
-            f: {"first_test": result.evals[0].test_acc[f] if result.evals else None,
-                "final_train": result.evals[-1].train_acc[f] if result.evals else None,
-                "final_test": result.evals[-1].test_acc[f] if result.evals else None}
+            f: {"first_test": first.test_acc[f] if first else None,
+                "first_step": first.step if first else None,
+                "final_train": last.train_acc[f] if last else None,
+                "final_test": last.test_acc[f] if last else None,
+                "final_step": last.step if last else None}
             for f in fr},
         "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
         "threads": result.threads,
@@ -2086,6 +2160,7 @@ def summary_dict(result: TrainResult, an: Analysis) -> dict[str, Any]:
     }
     if result.both:
         summary["warnings"] = list(an.warnings)
+        summary["hint"] = an.hint
         summary["nonfinite"] = asdict(an.nonfinite) if an.nonfinite is not None else None
         summary["stopped_at"] = an.stopped_at
         summary["judged_steps"] = an.judged_steps
@@ -2112,17 +2187,53 @@ def summary_dict(result: TrainResult, an: Analysis) -> dict[str, Any]:
              "floor_asymmetry": t.floor_asymmetry, "floor_asymmetry_side": t.floor_asymmetry_side,
              "status": "PASS" if t.first_step is None else "FAIL"}
             for t in an.tensors.values()]
-    return _jsonable(summary)
+    out = _jsonable(summary)
+    # nested values read as text in the Markdown and HTML reports (still dicts in the JSON)
+    return {k: ReadableDict(v) if isinstance(v, dict) else v for k, v in out.items()}
+
+
+def readable(v: Any) -> str:
+    """A summary value as text for people: ``dataset mnist, hidden [50], lr 0.1, ...``;
+    true/false for booleans and ``-`` for None (not Python's True/None)."""
+    if v is None:
+        return "-"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, dict):
+        return ", ".join(f"{k} {_readable_nested(x)}" for k, x in v.items()) or "-"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(readable(x) for x in v) + "]"
+    return str(v)
+
+
+def _readable_nested(v: Any) -> str:
+    return f"({readable(v)})" if isinstance(v, dict) and v else readable(v)
+
+
+class ReadableDict(dict):  # type: ignore[type-arg]
+    """A plain dict (JSON unchanged) whose ``str()`` is :func:`readable`: the report writers
+    show a nested summary value by its ``str()``."""
+
+    def __str__(self) -> str:
+        return readable(dict(self))
 
 
 def write_curves(result: TrainResult, path: str | Any) -> Any:
     """Write the per-step records as CSV: step, each framework's loss, and for each compared
-    tensor its max |diff| (and, in float32, both noise floors). Empty cells: not recorded."""
+    tensor its max |diff| (and, in float32, both noise floors). Empty cells: not recorded.
+
+    Written atomically (:func:`harness.reports.atomic_write_text`: a temp file beside it,
+    then a rename), so a failed write never leaves a half-written file; OSError if it cannot
+    be written."""
     import csv
+    import io
     from pathlib import Path
 
+    from harness.reports import atomic_write_text
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     cols: list[tuple[str, np.ndarray, np.ndarray | None]] = []
     for f in result.frameworks:
         cols.append((f"loss_{f}", result.loss[f], None))
@@ -2133,12 +2244,13 @@ def write_curves(result: TrainResult, path: str | Any) -> Any:
             for side in ("numpy", "torch"):
                 fl = result.floors[side][name]
                 cols.append((f"floor_{side}_{name}", fl.abs, fl.recorded))
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["step", *(c[0] for c in cols)])
-        for s in range(result.config.iters):
-            w.writerow([s, *("" if (m is not None and not m[s]) or np.isnan(a[s]) else repr(float(a[s]))
-                             for _, a, m in cols)])
+    fh = io.StringIO(newline="")
+    w = csv.writer(fh)
+    w.writerow(["step", *(c[0] for c in cols)])
+    for s in range(result.config.iters):
+        w.writerow([s, *("" if (m is not None and not m[s]) or np.isnan(a[s]) else repr(float(a[s]))
+                         for _, a, m in cols)])
+    atomic_write_text(path, fh.getvalue())
     return path
 
 
@@ -2156,7 +2268,8 @@ def to_run_report(result: TrainResult, an: Analysis | None = None,
                            "reason": result.snapshot.reason if result.snapshot else None})
     report = RunReport(command="train", layers=[lr] if lr.results else [],
                        summary=summary_dict(result, an), figures=[Path(f) for f in figures],
-                       ok_override=True if an.agree is None else bool(an.agree))
+                       ok_override=True if an.agree is None else bool(an.agree),
+                       verdict=an.verdict)
     return report
 
 

@@ -21,14 +21,17 @@ from harness.report import RunReport
 from harness.train import (
     DEFAULT_EVAL_CHUNK,
     DEFAULT_FREE_SHADOW_STEPS,
+    DEFAULT_LR,
     FRAMEWORKS,
     MODES,
+    NETS_WITH_ONE_HIDDEN,
     Analysis,
     TrainEvent,
     TrainResult,
     analyse,
     available_nets,
     available_optimizers,
+    default_lr,
     evaluation_steps,
     iter_per_epoch,
     make_net,
@@ -64,11 +67,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="hidden size (two-layer, convnet: exactly one; multi-layer: one per "
                         "hidden layer); default 50")
     g.add_argument("--optimizer", choices=available_optimizers(), default="sgd")
-    g.add_argument("--iters", type=int, default=10000)
-    g.add_argument("--batch", type=int, default=100)
-    g.add_argument("--lr", type=float, default=0.1)
+    g.add_argument("--iters", type=int, default=10000, help="training steps (>= 1)")
+    g.add_argument("--batch", type=int, default=100, help="mini-batch size (>= 1)")
+    g.add_argument("--lr", type=float, default=None,
+                   help="learning rate, a finite number > 0 (default per optimizer: " +
+                        ", ".join(f"{k} {v:g}" for k, v in DEFAULT_LR.items()) + ")")
     g.add_argument("--dtype", choices=["float64", "float32"], default="float64")
-    g.add_argument("--seed", type=int, default=0, help="weight init and batch stream")
+    g.add_argument("--seed", type=int, default=0, help="weight init and batch stream (>= 0)")
     g.add_argument("--frameworks", nargs="+", choices=FRAMEWORKS, default=list(FRAMEWORKS),
                    help="both (default) or one of them alone")
     c = p.add_argument_group("comparison")
@@ -84,7 +89,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"in lockstep, {DEFAULT_FREE_SHADOW_STEPS} in free mode)")
     o = p.add_argument_group("run")
     o.add_argument("--plot", metavar="PATH", action="append", default=[],
-                   help="write the figure (.png, .svg or .pdf; repeatable)")
+                   help="write the figure; the extension picks the format (.png, .svg, .pdf, "
+                        "...: any matplotlib writes; repeatable)")
     o.add_argument("--curves", metavar="PATH",
                    help="write the per-step records (losses, differences, noise floors) as CSV")
     o.add_argument("--threads", type=int, default=1,
@@ -95,8 +101,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "its own core (default: on Linux with --threads 1 and 2+ cores, when the "
                         "mode and the layers allow it; the records are the same either way)")
     o.add_argument("--eval-chunk", type=int, default=None,
-                   help=f"rows per evaluation chunk (default {DEFAULT_EVAL_CHUNK}, a tenth of it "
-                        "for the convnet)")
+                   help=f"rows per evaluation chunk, >= 1 (default {DEFAULT_EVAL_CHUNK}, a tenth "
+                        "of it for the convnet)")
+
+
+def usage_problem(args: argparse.Namespace) -> str | None:
+    """The first invalid option value, as ``--option: why`` (None when all are valid).
+    Checked before the data is loaded: a bad value is a usage error (exit 2), never a
+    traceback or a run that trains on nonsense."""
+    from harness.plots import check_plot_path
+
+    ints = (("--iters", args.iters, 1), ("--batch", args.batch, 1), ("--seed", args.seed, 0),
+            ("--threads", args.threads, 0))
+    for flag, v, least in ints:
+        if v < least:
+            return f"{flag} must be >= {least}, got {v}"
+    if args.eval_chunk is not None and args.eval_chunk < 1:
+        return f"--eval-chunk must be >= 1, got {args.eval_chunk}"
+    if args.lr is not None and not (math.isfinite(args.lr) and args.lr > 0):
+        return f"--lr must be a finite number > 0, got {args.lr:g}"
+    if any(h < 1 for h in args.hidden):
+        return f"--hidden: hidden sizes must be >= 1, got {' '.join(map(str, args.hidden))}"
+    if args.net in NETS_WITH_ONE_HIDDEN and len(args.hidden) != 1:
+        return (f"--hidden: net {args.net!r} has one hidden layer: give one hidden size, got "
+                f"{' '.join(map(str, args.hidden))} (--net multi-layer takes one per hidden layer)")
+    if args.mode == "lockstep" and len(args.frameworks) < 2:
+        return "--mode lockstep needs both frameworks"
+    if args.parallel and (args.mode != "free" or len(args.frameworks) < 2 or args.threads != 1):
+        return ("--parallel needs --mode free, both frameworks and --threads 1 (the torch worker "
+                "process runs on one thread)")
+    for path in args.plot:
+        try:
+            check_plot_path(path)
+        except ValueError as exc:
+            return f"--plot {exc}"
+    return None
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -117,16 +156,11 @@ def run(args: argparse.Namespace) -> RunReport | int:
     con = console()
     quiet = bool(getattr(args, "quiet", False))
     verbose = bool(getattr(args, "verbose", False))
-    if args.iters < 1 or args.batch < 1:
-        print("nn-parity train: error: --iters and --batch must be >= 1", file=sys.stderr)
+    problem = usage_problem(args)
+    if problem:
+        print(f"nn-parity train: error: {problem}", file=sys.stderr)
         return 2
-    if args.mode == "lockstep" and len(args.frameworks) < 2:
-        print("nn-parity train: error: --mode lockstep needs both frameworks", file=sys.stderr)
-        return 2
-    if args.parallel and (args.mode != "free" or len(args.frameworks) < 2 or args.threads != 1):
-        print("nn-parity train: error: --parallel needs --mode free, both frameworks and "
-              "--threads 1 (the torch worker process runs on one thread)", file=sys.stderr)
-        return 2
+    lr = args.lr if args.lr is not None else default_lr(args.optimizer)
     data = _load(args)
     dtype = np.dtype(args.dtype)
     input_size = int(np.prod(data.x_train.shape[1:]))
@@ -147,7 +181,9 @@ def run(args: argparse.Namespace) -> RunReport | int:
         con.print(f"nn-parity train: {args.net} net {sizes} on {data.name} "
                   f"({data.x_train.shape[0]} train / {data.x_test.shape[0]} test, from {data.source})",
                   markup=False, highlight=False)
-        con.print(f"  {args.dtype}, mode {args.mode}, {args.optimizer} lr {args.lr:g}, batch "
+        lr_text = f"lr {lr:g}" + ("" if args.lr is not None else
+                                  f" (the default for {args.optimizer}; --lr to change)")
+        con.print(f"  {args.dtype}, mode {args.mode}, {args.optimizer} {lr_text}, batch "
                   f"{args.batch}, {args.iters} iterations ({ipe:g} per epoch, {n_eval} evaluations), "
                   f"seed {args.seed}, frameworks: {', '.join(frameworks)}", markup=False,
                   highlight=False)
@@ -172,7 +208,7 @@ def run(args: argparse.Namespace) -> RunReport | int:
                 advance()
 
         result = train_side_by_side(
-            net, data, iters=args.iters, batch=args.batch, lr=args.lr, optimizer=args.optimizer,
+            net, data, iters=args.iters, batch=args.batch, lr=lr, optimizer=args.optimizer,
             mode=args.mode, dtype=dtype, seed=args.seed, frameworks=frameworks,
             record_param_diff=args.param_diff, record_grad_diff=True if args.grad_diff else None,
             shadow_steps=shadow, callbacks=[on_eval, on_step],
@@ -183,14 +219,24 @@ def run(args: argparse.Namespace) -> RunReport | int:
     for path in args.plot:
         from harness.plots import plot_training
 
-        figures.append(plot_training(result, path, analysis))
+        try:
+            figures.append(plot_training(result, path, analysis))
+        except (OSError, ValueError, RuntimeError) as exc:
+            print(f"nn-parity train: error: --plot {path}: cannot write the figure: {exc}",
+                  file=sys.stderr)
+            return 2
     report = to_run_report(result, analysis, figures)
     if args.curves:
         from harness.train import write_curves
 
-        report.summary["curves"] = str(write_curves(result, args.curves))
-    if quiet:
-        con.print(analysis.verdict, markup=False, highlight=False)
+        try:
+            report.summary["curves"] = str(write_curves(result, args.curves))
+        except OSError as exc:
+            print(f"nn-parity train: error: --curves {args.curves}: cannot write the curves: "
+                  f"{exc}", file=sys.stderr)
+            return 2
+    if quiet:  # exactly the verdict line of the reports (JSON, JUnit, Markdown), unwrapped
+        print(report.verdict)
     else:
         print_summary(result, analysis, con, verbose=verbose)
         for f in figures:
@@ -208,13 +254,22 @@ def print_summary(result: TrainResult, an: Analysis, con: Any, *, verbose: bool 
     cfg = result.config
     tm = result.timings
     t = Table(title="results")
-    for col in ("framework", "test acc (first eval)", "train acc (final)", "test acc (final)",
-                "mean loss (last 100 steps)", "train steps (s)", "evaluation (s)"):
+    # the accuracies are labelled with the step they were measured at: with fewer steps than
+    # one epoch the last evaluation is the one at step 0 (the classic schedule)
+    s0 = result.evals[0].step if result.evals else "-"
+    s1 = result.evals[-1].step if result.evals else "-"
+    several = len(result.evals) > 1  # one evaluation: no separate "first" column
+    cols = (["framework"] + ([f"test acc (step {s0})"] if several else [])
+            + [f"train acc (step {s1})", f"test acc (step {s1})",
+               f"mean loss (last {min(100, cfg.iters)} steps)", "train steps (s)",
+               "evaluation (s)"])
+    for col in cols:
         t.add_column(col, justify="left" if col == "framework" else "right")
     for f in result.frameworks:
         first = result.evals[0].test_acc[f] if result.evals else None
         last = result.evals[-1] if result.evals else None
-        t.add_row(f, _fmt(first, ".4f"), _fmt(last.train_acc[f] if last else None, ".4f"),
+        t.add_row(f, *([_fmt(first, ".4f")] if several else []),
+                  _fmt(last.train_acc[f] if last else None, ".4f"),
                   _fmt(last.test_acc[f] if last else None, ".4f"),
                   _fmt(float(np.mean(result.loss[f][-100:])), ".4f"),
                   f"{tm[f'{f}_step']:.2f}", f"{tm[f'{f}_eval']:.2f}")
@@ -253,8 +308,9 @@ def print_summary(result: TrainResult, an: Analysis, con: Any, *, verbose: bool 
                 highlight=False)
     style = "green" if an.agree else ("bold red" if an.agree is False else "yellow")
     body = an.verdict
-    for w in an.warnings:  # printed on their own, in yellow
+    notes = ([an.hint] if an.hint else []) + list(an.warnings)
+    for w in notes:  # printed on their own, in yellow
         body = body.replace(" " + w, "")
     con.print(body, markup=False, highlight=False, style=style)
-    for w in an.warnings:
+    for w in notes:
         con.print(w, markup=False, highlight=False, style="bold yellow")
