@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,3 +24,14 @@ def mnist_dir() -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="module")
+def subset(mnist_dir: Path) -> SimpleNamespace:
+    """The first 3,000 training and 500 test images of MNIST: short training runs."""
+    from harness.data import load_dataset
+
+    d = load_dataset("mnist", data_dir=mnist_dir)
+    return SimpleNamespace(name="mnist-subset", source=d.source, x_train=d.x_train[:3000],
+                           t_train=d.t_train[:3000], x_test=d.x_test[:500],
+                           t_test=d.t_test[:500])

@@ -33,16 +33,6 @@ from harness.train import (
 )
 
 
-@pytest.fixture(scope="module")
-def subset(mnist_dir: Path) -> SimpleNamespace:
-    from harness.data import load_dataset
-
-    d = load_dataset("mnist", data_dir=mnist_dir)
-    return SimpleNamespace(name="mnist-subset", source=d.source, x_train=d.x_train[:3000],
-                           t_train=d.t_train[:3000], x_test=d.x_test[:500],
-                           t_test=d.t_test[:500])
-
-
 def _no_data(tmp_path: Path) -> list[str]:
     """A data folder with nothing in it and no download: a run that got past the option
     checks would fail on the data instead (with a message that names no option)."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -33,17 +32,6 @@ from scratch.multi_layer_net import MultiLayerNet
 from scratch.normalization import BatchNormalization
 from scratch.optimizers import SGD, Adam
 from scratch.two_layer_net import TwoLayerNet
-
-
-@pytest.fixture(scope="module")
-def subset(mnist_dir: Path) -> SimpleNamespace:
-    from harness.data import load_dataset
-
-    d = load_dataset("mnist", data_dir=mnist_dir)
-    return SimpleNamespace(name="mnist-subset", source=d.source, x_train=d.x_train[:3000],
-                           t_train=d.t_train[:3000], x_test=d.x_test[:500],
-                           t_test=d.t_test[:500])
-
 
 # ---------------------------------------------------------------------------------------
 # Buggy user code
