@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any
 
+import numpy as np
 import pytest
 
 DEFAULT_DTYPES = ("float32", "float64")
@@ -121,7 +122,8 @@ def assert_parity(layer: Any, module: Any = None, *, batches: Iterable[int] | No
     the last batch size).
 
     It runs at each of ``batches`` (default :data:`DEFAULT_BATCHES`, those of
-    ``nn-parity check``), unless ``batch``, ``input_shape`` or ``x`` fixes the input. A
+    ``nn-parity check``), unless ``batch``, ``input_shape`` or ``x`` fixes the input (a
+    given ``dout`` or ``t`` fixes the batch size to its first dimension). A
     FAIL or ERROR at any batch size fails; a batch that proves nothing (VACUOUS: BatchNorm on
     a batch of 1) only fails when no batch size passes.
 
@@ -131,23 +133,40 @@ def assert_parity(layer: Any, module: Any = None, *, batches: Iterable[int] | No
     """
     __tracebackhide__ = True
     fixed = any(k in kwargs for k in ("batch", "input_shape", "x"))
+    given = next((kwargs[k] for k in ("dout", "t") if kwargs.get(k) is not None), None)
+    if not fixed and batches is None and np.ndim(given) >= 1:
+        batches = [int(np.shape(given)[0])]  # a given dout or t fixes the batch size
     sizes = [None] if fixed else list(DEFAULT_BATCHES if batches is None else batches)
     if not sizes:
         from harness.check import CheckError
 
         raise CheckError("assert_parity: batches is empty")
+    looped = len(sizes) > 1
     passed, vacuous = None, None
     for size in sizes:
-        report = check_any(layer, module, **kwargs, **({} if size is None else {"batch": size}))
+        try:
+            report = check_any(layer, module, **kwargs,
+                               **({} if size is None else {"batch": size}))
+        except Exception as exc:
+            if looped:  # say why this batch size ran at all
+                if hasattr(exc, "add_note"):  # Python >= 3.11
+                    exc.add_note(_BATCHES_NOTE.format(size=size, sizes=sizes))
+            raise
         if report.ok:
             passed = report
         elif report.status == "VACUOUS":
             vacuous = vacuous or report
         else:
-            raise ParityError(failure_message(report), report)
+            msg = failure_message(report)
+            raise ParityError(msg + ("\n" + _BATCHES_NOTE.format(size=size, sizes=sizes)
+                                     if looped else ""), report)
     if passed is None:
         raise ParityError(failure_message(vacuous), vacuous)
     return passed
+
+
+_BATCHES_NOTE = ("(batch size {size}: parity runs batch sizes {sizes} by default, as "
+                 "nn-parity check does; pass batch=N or batches=[...] to choose)")
 
 
 # ---------------------------------------------------------------------------------------

@@ -147,3 +147,21 @@ def test_assert_parity_message_and_return_value() -> None:
     assert lines[-1] == ("verdict: 1 of 4 tensors not passing (dx); passed: loss, input x unchanged, "
                          "targets t unchanged")
     assert not any(": PASS" in line for line in lines)
+
+
+def test_a_given_dout_or_t_fixes_the_batch_size() -> None:
+    W, b = np.random.default_rng(0).normal(size=(6, 3)), np.zeros(3)
+    dout = np.random.default_rng(1).normal(size=(4, 3))
+    assert assert_parity(scratch.Affine(W, b), dout=dout).input_shape[0] == 4
+    labels = np.array([0, 1, 2, 3])
+    assert assert_parity(scratch.SoftmaxWithLoss(), t=labels).input_shape[0] == 4
+    assert assert_parity(scratch.SoftmaxWithLoss(), t=np.eye(10)[labels]).input_shape[0] == 4
+
+
+def test_a_failure_at_a_default_batch_size_says_where_the_size_came_from() -> None:
+    with pytest.raises(ParityError) as exc:
+        assert_parity(SoftmaxNoMean(), seed=3)
+    assert "parity runs batch sizes [1, 3, 8] by default" in str(exc.value)
+    with pytest.raises(ParityError) as exc:
+        assert_parity(SoftmaxNoMean(), input_shape=(4, 10), seed=3)
+    assert "by default" not in str(exc.value), "a fixed input needs no such note"
