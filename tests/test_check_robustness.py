@@ -320,3 +320,55 @@ def test_tolerance_still_accepted_and_error_lines_have_no_empty_brackets():
     assert check_layer(affine(), tol=Tolerance(1e-3, 1e-3)).ok
     line = str(check_layer(FwdRaises()).failures[0]).splitlines()[0]
     assert line == "FwdRaises.forward [float64]: ERROR", line
+
+
+# ---------------------------------------------------------------------------------------
+# float32 checks measure the twin's own float32 error (a float64 copy of the torch module)
+
+
+def _bn4d(seed: int, n: int = 2) -> tuple[BatchNormalization, np.ndarray]:
+    x = np.random.default_rng(seed).standard_normal((n, 3, 6, 6)).astype(np.float32)
+    return BatchNormalization(np.ones(3 * 36), np.zeros(3 * 36)), x
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("n", [2, 3])
+def test_ill_conditioned_batchnorm_at_batch_2_3_is_not_a_false_alarm(n: int, seed: int) -> None:
+    bn, x = _bn4d(seed, n)  # 2-3 samples per activation: 1/std amplifies float32 rounding
+    report = check_layer(bn, x=x, dtype="float32", seed=seed)
+    assert report.ok, str(report)
+
+
+@pytest.mark.parametrize("offset", [1e3, 1e4])
+def test_batchnorm_on_a_large_common_offset_is_not_a_false_alarm(offset: float) -> None:
+    x = (offset + np.random.default_rng(0).standard_normal((8, 20))).astype(np.float32)
+    report = check_layer(BatchNormalization(np.ones(20), np.zeros(20)), x=x, dtype="float32")
+    assert report.ok, str(report)  # x - mean loses 3-4 of float32's 7 digits, on both sides
+
+
+class _BNdxOnePercentOff(BatchNormalization):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return super().backward(dout) * np.float32(1.01)
+
+
+class _AffineFloat16(scratch.Affine):
+    def forward(self, x: np.ndarray) -> np.ndarray:  # a float32-only precision bug
+        self.original_x_shape, self.x = x.shape, x.reshape(x.shape[0], -1)
+        return (self.x.astype(np.float16) @ self.W.astype(np.float16)).astype(x.dtype) + self.b
+
+
+def test_the_measured_noise_floor_still_catches_small_bugs() -> None:
+    bn, x = _bn4d(1)
+    bad = _BNdxOnePercentOff(bn.params["gamma"], bn.params["beta"])
+    report = check_layer(bad, x=x, dtype="float32", seed=1)
+    assert not report.ok and report.first_divergence.tensor == "dx", str(report)
+    W = np.random.default_rng(0).standard_normal((64, 16)) * 0.1
+    report = check_layer(_AffineFloat16(W, np.zeros(16)), dtype="float32", batch=8, seed=0)
+    assert not report.ok and report.first_divergence.tensor == "out", str(report)
+
+
+def test_the_noise_floor_is_named_in_the_tolerance() -> None:
+    bn, x = _bn4d(1)
+    dx = next(r for r in check_layer(bn, x=x, dtype="float32", seed=1).results
+              if r.tensor == "dx")
+    assert "the measured float32 rounding effect" in dx.tolerance_text, dx.tolerance_text
