@@ -372,3 +372,14 @@ def test_the_noise_floor_is_named_in_the_tolerance() -> None:
     dx = next(r for r in check_layer(bn, x=x, dtype="float32", seed=1).results
               if r.tensor == "dx")
     assert "the measured float32 rounding effect" in dx.tolerance_text, dx.tolerance_text
+
+
+def test_a_given_x_drawn_with_the_checks_own_seed_does_not_become_dout() -> None:
+    # np.random.default_rng(0) for x and seed=0 for the check: were dout drawn from
+    # default_rng(0) too, dout == x and BatchNorm's exact dx would be 0 (pure rounding).
+    x = np.random.default_rng(0).standard_normal((4, 3, 6, 6)).astype(np.float32)
+    report = check_layer(BatchNormalization(np.ones(108), np.zeros(108)), x=x, dtype="float32",
+                         seed=0)
+    dx = next(r for r in report.results if r.tensor == "dx")
+    assert report.ok and dx.status == PASS, str(report)
+    assert dx.max_abs < 1e-5 and "rounding effect" not in dx.tolerance_text, str(dx)
