@@ -383,3 +383,17 @@ def test_a_given_x_drawn_with_the_checks_own_seed_does_not_become_dout() -> None
     dx = next(r for r in report.results if r.tensor == "dx")
     assert report.ok and dx.status == PASS, str(report)
     assert dx.max_abs < 1e-5 and "rounding effect" not in dx.tolerance_text, str(dx)
+
+
+def test_a_fail_beyond_the_capped_noise_floor_is_vacuous_never_pass() -> None:
+    from harness.check import too_noisy
+    from harness.compare import VACUOUS, compare
+
+    expected = np.array([1e-4, -2e-4], dtype=np.float32)
+    got = np.array([3e-4, 1e-4], dtype=np.float32)
+    r = too_noisy(compare(got, expected, tensor="dx", layer="L"), 4e-4, expected)
+    assert r.status == VACUOUS and "check it in float64" in r.message, str(r)
+    r = too_noisy(compare(got, expected, tensor="dx", layer="L"), 1e-9, expected)
+    assert r.status == FAIL, "a small measured noise explains nothing: the FAIL stands"
+    ok = compare(expected, expected, tensor="dx", layer="L")
+    assert too_noisy(ok, 4e-4, expected).status == PASS
