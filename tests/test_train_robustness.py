@@ -296,3 +296,37 @@ def test_lockstep_names_the_first_wrong_gradient_in_backward_order(subset: Any) 
     assert an.agree is False and (an.first_step, an.first_tensor) == (0, "dW2"), an.verdict
     assert "dgamma2, dbeta2 above it agree: the error enters below BatchNorm2, at dW2" \
         in an.verdict
+
+
+# ---------------------------------------------------------------------------------------
+# float64 free mode: strict for the first 600 steps, x1000 after (chaotic amplification)
+
+
+class _SGDFasterLate(SGD):
+    """A late-onset bug: the learning rate grows by 1% from update 650 on."""
+
+    calls = 0
+
+    def update(self, params: dict, grads: dict) -> None:
+        type(self).calls += 1
+        lr = self.lr
+        if type(self).calls > 650:
+            self.lr = lr * 1.01
+        super().update(params, grads)
+        self.lr = lr
+
+
+def test_float64_free_tolerance_widens_after_600_steps_but_late_bugs_still_fail(
+    subset: Any,
+) -> None:
+    from harness.train import _limits
+
+    ok = train_side_by_side(TwoLayerNet(seed=0), subset, iters=700, dtype="float64")
+    lim, _ = _limits(ok, "W1", 1e-9)
+    assert lim[650] / lim[599] > 100, "from step 600 on the limit is the widened one"
+    assert analyse(ok).agree is True
+    _SGDFasterLate.calls = 0
+    bad = train_side_by_side(TwoLayerNet(seed=0), subset, iters=700, dtype="float64",
+                             optimizer=_SGDFasterLate(lr=0.1))
+    an = analyse(bad)
+    assert an.agree is False and an.first_step == 650, an.verdict
