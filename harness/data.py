@@ -992,6 +992,8 @@ def load_dataset(
     """
     _check_name(name)
     dt = _check_dtype(dtype)
+    if mirrors is not None:
+        _mirrors_for(name, mirrors)  # a bad argument is an error even when nothing downloads
     directory = find_dataset(name, data_dir)
     if directory is None:
         if not download:

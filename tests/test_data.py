@@ -939,9 +939,11 @@ def test_unwritable_download_dir_is_reported_as_local(tmp_path: Path) -> None:
         hd._check_writable(Path("/proc/self"))
 
 
-def test_mirrors_given_as_one_string_are_rejected(tmp_path: Path) -> None:
+def test_mirrors_given_as_one_string_are_rejected(tmp_path: Path, mnist_dir: Path) -> None:
     with pytest.raises(ValueError, match="mirrors must be a list of base URLs"):
         download_dataset("mnist", tmp_path, mirrors="http://127.0.0.1/")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="mirrors must be a list of base URLs"):  # found locally
+        load_dataset("mnist", data_dir=mnist_dir, mirrors="http://x/")  # type: ignore[arg-type]
 
 
 def test_idx_header_with_more_dimensions_than_numpy_allows(tmp_path: Path) -> None:
