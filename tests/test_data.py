@@ -135,6 +135,12 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _assert_same_files(dest: Path, src: Path) -> None:
+    """The four .gz files in ``dest`` are byte-identical to those in ``src``."""
+    for stem in FILES:
+        assert _sha256(dest / f"{stem}.gz") == _sha256(src / f"{stem}.gz"), stem
+
+
 def _leftovers(directory: Path) -> list[str]:
     """Files in a download directory that are not one of the four data files."""
     return sorted(p.name for p in directory.iterdir() if p.name not in {f"{f}.gz" for f in FILES})
@@ -742,8 +748,7 @@ def test_corrupt_copy_on_first_mirror_is_rejected(
     dest = download_dataset("mnist", tmp_path / "dl", mirrors=[bad_url, good_url])
     assert len(bad_log) == 4
     assert good_log == ["/train-labels-idx1-ubyte.gz"], "only the rejected file comes from #2"
-    for stem in FILES:
-        assert _sha256(dest / f"{stem}.gz") == _sha256(mnist_dir / f"{stem}.gz"), stem
+    _assert_same_files(dest, mnist_dir)
     assert _leftovers(dest) == []
 
 
@@ -754,8 +759,7 @@ def test_dropped_connection_falls_through_to_next_mirror(
     good_url, _ = http_mirror(mnist_dir)
     dest = download_dataset("mnist", tmp_path / "dl", mirrors=[drop_url, good_url])
     assert len(drop_log) == 4
-    for stem in FILES:
-        assert _sha256(dest / f"{stem}.gz") == _sha256(mnist_dir / f"{stem}.gz"), stem
+    _assert_same_files(dest, mnist_dir)
     assert _leftovers(dest) == []
 
 
@@ -913,8 +917,7 @@ def test_trickling_mirror_is_abandoned_for_the_next_one(
     dest = download_dataset("mnist", tmp_path / "dl", mirrors=[slow_url, good_url], timeout=0.5)
     assert time.monotonic() - t0 < 60, "each slow file must give up after about the timeout"
     assert len(slow_log) >= 2
-    for stem in FILES:
-        assert _sha256(dest / f"{stem}.gz") == _sha256(mnist_dir / f"{stem}.gz"), stem
+    _assert_same_files(dest, mnist_dir)
     assert _leftovers(dest) == []
 
 
