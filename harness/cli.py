@@ -94,7 +94,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return result
     from harness.reports import write_reports
 
-    write_reports(result, args)
+    try:
+        write_reports(result, args)
+    except SystemExit as exc:  # every other report is written; the failures are on stderr
+        return int(exc.code or EXIT_USAGE)
+    if result.output_errors:  # a figure or curves file the command could not write
+        return EXIT_USAGE
     return EXIT_OK if result.ok else EXIT_MISMATCH
 
 

@@ -85,6 +85,9 @@ class RunReport:
     figures: list[Path] = field(default_factory=list)
     ok_override: bool | None = None
     verdict: str | None = None  # the command's own one-line verdict, where it has one
+    # Output files (a figure, curves) that could not be written: the run still writes every
+    # other report, then exits 2 (harness.cli.main).
+    output_errors: list[str] = field(default_factory=list)
 
     @property
     def results(self) -> list[TensorResult]:

@@ -231,8 +231,9 @@ def to_json_dict(report: RunReport) -> dict[str, Any]:
         "command": report.command,
         "created": _now(),
         "ok": report.ok,
-        "exit_code": EXIT_OK if report.ok else EXIT_MISMATCH,
+        "exit_code": EXIT_USAGE if report.output_errors else EXIT_OK if report.ok else EXIT_MISMATCH,
         "verdict": verdict_line(report),
+        "output_errors": list(report.output_errors),
         "counts": report.counts(),
         "summary": jsonable(report.summary),
         "layers": [layer_dict(lr) for lr in report.layers],
@@ -510,16 +511,21 @@ def check_output_paths(args: Any) -> None:
 def write_reports(report: RunReport, args: Any) -> None:
     """Write every report the options ask for (``--json``, ``--junit-xml``, ``--html``,
     ``--markdown``). All are rendered before any is written; each is written atomically.
-    A path that cannot be written is a usage error: message on stderr, ``SystemExit(2)``."""
+    A path that cannot be written does not stop the others: each failure is named on stderr,
+    and then ``SystemExit(2)`` (a usage error) once all the others are written."""
     check_output_paths(args)
     wanted = [(flag, getattr(args, attr, None), render) for attr, (flag, render) in RENDERERS.items()]
     wanted = [(flag, Path(p), render) for flag, p, render in wanted if p]
     rendered = [(flag, path, render(report)) for flag, path, render in wanted]
+    failed = []
     for flag, path, text in rendered:
         try:
             atomic_write_text(path, text)
         except OSError as exc:
-            _usage_exit(f"{flag} {path}: cannot write the report: {exc.strerror or exc}")
+            failed.append(f"{flag} {path}: cannot write the report: {exc.strerror or exc}")
+            print(f"nn-parity: error: {failed[-1]}", file=sys.stderr)
+    if failed:
+        raise SystemExit(EXIT_USAGE)
 
 
 def _usage_exit(msg: str) -> None:

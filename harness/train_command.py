@@ -215,16 +215,14 @@ def run(args: argparse.Namespace) -> RunReport | int:
             threads=args.threads or None, parallel=args.parallel, eval_chunk=args.eval_chunk,
             net_name=args.net, hidden=args.hidden)
     analysis = analyse(result)
-    figures = []
+    figures, failed = [], []
     for path in args.plot:
         from harness.plots import plot_training
 
         try:
             figures.append(plot_training(result, path, analysis))
         except (OSError, ValueError, RuntimeError) as exc:
-            print(f"nn-parity train: error: --plot {path}: cannot write the figure: {exc}",
-                  file=sys.stderr)
-            return 2
+            failed.append(f"--plot {path}: cannot write the figure: {exc}")
     report = to_run_report(result, analysis, figures)
     if args.curves:
         from harness.train import write_curves
@@ -232,9 +230,12 @@ def run(args: argparse.Namespace) -> RunReport | int:
         try:
             report.summary["curves"] = str(write_curves(result, args.curves))
         except OSError as exc:
-            print(f"nn-parity train: error: --curves {args.curves}: cannot write the curves: "
-                  f"{exc}", file=sys.stderr)
-            return 2
+            failed.append(f"--curves {args.curves}: cannot write the curves: {exc}")
+    # A file that cannot be written does not cost the user the other outputs of a long run:
+    # the summary and every other report are still written, and the exit code is 2.
+    report.output_errors = failed
+    for msg in failed:
+        print(f"nn-parity train: error: {msg}", file=sys.stderr)
     if quiet:  # exactly the verdict line of the reports (JSON, JUnit, Markdown), unwrapped
         print(report.verdict)
     else:

@@ -280,6 +280,22 @@ def test_a_failing_write_leaves_the_old_file(tmp_path: Path, monkeypatch, capsys
     assert target.read_text() == "previous" and [p.name for p in tmp_path.iterdir()] == ["r.json"]
 
 
+def test_one_failing_write_does_not_stop_the_others(tmp_path: Path, monkeypatch, capsys) -> None:
+    js, md = tmp_path / "r.json", tmp_path / "r.md"
+    real_replace = reports.os.replace
+
+    def fail_json(src, dst):
+        if str(dst).endswith(".json"):
+            raise OSError(28, "No space left on device")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(reports.os, "replace", fail_json)
+    with pytest.raises(SystemExit) as exc:
+        write_reports(mixed_report(), SimpleNamespace(json=str(js), markdown=str(md)))
+    assert exc.value.code == 2 and "--json" in capsys.readouterr().err
+    assert not js.exists() and md.read_text().startswith("#")
+
+
 def test_report_path_errors_are_usage_errors(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         write_reports(mixed_report(), SimpleNamespace(json=str(tmp_path), html=None))

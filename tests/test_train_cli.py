@@ -146,6 +146,19 @@ def test_unwritable_curves_is_exit_2_naming_curves(mnist_dir: Path, capsys: Any)
     assert "Traceback" not in err
 
 
+@pytest.mark.skipif(not os.path.isfile("/proc/version"), reason="needs Linux /proc")
+def test_one_unwritable_output_does_not_cost_the_others(mnist_dir: Path, tmp_path: Path,
+                                                        capsys: Any) -> None:
+    js, png = tmp_path / "r.json", tmp_path / "curve.png"
+    rc = main(["train", "--data-dir", str(mnist_dir), "--iters", "3", "-q", "--curves",
+               "/proc/version", "--plot", str(png), "--json", str(js)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--curves /proc/version: cannot write the curves" in err, err
+    assert png.stat().st_size > 0  # the figure and the JSON report are still written
+    report = json.loads(js.read_text())
+    assert report["exit_code"] == 2 and "--curves /proc/version" in report["output_errors"][0]
+
+
 # ---------------------------------------------------------------------------------------
 # 4. One verdict line: -q, JSON, JUnit and Markdown agree with the exit code
 
