@@ -83,9 +83,9 @@ def test_json_schema_v1_is_strict_json_with_documented_keys() -> None:
     doc = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-standard JSON constant {c}"))
     assert doc["schema_version"] == SCHEMA_VERSION == 1
     assert set(doc) == {"schema_version", "tool", "tool_version", "command", "created", "ok",
-                        "exit_code", "verdict", "counts", "summary", "layers", "figures"}
+                        "exit_code", "verdict", "output_errors", "counts", "summary", "layers", "figures"}
     assert doc["tool"] == "nn-parity" and doc["command"] == "check"
-    assert doc["ok"] is False and doc["exit_code"] == 1
+    assert doc["ok"] is False and doc["exit_code"] == 1 and doc["output_errors"] == []
     assert doc["counts"] == {PASS: report.counts()[PASS], FAIL: 2, VACUOUS: 1, ERROR: 1}
     assert doc["verdict"].startswith("FAIL: 4 checks")
     assert doc["summary"]["loss"] == 0.25 and doc["summary"]["n"] == 3
