@@ -32,16 +32,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--input-shape", metavar="DIMS", type=parse_shape, default=None,
                    help="per-sample input shape (e.g. 9 or 3,8,8; the batch is prepended) for "
                         "--module layers whose registration gives no input_shape")
+    p.add_argument("--numerical", action="store_true",
+                   help="also check every layer's backprop and its twin's autograd against "
+                        "central differences (float64; nets and optimizers: PyTorch only)")
     p.add_argument("--list", action="store_true", help="list the components and exit")
 
 
-def run_suite(cases, dtypes, seeds, batches, progress=None) -> RunReport:
+def run_suite(cases, dtypes, seeds, batches, progress=None, numerical: bool = False) -> RunReport:
     report = RunReport(command="check")
     for case in cases:
+        opts = {"numerical": True} if numerical and case.numerical else {}
         for dtype in dtypes:
             for batch in batches:
                 for seed in range(seeds):
-                    lr = case.run(np.dtype(dtype), seed, batch)
+                    lr = case.run(np.dtype(dtype), seed, batch, **opts)
                     lr.info.setdefault("component", case.name)
                     lr.info.setdefault("group", case.group)
                     lr.info.setdefault("batch", batch)
@@ -51,6 +55,8 @@ def run_suite(cases, dtypes, seeds, batches, progress=None) -> RunReport:
     report.summary = {"dtypes": [np.dtype(d).name for d in dtypes], "seeds": seeds,
                       "batches": list(batches), "components": [c.name for c in cases],
                       "checks": len(report.layers)}
+    if numerical:
+        report.summary["numerical"] = [c.name for c in cases if c.numerical]
     return report
 
 
@@ -147,12 +153,19 @@ def run(args: argparse.Namespace) -> RunReport:
         for c in cases:
             print(f"{c.group:10s} {c.name}")
         return 0  # type: ignore[return-value]
+    numerical = bool(getattr(args, "numerical", False))
+    if numerical and not any(c.numerical for c in cases):
+        from harness.check import CheckError
+
+        raise CheckError("--numerical applies to layers, and none of the selected components "
+                         "is a layer (nets and optimizers are checked against PyTorch only)")
     dtypes = DTYPES if args.dtype == "both" else (np.dtype(args.dtype),)
     from harness.terminal import progress_bar
 
     total = len(cases) * len(dtypes) * len(args.batches) * args.seeds
     with progress_bar("checking", total, enabled=not args.quiet) as advance:
-        report = run_suite(cases, dtypes, args.seeds, args.batches, progress=advance)
+        report = run_suite(cases, dtypes, args.seeds, args.batches, progress=advance,
+                           numerical=numerical)
     rows = aggregate(report)
     report.summary["rows"] = [
         {k: (v if k != "detail" else (str(v) if v is not None else None)) for k, v in r.items()}

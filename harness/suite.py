@@ -19,19 +19,26 @@ SEEDS = (0, 1)
 
 @dataclass
 class Case:
-    """One named check: ``run(dtype, seed, batch) -> LayerReport``."""
+    """One named check: ``run(dtype, seed, batch) -> LayerReport``.
+
+    ``numerical``: ``run`` also takes ``numerical=True`` (``check_layer``'s: backprop and
+    autograd against central differences as well), which ``nn-parity check --numerical`` asks
+    for."""
 
     name: str
-    run: Callable[[np.dtype, int, int], LayerReport]
+    run: Callable[..., LayerReport]
     group: str = "layer"
+    numerical: bool = False
 
 
 _EXTRA: list[Case] = []
 
 
-def add_case(name: str, run: Callable[[np.dtype, int, int], LayerReport], group: str = "extra") -> None:
+def add_case(name: str, run: Callable[..., LayerReport], group: str = "extra",
+             numerical: bool = False) -> None:
+    """Add a case to ``nn-parity check``; ``numerical=True`` when ``run`` takes ``numerical``."""
     _EXTRA[:] = [c for c in _EXTRA if c.name != name]
-    _EXTRA.append(Case(name, run, group))
+    _EXTRA.append(Case(name, run, group, numerical))
 
 
 def layer_cases() -> Iterator[Case]:
@@ -39,20 +46,22 @@ def layer_cases() -> Iterator[Case]:
         if twin.example is None:
             continue
 
-        def run(dtype: np.dtype, seed: int, batch: int, twin=twin) -> LayerReport:
+        def run(dtype: np.dtype, seed: int, batch: int, numerical: bool = False,
+                twin=twin) -> LayerReport:
             layer = twin.example(np.random.default_rng(1000 + seed), np.dtype(dtype))
-            return check_layer(layer, dtype=dtype, seed=seed, batch=batch, name=twin.name)
+            return check_layer(layer, dtype=dtype, seed=seed, batch=batch, name=twin.name,
+                               numerical=numerical)
 
-        yield Case(twin.name, run, "layer")
-    yield Case("Affine (4-D input)", _affine_4d, "layer")
+        yield Case(twin.name, run, "layer", numerical=True)
+    yield Case("Affine (4-D input)", _affine_4d, "layer", numerical=True)
 
 
-def _affine_4d(dtype: np.dtype, seed: int, batch: int) -> LayerReport:
+def _affine_4d(dtype: np.dtype, seed: int, batch: int, numerical: bool = False) -> LayerReport:
     from reference.layers import affine_example
 
     layer = affine_example(np.random.default_rng(1000 + seed), np.dtype(dtype), n_in=2 * 3 * 2)
     return check_layer(layer, dtype=dtype, seed=seed, input_shape=(batch, 2, 3, 2),
-                       name="Affine (4-D input)")
+                       name="Affine (4-D input)", numerical=numerical)
 
 
 def _two_layer_net(dtype: np.dtype, seed: int, batch: int) -> LayerReport:
@@ -81,5 +90,5 @@ def _load_plugins() -> None:
 def all_cases() -> list[Case]:
     """Every case; each runs with NumPy and PyTorch on one thread (:func:`one_thread`)."""
     _load_plugins()
-    return [Case(c.name, one_thread(c.run), c.group)
+    return [Case(c.name, one_thread(c.run), c.group, c.numerical)
             for c in (*layer_cases(), *net_cases(), *_EXTRA)]

@@ -318,7 +318,7 @@ def load_user_modules(specs: list[str], *, input_shape: Iterable[int] | None = N
                 f"with reference.register(cls, torch_factory, weight_map)")
         for ls in layers:
             ls.input_shape = shape
-            add_case(ls.name, _case_runner(ls), group="user")
+            add_case(ls.name, _case_runner(ls), group="user", numerical=True)
             _LOADED.specs.append(ls)
             _LOADED.case_names.append(ls.name)
         modules.append(module)
@@ -326,9 +326,9 @@ def load_user_modules(specs: list[str], *, input_shape: Iterable[int] | None = N
     return modules
 
 
-def _case_runner(ls: LayerSpec) -> Callable[[np.dtype, int, int], LayerReport]:
-    def run(dtype: np.dtype, seed: int, batch: int) -> LayerReport:
-        return ls.check(dtype, seed=seed, batch=batch)
+def _case_runner(ls: LayerSpec) -> Callable[..., LayerReport]:
+    def run(dtype: np.dtype, seed: int, batch: int, numerical: bool = False) -> LayerReport:
+        return ls.check(dtype, seed=seed, batch=batch, numerical=numerical)
 
     return run
 

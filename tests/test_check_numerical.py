@@ -1,0 +1,97 @@
+"""``nn-parity check --numerical``: every layer's backprop and its twin's autograd are also
+checked against central differences, which tells a forward that differs from PyTorch (backward
+consistent with it) apart from a wrong backward."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from harness.cli import main
+from harness.user_modules import forget_user_modules
+
+ONE = ["--dtype", "float64", "--seeds", "1", "--batches", "3"]
+
+
+@pytest.fixture(autouse=True)
+def _forget():
+    yield
+    forget_user_modules()
+
+
+def rows(path: Path) -> dict[str, str]:
+    """tensor -> result of the JSON report's table rows."""
+    return {r["tensor"]: r["status"] for r in json.loads(path.read_text())["summary"]["rows"]}
+
+
+def check(tmp_path: Path, *argv: str, body: str | None = None) -> tuple[int, dict[str, str]]:
+    args = ["check", "-q", "--numerical", *ONE, "--json", str(tmp_path / "r.json"), *argv]
+    if body is not None:
+        mod = tmp_path / "my_sigmoid.py"
+        mod.write_text(textwrap.dedent(body))
+        args += ["--module", str(mod)]
+    rc = main(args)
+    return rc, (rows(tmp_path / "r.json") if (tmp_path / "r.json").exists() else {})
+
+
+STEEP = """
+    import numpy as np
+    from scratch import Sigmoid
+
+    class SteepSigmoid(Sigmoid):  # forward 1/(1+exp(-2x)), backward consistent with it
+        def forward(self, x):
+            self.out = 1 / (1 + np.exp(-2 * x))
+            return self.out
+        def backward(self, dout):
+            return dout * 2 * self.out * (1 - self.out)
+"""
+
+NO_FACTOR = """
+    from scratch import Sigmoid
+
+    class Sigmoid1(Sigmoid):  # the classic precedence bug: dout * (1 - out) only
+        def backward(self, dout):
+            return dout * (1 - self.out)
+"""
+
+
+def test_a_built_in_layer_gets_both_numerical_rows(tmp_path: Path) -> None:
+    rc, r = check(tmp_path, "--only", "Sigmoid")
+    assert rc == 0
+    assert r["dx backprop vs numerical"] == r["dx torch vs numerical"] == r["dx"] == "PASS"
+    summary = json.loads((tmp_path / "r.json").read_text())["summary"]
+    assert summary["numerical"] == ["Sigmoid"]
+
+
+def test_without_the_option_there_are_no_numerical_rows(tmp_path: Path) -> None:
+    rc = main(["check", "-q", *ONE, "--only", "Sigmoid", "--json", str(tmp_path / "r.json")])
+    assert rc == 0 and not any("numerical" in t for t in rows(tmp_path / "r.json"))
+
+
+def test_a_forward_unlike_torch_with_a_consistent_backward(tmp_path: Path) -> None:
+    rc, r = check(tmp_path, body=STEEP)
+    assert rc == 1
+    assert r["out"] == "FAIL" and r["dx backprop vs numerical"] == "PASS"
+
+
+def test_a_wrong_backward_fails_against_central_differences(tmp_path: Path) -> None:
+    rc, r = check(tmp_path, body=NO_FACTOR)
+    assert rc == 1
+    assert r["out"] == "PASS" and r["dx"] == r["dx backprop vs numerical"] == "FAIL"
+    assert r["dx torch vs numerical"] == "PASS"
+
+
+def test_numerical_on_optimizers_only_is_a_usage_error(tmp_path: Path, capsys) -> None:
+    assert main(["check", "--numerical", "--only", "SGD"]) == 2
+    assert "--numerical applies to layers" in capsys.readouterr().err
+
+
+def test_random_forward_cases_and_the_large_convolution_are_not_differentiated() -> None:
+    from harness.suite import all_cases
+
+    skipped = {c.name for c in all_cases() if c.group == "layer" and not c.numerical}
+    assert skipped == {"Dropout (inverted) vs nn.Dropout", "Convolution (30 filters 5x5, 28x28)",
+                       "BatchNormalization (running stats, 4 steps)"}
