@@ -170,6 +170,16 @@ def run(args: argparse.Namespace) -> RunReport:
     report.summary["rows"] = [
         {k: (v if k != "detail" else (str(v) if v is not None else None)) for k, v in r.items()}
         for r in rows]
+    if args.module:
+        from harness.user_modules import user_notes
+
+        notes = user_notes()
+        if notes:
+            report.summary["notes"] = notes
+            if not args.quiet:
+                for name, lines in notes.items():
+                    for line in lines:
+                        print(f"note: {name}: {line}")
     print_table(rows, report, args)
     sys.stdout.flush()
     return report

@@ -4,7 +4,8 @@ and any extra cases (optimizers, user modules) added with :func:`add_case`."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -41,6 +42,61 @@ def add_case(name: str, run: Callable[..., LayerReport], group: str = "extra",
     _EXTRA.append(Case(name, run, group, numerical))
 
 
+@dataclass
+class Variant:
+    """A configuration of a built-in layer class that ``nn-parity check`` runs besides the
+    registered example (a stride, a padding, a mode, eval instead of training). A user's
+    subclass of that class (``--module``) is checked in every variant too, built with the
+    variant's settings (:func:`harness.user_modules.construct_like`).
+
+    ``make(rng, dtype)`` builds the built-in layer in that configuration; ``shape`` is the
+    per-sample input shape (None: the twin's ``input_shape``); ``min_batch`` raises smaller
+    batches (BatchNorm over 1 row is vacuous); ``kwargs`` go to ``check_layer``."""
+
+    base: type
+    label: str
+    make: Callable[[np.random.Generator, np.dtype], Any]
+    shape: tuple[int, ...] | None = None
+    min_batch: int = 1
+    numerical: bool = True
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:  # label "": the class's own case, for a class with no example=
+        return f"{self.base.__name__} ({self.label})" if self.label else self.base.__name__
+
+    def check(self, layer: Any, dtype: np.dtype, seed: int, batch: int, numerical: bool = False,
+              name: str | None = None, **kwargs: Any) -> LayerReport:
+        """``check_layer`` on ``layer`` in this variant's input shape; ``kwargs`` (``tol``,
+        ``train``, ...) go to ``check_layer`` and take precedence over the variant's."""
+        n = max(batch, self.min_batch)
+        shape = None if self.shape is None else (n, *self.shape)
+        return check_layer(layer, dtype=dtype, seed=seed, batch=n, input_shape=shape,
+                           name=name or self.name, numerical=numerical,
+                           **{**self.kwargs, **kwargs})
+
+
+VARIANTS: list[Variant] = []
+
+
+def add_variant(v: Variant) -> None:
+    """Register a variant and add its case for the built-in class (named ``v.name``)."""
+    VARIANTS[:] = [w for w in VARIANTS if w.name != v.name]
+    VARIANTS.append(v)
+
+    def run(dtype: np.dtype, seed: int, batch: int, numerical: bool = False) -> LayerReport:
+        return v.check(v.make(np.random.default_rng(1000 + seed), np.dtype(dtype)), dtype, seed,
+                       batch, numerical)
+
+    add_case(v.name, run, group="layer", numerical=v.numerical)
+
+
+def variants_for(cls: type) -> list[Variant]:
+    """The variants of the built-in classes ``cls`` derives from."""
+    _load_plugins()
+    return [v for v in VARIANTS if issubclass(cls, v.base)]
+
+
 def layer_cases() -> Iterator[Case]:
     for twin in registered().values():
         if twin.example is None:
@@ -53,15 +109,6 @@ def layer_cases() -> Iterator[Case]:
                                numerical=numerical)
 
         yield Case(twin.name, run, "layer", numerical=True)
-    yield Case("Affine (4-D input)", _affine_4d, "layer", numerical=True)
-
-
-def _affine_4d(dtype: np.dtype, seed: int, batch: int, numerical: bool = False) -> LayerReport:
-    from reference.layers import affine_example
-
-    layer = affine_example(np.random.default_rng(1000 + seed), np.dtype(dtype), n_in=2 * 3 * 2)
-    return check_layer(layer, dtype=dtype, seed=seed, input_shape=(batch, 2, 3, 2),
-                       name="Affine (4-D input)", numerical=numerical)
 
 
 def _two_layer_net(dtype: np.dtype, seed: int, batch: int) -> LayerReport:

@@ -30,7 +30,7 @@ import re
 import sys
 import traceback
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -145,6 +145,11 @@ class LayerSpec:
     base_twin: Twin | None = None  # the registered base whose example builds a subclass
     input_shape: tuple[int, ...] | None = None  # per sample, for twins without input_shape
     notes: list[str] = field(default_factory=list)
+    # a harness.suite.Variant that builds and runs this layer: for a subclass of a built-in
+    # whose registration has no example= (BatchNormalization), the class's own case (label
+    # ""); for the subclass in one of the built-in's other settings (variant_specs), that one
+    default: Any = None
+    settings: bool = False  # build with the variant's settings, not the subclass's defaults
 
     def build(self, dtype: Any = np.float64, seed: int = 0) -> Any:
         """A fresh instance (the built-in suite's convention: example rng seeded 1000 + seed)."""
@@ -166,6 +171,11 @@ class LayerSpec:
               input_shape: tuple[int, ...] | None = None, **kwargs: Any) -> LayerReport:
         """``check_layer`` on a fresh instance. A failure to build it is an ERROR result."""
         dtype = np.dtype(dtype)
+        if self.default is not None:
+            if input_shape is not None:
+                kwargs["input_shape"] = input_shape
+            return _variant_runner(self, self.default, self.name, settings=self.settings)(
+                dtype, seed, batch, **kwargs)
         try:
             layer = self.build(dtype, seed)
         except CheckError:
@@ -194,12 +204,17 @@ def _required_args(cls: type) -> list[str]:
             if p.default is p.empty and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
 
 
-def construct_like(cls: type, template: Any, notes: list[str] | None = None) -> Any:
+def construct_like(cls: type, template: Any, notes: list[str] | None = None, *,
+                   settings: bool = False) -> Any:
     """An instance of ``cls`` (a subclass of ``type(template)``) configured like ``template``.
 
-    The constructor is called with ``template``'s parameters and attributes matched by
-    argument name; if an argument cannot be matched or the constructor raises, ``template``'s
-    ``__dict__`` is copied into ``object.__new__(cls)`` instead.
+    The constructor is called with ``template``'s parameters (weights) matched by argument
+    name. Its other arguments keep the subclass's own defaults (the configuration the user
+    wrote: ``def __init__(self, W, b, stride=2, pad=1)`` is checked at stride 2, pad 1); only
+    those without a default come from ``template``'s attributes. ``settings=True`` (a
+    :class:`~harness.suite.Variant`) takes every argument ``template`` has, defaults or not.
+    If an argument cannot be matched or the constructor raises, ``template``'s ``__dict__``
+    is copied into ``object.__new__(cls)`` instead.
     """
     params = getattr(template, "params", None) or {}
     attrs = vars(template)
@@ -216,6 +231,8 @@ def construct_like(cls: type, template: Any, notes: list[str] | None = None) -> 
                 continue
             if p.name in params:
                 value = np.array(params[p.name], copy=True)
+            elif p.default is not p.empty and not settings:
+                continue
             elif p.name in attrs and not p.name.startswith("_"):
                 value = copy.deepcopy(attrs[p.name])
             elif p.default is not p.empty:
@@ -253,6 +270,12 @@ def spec_for_class(cls: type, name: str | None = None) -> LayerSpec | None:
         return None
     base = next((b for b in cls.__mro__ if b in table and table[b].example is not None), None)
     if base is None:
+        from harness.suite import variants_for
+
+        default = next((v for v in variants_for(cls) if not v.label), None)
+        if default is not None:
+            return LayerSpec(name, cls, twin, f"subclass of {default.base.__name__}",
+                             default=default)
         if _required_args(cls):
             raise CheckError(f"{name}: subclasses {twin.scratch_cls.__name__}, whose registration "
                              f"has no example=, and its constructor needs {_required_args(cls)}: "
@@ -321,6 +344,9 @@ def load_user_modules(specs: list[str], *, input_shape: Iterable[int] | None = N
             add_case(ls.name, _case_runner(ls), group="user", numerical=True)
             _LOADED.specs.append(ls)
             _LOADED.case_names.append(ls.name)
+            for vs in variant_specs(ls):  # a subclass of a built-in in its other settings
+                add_case(vs.name, _case_runner(vs), group="user", numerical=vs.default.numerical)
+                _LOADED.case_names.append(vs.name)
         modules.append(module)
         _LOADED.modules.append(module)
     return modules
@@ -331,6 +357,65 @@ def _case_runner(ls: LayerSpec) -> Callable[..., LayerReport]:
         return ls.check(dtype, seed=seed, batch=batch, numerical=numerical)
 
     return run
+
+
+def _settings(layer: Any) -> dict[str, Any]:
+    """A layer's configuration: its plain scalar attributes (stride, pad, mode, ...)."""
+    return {k: v for k, v in vars(layer).items()
+            if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None)))}
+
+
+def variant_specs(ls: LayerSpec) -> list[LayerSpec]:
+    """A subclass of a built-in in each of the built-in's other settings that the check suite
+    runs (stride 2 and pad 1, eval mode, 4-D input, ...: :class:`harness.suite.Variant`), named
+    ``<layer> (<setting>)``, for those its constructor can reach. A subclass that fixes a
+    setting (e.g. ``super().__init__(2, 2, stride=2)``) skips the ones it cannot, with a
+    note (:func:`user_notes`)."""
+    from harness.suite import variants_for
+
+    if ls.settings or (ls.base_twin is None and ls.default is None):
+        return []
+    usable = []
+    for v in variants_for(ls.cls):
+        if not v.label:  # the class's own case: the main one
+            continue
+        template = v.make(np.random.default_rng(1000), np.dtype(np.float64))
+        try:
+            built = construct_like(ls.cls, template, settings=True)
+        except Exception:  # the run reports it (an ERROR row), as for the main case
+            usable.append(v)
+            continue
+        want, got = _settings(template), _settings(built)
+        differ = sorted(k for k in want if k in got and got[k] != want[k])
+        if differ:
+            ls.notes.append(f"not checked in the built-in {v.name} setting: the constructor "
+                            f"keeps {', '.join(f'{k}={got[k]!r}' for k in differ)}")
+        else:
+            usable.append(v)
+    return [replace(ls, name=f"{ls.name} ({v.label})", how=f"{ls.how}, {v.label}",
+                    default=v, settings=True) for v in usable]
+
+
+def _variant_runner(ls: LayerSpec, v: Any, name: str,
+                    settings: bool = True) -> Callable[..., LayerReport]:
+    def run(dtype: np.dtype, seed: int, batch: int, **kwargs: Any) -> LayerReport:
+        dtype = np.dtype(dtype)
+        try:
+            layer = construct_like(ls.cls, v.make(np.random.default_rng(1000 + seed), dtype),
+                                   ls.notes, settings=settings)
+        except Exception as exc:
+            res = TensorResult(layer=name, tensor="construct", status=ERROR, dtype=dtype.name,
+                               message=f"building the layer raised {type(exc).__name__}: {exc}")
+            return LayerReport(layer=name, dtype=dtype.name, seed=seed, results=[res])
+        return v.check(layer, dtype, seed, batch, name=name, **kwargs)
+
+    return run
+
+
+def user_notes() -> dict[str, list[str]]:
+    """What the loaded user layers could not be checked as asked (a constructor that could not
+    be called with the example's settings, a built-in setting it cannot reach), per layer."""
+    return {ls.name: list(dict.fromkeys(ls.notes)) for ls in _LOADED.specs if ls.notes}
 
 
 def user_cases() -> list[Any]:

@@ -397,28 +397,26 @@ def _first_bad_step(mine: list[np.ndarray], theirs: list[np.ndarray], dtype: np.
 
 def _register_cases() -> None:
     from harness.check import check_layer
-    from harness.suite import add_case
+    from harness.suite import Variant, add_case, add_variant
+    from reference.layers import affine_example
+    from scratch.layers import Affine
 
-    def bn_case(name: str, *, features: int = 6, mode: str = "classic", shape=None,
-                min_batch: int = 3, train: bool = True, **kw: Any) -> None:
-        def run(dtype: np.dtype, seed: int, batch: int, numerical: bool = False):
-            layer = bn_example(np.random.default_rng(1000 + seed), np.dtype(dtype), features,
-                               mode, **kw)
-            n = max(batch, min_batch)  # batch 1 is vacuous and batch 2 nearly so (docs)
-            ishape = None if shape is None else (n, *shape)
-            return check_layer(layer, dtype=dtype, seed=seed, batch=n, input_shape=ishape,
-                               train=train, name=name, numerical=numerical)
+    def bn_variant(label: str, *, features: int = 6, mode: str = "classic", shape=None,
+                   min_batch: int = 3, train: bool = True, **kw: Any) -> None:
+        add_variant(Variant(
+            BatchNormalization, label,
+            lambda r, d: bn_example(r, d, features, mode, **kw), shape=shape,
+            min_batch=min_batch,  # batch 1 is vacuous and batch 2 nearly so (docs)
+            kwargs={"train": train}))
 
-        add_case(name, run, group="layer", numerical=True)
-
-    bn_case("BatchNormalization")
-    bn_case("BatchNormalization (eval)", train=False)
-    bn_case("BatchNormalization (4-D, per activation)", features=2 * 3 * 3, shape=(2, 3, 3))
-    bn_case("BatchNormalization (4-D, per channel)", features=3, mode="per_channel",
-            shape=(3, 4, 4), min_batch=1)
-    bn_case("BatchNormalization (torch defaults, 4-D)", features=3, mode="per_channel",
-            shape=(3, 4, 4), min_batch=1, eps=1e-5, running_var_init=1.0,
-            unbiased_running_var=True)
+    add_variant(Variant(Affine, "4-D input", lambda r, d: affine_example(r, d, n_in=2 * 3 * 2),
+                        shape=(2, 3, 2)))
+    bn_variant("")  # the registration has no example=: BatchNorm needs >= 3 rows
+    bn_variant("eval", train=False)
+    bn_variant("4-D, per activation", features=2 * 3 * 3, shape=(2, 3, 3))
+    bn_variant("4-D, per channel", features=3, mode="per_channel", shape=(3, 4, 4), min_batch=1)
+    bn_variant("torch defaults, 4-D", features=3, mode="per_channel", shape=(3, 4, 4),
+               min_batch=1, eps=1e-5, running_var_init=1.0, unbiased_running_var=True)
 
     def running_stats(dtype: np.dtype, seed: int, batch: int):
         layer = bn_example(np.random.default_rng(1000 + seed), np.dtype(dtype), stats=False)
@@ -427,43 +425,35 @@ def _register_cases() -> None:
 
     add_case("BatchNormalization (running stats, 4 steps)", running_stats, group="layer")
 
-    def dropout_case(name: str, scale: str, train: bool, stock: bool) -> None:
+    def stock_dropout_case(name: str, train: bool) -> None:
         def run(dtype: np.dtype, seed: int, batch: int, numerical: bool = False):
-            layer = Dropout(0.5, scale)
-            module = nn.Dropout(0.5) if stock else None
-            return check_layer(layer, module, dtype=dtype, seed=seed, batch=batch, train=train,
-                               name=name, numerical=numerical)
+            return check_layer(Dropout(0.5, "inverted"), nn.Dropout(0.5), dtype=dtype, seed=seed,
+                               batch=batch, train=train, name=name, numerical=numerical)
 
         # stock nn.Dropout in training draws a new mask at every forward pass: central
         # differences of a random function say nothing, so that case is PyTorch-only
-        add_case(name, run, group="layer", numerical=not (stock and train))
+        add_case(name, run, group="layer", numerical=not train)
 
-    dropout_case("Dropout (eval)", "classic", False, False)
-    dropout_case("Dropout (inverted) vs nn.Dropout", "inverted", True, True)
-    dropout_case("Dropout (inverted, eval) vs nn.Dropout", "inverted", False, True)
+    add_variant(Variant(Dropout, "eval", lambda r, d: Dropout(0.5, "classic"),
+                        kwargs={"train": False}))
+    stock_dropout_case("Dropout (inverted) vs nn.Dropout", True)
+    stock_dropout_case("Dropout (inverted, eval) vs nn.Dropout", False)
 
-    def layer_case(name: str, make, shape: tuple[int, ...], numerical: bool = True) -> None:
-        def run(dtype: np.dtype, seed: int, batch: int, numerical: bool = False):
-            layer = make(np.random.default_rng(1000 + seed), np.dtype(dtype))
-            return check_layer(layer, dtype=dtype, seed=seed, input_shape=(batch, *shape),
-                               name=name, numerical=numerical)
+    def conv(label: str, shape: tuple[int, ...], numerical: bool = True, **kw: Any) -> None:
+        add_variant(Variant(Convolution, label, lambda r, d: conv_example(r, d, **kw), shape,
+                            numerical=numerical))
 
-        add_case(name, run, group="layer", numerical=numerical)
+    def pool(label: str, shape: tuple[int, ...], *args: int, **kw: int) -> None:
+        add_variant(Variant(Pooling, label, lambda r, d: Pooling(*args, **kw), shape))
 
-    layer_case("Convolution (stride 2, pad 1)",
-               lambda r, d: conv_example(r, d, fn=5, c=2, stride=2, pad=1), (2, 8, 7))
-    layer_case("Convolution (2x3 kernel, stride 2, pad 2)",
-               lambda r, d: conv_example(r, d, fn=3, c=2, fh=2, fw=3, stride=2, pad=2), (2, 6, 9))
+    conv("stride 2, pad 1", (2, 8, 7), fn=5, c=2, stride=2, pad=1)
+    conv("2x3 kernel, stride 2, pad 2", (2, 6, 9), fn=3, c=2, fh=2, fw=3, stride=2, pad=2)
     # --numerical skips this one: 2 forward passes per input element and weight (56 s); the
     # smaller Convolution cases run the same code through central differences
-    layer_case("Convolution (30 filters 5x5, 28x28)",
-               lambda r, d: conv_example(r, d, fn=30, c=1, fh=5, fw=5), (1, 28, 28),
-               numerical=False)
-    layer_case("Pooling (3x3, stride 2, pad 1)", lambda r, d: Pooling(3, 3, stride=2, pad=1),
-               (2, 7, 7))
-    layer_case("Pooling (3x3, stride 1, overlapping)", lambda r, d: Pooling(3, 3, stride=1),
-               (2, 5, 5))
-    layer_case("Pooling (2x2/2 on 7x7)", lambda r, d: Pooling(2, 2, stride=2), (3, 7, 7))
+    conv("30 filters 5x5, 28x28", (1, 28, 28), numerical=False, fn=30, c=1, fh=5, fw=5)
+    pool("3x3, stride 2, pad 1", (2, 7, 7), 3, 3, stride=2, pad=1)
+    pool("3x3, stride 1, overlapping", (2, 5, 5), 3, 3, stride=1)
+    pool("2x2/2 on 7x7", (3, 7, 7), 2, 2, stride=2)
 
     # The nets, layer by layer (each torch twin gets the scratch layer's own input and dout).
     # tanh: with a batch of 1 a narrow ReLU layer can be dead (all zeros: VACUOUS); at least

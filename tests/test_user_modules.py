@@ -245,7 +245,7 @@ def test_dotted_module_name(tmp_path: Path, monkeypatch, capsys) -> None:
     shutil.copy(EXAMPLES / "user_layers.py", pkg / "layers.py")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["check", "--module", "mypkg.layers", *FAST, "--dtype", "float32", "-q"]) == 0
-    assert capsys.readouterr().out.startswith("PASS: 3 checks")
+    assert capsys.readouterr().out.startswith("PASS: 4 checks")
     sys.modules.pop("mypkg.layers", None)
     sys.modules.pop("mypkg", None)
 
@@ -259,7 +259,7 @@ def test_user_files_outside_the_repo(tmp_path: Path, monkeypatch, capsys) -> Non
         shutil.copy(EXAMPLES / name, tmp_path / name)
     monkeypatch.chdir(tmp_path)
     assert main(["check", "--module", "user_layers.py"]) == 0
-    assert "PASS: 36 checks, 168 tensors passed" in capsys.readouterr().out
+    assert "PASS: 48 checks, 240 tensors passed" in capsys.readouterr().out
 
     # the real command line, from outside the repository, output piped
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
@@ -279,9 +279,77 @@ def test_user_files_outside_the_repo(tmp_path: Path, monkeypatch, capsys) -> Non
     assert "user_layers_buggy.SoftmaxWithLoss.dx [float32, shape (3, 10)]: FAIL" in out
     assert "Mismatched elements: 30 / 30 (100.0%)" in out
     assert "Worst element vs tolerance: index" in out and "expected (torch)" in out
-    assert out.rstrip().endswith("FAIL: 36 checks, 160 tensors passed, 8 failed, 0 vacuous, 0 errors")
+    assert out.rstrip().endswith("FAIL: 48 checks, 232 tensors passed, 8 failed, 0 vacuous, 0 errors")
     doc = json.loads((tmp_path / "out" / "report.json").read_text())
     bad = {(lr["info"]["component"], lr["dtype"], lr["info"]["batch"]) for lr in doc["layers"]
            if lr["status"] != PASS}
     assert bad == {("user_layers_buggy.SoftmaxWithLoss", d, b) for d in ("float32", "float64")
                    for b in (3, 8)}  # batch 1 is right: the bug is a missing / batch_size
+
+
+# ---------------------------------------------------------------------------------------
+# Subclasses of built-ins: their own constructor defaults, and the built-in's other settings
+
+PAD_BUG = """
+    import numpy as np
+    from scratch.convolution import Convolution, Pooling, col2im
+
+    class {name}(Convolution):
+        {init}
+        def backward(self, dout):  # crops the padded gradient without the pad offset
+            FN, C, FH, FW = self.W.shape
+            self.grads["b"] = np.sum(dout, axis=(0, 2, 3))
+            d2 = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
+            self.grads["W"] = (self.col.T @ d2).T.reshape(FN, C, FH, FW)
+            N, C_, H, W = self.x_shape
+            full = col2im(d2 @ self.col_W.T, (N, C_, H + 2 * self.pad, W + 2 * self.pad), FH, FW,
+                          self.stride, 0)
+            return full[:, :, :H, :W]
+"""
+
+
+def failing(tmp_path: Path, body: str, *extra: str) -> set[str]:
+    """Components that do not pass, from the JSON report of ``check --module``."""
+    rc = main(["check", "-q", "--module", str(write(tmp_path, "convs.py", body)), *FAST,
+               "--json", str(tmp_path / "r.json"), *extra])
+    doc = json.loads((tmp_path / "r.json").read_text())
+    bad = {lr["info"]["component"] for lr in doc["layers"] if lr["status"] != PASS}
+    assert rc == (1 if bad else 0)
+    return bad
+
+
+def test_a_subclass_is_checked_with_its_own_constructor_defaults(tmp_path: Path) -> None:
+    init = "def __init__(self, W, b, stride=2, pad=1): super().__init__(W, b, stride, pad)"
+    bad = failing(tmp_path, PAD_BUG.format(name="MyConv", init=init))
+    assert "convs.MyConv" in bad  # its defaults pad=1 (the template's pad=0 hid the bug)
+
+
+def test_a_subclass_is_also_checked_in_the_builtin_strided_and_padded_settings(
+        tmp_path: Path) -> None:
+    bad = failing(tmp_path, PAD_BUG.format(name="PlainConv", init="pass"))
+    assert bad == {"convs.PlainConv (stride 2, pad 1)", "convs.PlainConv (2x3 kernel, stride 2, pad 2)"}
+
+
+def test_correct_subclasses_of_conv_pool_batchnorm_dropout_pass_in_every_setting(
+        tmp_path: Path, capsys) -> None:
+    body = """
+        from scratch.convolution import Convolution, Pooling
+        from scratch.normalization import BatchNormalization, Dropout
+        class MyConv(Convolution):
+            def __init__(self, W, b, stride=2, pad=1): super().__init__(W, b, stride, pad)
+        class MyBN(BatchNormalization): pass
+        class MyDrop(Dropout): pass
+        class FixedPool(Pooling):
+            def __init__(self): super().__init__(2, 2, stride=2)
+    """
+    assert failing(tmp_path, body) == set()
+    out = capsys.readouterr().out
+    doc = json.loads((tmp_path / "r.json").read_text())
+    components = {lr["info"]["component"] for lr in doc["layers"]}
+    assert {"convs.MyBN", "convs.MyBN (eval)", "convs.MyBN (4-D, per channel)",
+            "convs.MyDrop (eval)", "convs.MyConv (stride 2, pad 1)",
+            "convs.FixedPool (2x2/2 on 7x7)"} <= components
+    assert "convs.FixedPool (3x3, stride 2, pad 1)" not in components
+    notes = doc["summary"]["notes"]["convs.FixedPool"]
+    assert any("Pooling (3x3, stride 2, pad 1)" in n and "pool_h=2" in n for n in notes), notes
+    assert "note:" not in out  # -q: the notes are in the JSON, not on the terminal
