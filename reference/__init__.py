@@ -1,5 +1,15 @@
 """PyTorch twins of the scratch layers, nets and optimizers, and weight transfer both ways."""
 
-from reference.registry import Twin, WeightSpec, identity, lookup, register, registered, transpose
+from reference.registry import (
+    Twin,
+    WeightSpec,
+    identity,
+    index_input,
+    lookup,
+    register,
+    registered,
+    transpose,
+)
 
-__all__ = ["Twin", "WeightSpec", "identity", "lookup", "register", "registered", "transpose"]
+__all__ = ["Twin", "WeightSpec", "identity", "index_input", "lookup", "register", "registered",
+           "transpose"]

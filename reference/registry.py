@@ -46,7 +46,10 @@ class Twin:
       (e.g. BatchNorm running statistics), compared after forward.
     * ``input_shape(layer, batch) -> tuple``: a default input shape for this layer.
     * ``example(rng, dtype) -> layer``: a representative instance for ``nn-parity check``.
-    * ``make_input(layer, shape, dtype, rng) -> x``: inputs that exercise every code path.
+    * ``make_input(layer, shape, dtype, rng) -> x``: inputs that exercise every code path. A
+      float array is cast to the check's dtype; an integer array is kept as it is: the input
+      is indices (an Embedding), passed to the torch twin as ``torch.long`` and with no input
+      gradient to compare (:func:`index_input` makes one).
     * ``kind``: "layer" (forward(x)/backward(dout)) or "loss" (forward(x, t)/backward()).
     * ``make_target(layer, x, rng) -> t``: labels/targets for loss layers.
     * ``prepare(layer, module, x, rng)``: called before forward, e.g. to inject one dropout mask
@@ -102,6 +105,34 @@ class Twin:
 
 def _spec(v: WeightSpec | str) -> WeightSpec:
     return WeightSpec(v) if isinstance(v, str) else v
+
+
+def index_input(high: int | Callable[[Any], int]) -> Callable[
+        [Any, tuple[int, ...], np.dtype, np.random.Generator], np.ndarray]:
+    """A ``make_input`` for a layer whose input is integer indices (an embedding, a one-hot
+    encoding, an embedding bag): int64 indices in ``0..high-1``, ``high`` an int or a function
+    of the layer, e.g. ``index_input(lambda layer: layer.params["W"].shape[0])``.
+
+    Where there is room, one index repeats (so a backward that writes
+    ``grads["W"][idx] += dout``, which keeps one of the repeated rows' gradients, differs
+    from ``np.add.at``) and the first and last valid index both occur.
+    """
+
+    def make(layer: Any, shape: tuple[int, ...], dtype: np.dtype,
+             rng: np.random.Generator) -> np.ndarray:
+        n = high(layer) if callable(high) else high
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+            raise ValueError(f"index_input: the number of indices must be a positive integer, "
+                             f"got {n!r}")
+        x = rng.integers(0, int(n), size=shape, dtype=np.int64)
+        flat = x.reshape(-1)  # a view: x is contiguous
+        if flat.size >= 4 and n >= 2:
+            flat[1], flat[2] = 0, n - 1
+        if flat.size >= 2:
+            flat[-1] = flat[0]
+        return x
+
+    return make
 
 
 _REGISTRY: dict[type, Twin] = {}
