@@ -34,6 +34,26 @@ from reference.registry import Twin, WeightSpec, lookup
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
+DX_NOT_APPLICABLE = ("not applicable: the input x is integer indices, which have no gradient "
+                     "(torch gives none); whatever the scratch backward returns for it is not "
+                     "compared")
+"""Why an integer-index input (an Embedding's) has no ``dx`` row: ``LayerReport.info
+["not_compared"]["dx"]``."""
+
+
+def is_index(x: Any) -> bool:
+    """Whether ``x`` is an integer-index input (an Embedding's): the scratch layer gets it as
+    it is, the torch twin as ``torch.long``, and no input gradient is compared."""
+    return isinstance(x, np.ndarray) and x.dtype.kind in "iu"
+
+
+def torch_input(x: np.ndarray, tdt: torch.dtype, requires_grad: bool = True) -> torch.Tensor:
+    """``x`` for the torch twin: a ``torch.long`` copy of integer indices (nn.Embedding takes
+    no other integer type; they have no gradient), else a ``tdt`` copy."""
+    if is_index(x):
+        return torch.from_numpy(x.astype(np.int64))
+    return torch.tensor(x, dtype=tdt, requires_grad=requires_grad)
+
 
 class CheckError(ValueError):
     """Misuse of the harness: a message names the layer and the problem."""
@@ -254,14 +274,59 @@ def _where(exc: BaseException) -> str:
     return f" (at {tb[-1].filename}:{tb[-1].lineno})" if tb else ""
 
 
+def _num_embeddings(module: torch.nn.Module) -> int | None:
+    """The twin's number of valid indices, where it says (nn.Embedding, nn.EmbeddingBag, or a
+    module holding one): its ``num_embeddings``."""
+    for m in module.modules():
+        n = getattr(m, "num_embeddings", None)
+        if isinstance(n, int) and not isinstance(n, bool):
+            return n
+    return None
+
+
+def check_indices(name: str, module: torch.nn.Module, x: np.ndarray) -> None:
+    """For integer input ``x`` (indices) and a twin that says how many it takes
+    (``num_embeddings``): a :class:`CheckError` naming the first index out of ``0..n-1`` and
+    where it is. Valid indices are the user's business; this names the one torch would reject
+    (nn.Embedding raises a bare ``IndexError: index out of range in self``)."""
+    n = _num_embeddings(module)
+    if n is None or not is_index(x):
+        return
+    flat = x.reshape(-1)
+    bad = np.flatnonzero((flat < 0) | (flat >= n))
+    if bad.size:
+        i = int(bad[0])
+        where = tuple(int(j) for j in np.unravel_index(i, x.shape))
+        neg = " (NumPy counts negative indices from the end; torch does not)" if flat[i] < 0 else ""
+        raise CheckError(
+            f"{name}: integer input x (indices): index {int(flat[i])} at {where} is out of range "
+            f"0..{n - 1} (num_embeddings={n} in the torch twin {type(module).__name__}){neg}; "
+            f"{int(bad.size)} of {flat.size} indices are out of range")
+
+
+def _index_hint(module: torch.nn.Module, x: np.ndarray, exc: BaseException) -> str:
+    """Why the twin may have rejected integer input ``x``: an index out of its range (the
+    values only: in the warm-up call ``x`` is a shuffle of the user's), or (another error)
+    that integer x is taken for indices."""
+    ran = (f"; integer input x is passed to the twin as indices (torch.long), here "
+           f"{int(x.min())}..{int(x.max())}")
+    if isinstance(exc, IndexError) or "out of range" in str(exc):
+        return f"{ran}: an index is out of the twin's range"
+    return (f"{ran}. If x holds values, not indices: input x must be a float array, got dtype "
+            f"{x.dtype} (cast it with x.astype(np.float64))")
+
+
 def _torch_call(name: str, module: torch.nn.Module, what: str, shape: tuple[int, ...],
-                fn: Callable[[], Any]) -> Any:
-    """``fn()`` (a call into the torch twin); any exception is a :class:`TwinRejected`."""
+                fn: Callable[[], Any], x: np.ndarray | None = None) -> Any:
+    """``fn()`` (a call into the torch twin); any exception is a :class:`TwinRejected`. With
+    integer input ``x`` (indices) the message says which index the twin could not take."""
     try:
         return fn()
     except Exception as exc:
         hint = ""
-        if isinstance(exc, TypeError):
+        if x is not None and is_index(x):
+            hint = _index_hint(module, x, exc)
+        elif isinstance(exc, TypeError):
             hint = (" (the twin is called as module(x), or module(scores, targets) for "
                     "kind='loss'; its factory gets the scratch layer: lambda layer: nn.X(...))")
         raise TwinRejected(f"{name}: the torch twin rejected {what} of shape {shape}: "
@@ -368,7 +433,8 @@ class Float64Twin:
       ``eps32`` with random signs). Torch accumulates some float32 reductions in float64, so
       its own error can understate what a plain float32 implementation must lose where the
       computation is ill-conditioned (BatchNorm over 2-3 samples or over values with a large
-      common offset): this term measures the conditioning itself.
+      common offset): this term measures the conditioning itself. Integer input (indices) is
+      never wiggled; ``dout`` still is.
 
     Inert (every noise None) when the check is not float32, the twin injects random state
     (``prepare``: Dropout masks), or the module cannot be copied, converted or run in float64.
@@ -397,10 +463,10 @@ class Float64Twin:
             return
         try:
             tt = None if t is None else torch.from_numpy(np.ascontiguousarray(np.asarray(t)))
-            for ref, xa in zip(self.refs, (np.asarray(x, np.float64), self._wiggle(x)),
-                               strict=True):
+            pair = (x, x) if is_index(x) else (np.asarray(x, np.float64), self._wiggle(x))
+            for ref, xa in zip(self.refs, pair, strict=True):
                 ref.train(train)
-                xt = torch.tensor(xa, requires_grad=True)
+                xt = torch_input(xa, torch.float64)
                 with torch.enable_grad():
                     self.outs.append(ref(xt, tt) if self.is_loss else ref(xt))
                 self.xs.append(xt)
@@ -529,6 +595,10 @@ def run_pair(
     ``module``. An exception from the scratch layer is an ERROR result; one from the torch
     twin is a :class:`TwinRejected`; a ``dout`` that does not fit the output a
     :class:`CheckError`.
+
+    Integer ``x`` (indices, an Embedding's) goes to the scratch layer as it is and to the twin
+    as ``torch.long``; there is no ``dx`` to compare (``dx_torch`` is None, and
+    ``arrays["not_compared"]`` says why).
     """
     results: list[TensorResult] = []
     arrays: dict[str, Any] = {}
@@ -553,10 +623,11 @@ def run_pair(
 
     # forward
     ref64 = Float64Twin(module, twin, dtype)  # how far float32 rounding alone moves things
-    xt = torch.tensor(x, dtype=tdt, requires_grad=True)
+    index = is_index(x)
+    xt = torch_input(x, tdt)
     tt = None if t is None else torch.from_numpy(np.ascontiguousarray(np.asarray(t)))
     out_t = _torch_call(name, module, "input", x.shape,
-                        lambda: module(xt, tt) if is_loss else module(xt))
+                        lambda: module(xt, tt) if is_loss else module(xt), x=x)
     ref64.forward(x, t, train)
     if not isinstance(out_t, torch.Tensor):
         raise CheckError(f"{name}: the torch twin ({twin.name}) returned a "
@@ -584,9 +655,12 @@ def run_pair(
         results.append(compare(mine, spec.from_torch(buf), tensor=attr, layer=name, tol=tol,
                                dtype=dtype, vacuous_check=False))
 
-    # backward
+    # backward; from integer input, an output with no parameter behind it (a one-hot
+    # encoding) has no graph: torch has nothing to backpropagate
+    torch_backward = not index or out_t.requires_grad
     if is_loss:
-        _torch_call(name, module, "the backward of input", x.shape, out_t.backward)
+        if torch_backward:
+            _torch_call(name, module, "the backward of input", x.shape, out_t.backward)
         ref64.backward(None)
         try:
             dx = work.backward(1.0)
@@ -598,27 +672,32 @@ def run_pair(
             dout = rng.standard_normal(tuple(out_t.shape)).astype(dtype)
         dout_before = dout.copy()
         d_t = torch.from_numpy(np.ascontiguousarray(dout)).to(tdt)
-        _torch_call(name, module, "the backward of input", x.shape, lambda: out_t.backward(d_t))
+        if torch_backward:
+            _torch_call(name, module, "the backward of input", x.shape,
+                        lambda: out_t.backward(d_t))
         ref64.backward(dout)
         try:
             dx = work.backward(dout)
         except Exception as exc:
             results.append(_error(name, "backward", exc, dtype, prefix=error_prefix))
             return results, arrays
-    dx_torch = xt.grad.detach().cpu().numpy() if xt.grad is not None else np.zeros(x.shape, dtype)
-    arrays.update(dx=dx, dout=dout, t=t, dx_torch=dx_torch)
     d_max = 0.0 if is_loss else _amax(dout)
-    dx_floor, dx_what = 0.0, ""
-    if not twin.weight_map:  # parameter-free: dout * f'(x), f' from O(1) terms
-        atol = (tol or default_tolerance(dtype)).atol
-        dx_floor, dx_what = atol * d_max, f"{atol:.1e} x max|dout|"
-    dx_noise = ref64.noise("dx", xt.grad)
-    dx_tol, dx_tol_text = noise_tolerance(tol, dtype, dx_floor, dx_what, dx_noise, dx_torch)
     eps = float(np.finfo(dtype).eps)
-    results.append(too_noisy(compare(dx, dx_torch, tensor="dx", layer=name, tol=dx_tol,
-                                     dtype=dtype), dx_noise, dx_torch))
-    if dx_tol_text:
-        results[-1].tolerance_text = dx_tol_text
+    if index:  # indices have no gradient: nothing to compare dx with
+        arrays.update(dx=dx, dout=dout, t=t, dx_torch=None, not_compared={"dx": DX_NOT_APPLICABLE})
+    else:
+        dx_torch = xt.grad.detach().cpu().numpy() if xt.grad is not None else np.zeros(x.shape, dtype)
+        arrays.update(dx=dx, dout=dout, t=t, dx_torch=dx_torch)
+        dx_floor, dx_what = 0.0, ""
+        if not twin.weight_map:  # parameter-free: dout * f'(x), f' from O(1) terms
+            atol = (tol or default_tolerance(dtype)).atol
+            dx_floor, dx_what = atol * d_max, f"{atol:.1e} x max|dout|"
+        dx_noise = ref64.noise("dx", xt.grad)
+        dx_tol, dx_tol_text = noise_tolerance(tol, dtype, dx_floor, dx_what, dx_noise, dx_torch)
+        results.append(too_noisy(compare(dx, dx_torch, tensor="dx", layer=name, tol=dx_tol,
+                                         dtype=dtype), dx_noise, dx_torch))
+        if dx_tol_text:
+            results[-1].tolerance_text = dx_tol_text
     torch_params = dict(module.named_parameters())
     grads = getattr(work, "grads", {}) or {}
     for k, spec in twin.weight_map.items():
@@ -640,7 +719,7 @@ def run_pair(
             r.message = f"grads[{k!r}] is missing after backward"
         results.append(r)
 
-    if not is_loss and train:
+    if not is_loss and train and not index:
         _mark_unexercised(results, x_before, out, dout_before, dx_torch, twin, dx_tol)
 
     # nothing the layer was given may change
@@ -665,20 +744,33 @@ def run_pair(
 
 def make_input(twin: Twin, work: Any, shape: tuple[int, ...], dtype: np.dtype,
                rng: np.random.Generator) -> np.ndarray:
+    """The twin's ``make_input`` (else standard normal), cast to ``dtype``; an integer array
+    (indices, e.g. from :func:`reference.registry.index_input`) is kept as it is."""
     if twin.make_input is not None:
-        return np.asarray(twin.make_input(work, shape, dtype, rng), dtype=dtype)
+        x = np.asarray(twin.make_input(work, shape, dtype, rng))
+        return x if is_index(x) else x.astype(dtype)
     return rng.standard_normal(shape).astype(dtype)
 
 
-def validate_input(name: str, x: Any, dtype: np.dtype) -> np.ndarray:
+def validate_input(name: str, x: Any, dtype: np.dtype, indices: bool = False) -> np.ndarray:
+    """A float ``x`` as a ``dtype`` copy; with ``indices``, an integer ``x`` as a copy of its
+    own dtype (an Embedding's input). Anything else is a :class:`CheckError`."""
     x = np.asarray(x)
-    if x.dtype.kind not in "f":
-        raise CheckError(f"{name}: input x must be a float array, got dtype {x.dtype} "
-                         f"(cast it with x.astype(np.{dtype.name}))")
+    index = indices and is_index(x)
+    if x.dtype.kind not in "f" and not index:
+        also = (" (integer arrays are taken as indices, for Embedding-style layers; cast it "
+                f"with x.astype(np.{dtype.name}), or x.astype(np.int64) for indices)"
+                if indices else f" (cast it with x.astype(np.{dtype.name}))")
+        raise CheckError(f"{name}: input x must be a float array, got dtype {x.dtype}{also}")
     if x.ndim == 0:
         raise CheckError(f"{name}: input x must have at least one dimension, got a scalar")
     if x.shape[0] == 0 or x.size == 0:
         raise CheckError(f"{name}: empty batch: input x has shape {x.shape}")
+    if index:
+        if x.dtype.kind == "u" and int(x.max()) > np.iinfo(np.int64).max:
+            raise CheckError(f"{name}: integer input x (indices) has a value beyond int64 "
+                             f"({int(x.max())}): torch takes indices as torch.long")
+        return x.copy()
     _check_finite(name, "input x", x)
     return x.astype(dtype, copy=True)
 
@@ -805,6 +897,12 @@ def check_layer(
     gradient, buffers; checked: the input, ``dout``, targets and parameters are not modified.
     With ``numerical=True`` backprop and autograd are also checked against central
     differences.
+
+    An integer ``x`` (or one the twin's ``make_input`` returns) is indices, an Embedding's
+    input: the scratch layer gets it as it is, the twin a ``torch.long`` copy; parameters are
+    still cast to ``dtype``. Indices have no gradient, so there is no ``dx`` row
+    (``report.info["not_compared"]["dx"]`` says so) and the float32 noise measurement leaves
+    them as they are. An index the twin rejects is a :class:`CheckError` naming it.
     """
     dtype = as_float_dtype(dtype)
     name = name or layer_name(layer)
@@ -818,7 +916,7 @@ def check_layer(
     # BatchNorm's exact dx is 0 and both sides compare pure rounding noise.
     rng = np.random.default_rng(seed if generated else [seed, 0xD0])
     if x is not None:
-        x = validate_input(name, x, dtype)
+        x = validate_input(name, x, dtype, indices=True)
     else:
         if input_shape is None:
             input_shape = _default_shape(name, twin, work, batch)
@@ -832,6 +930,12 @@ def check_layer(
         raise CheckError(f"{name}: the torch twin must be an nn.Module, got {type(mod).__name__}")
     mod = copy.deepcopy(mod).to(TORCH_DTYPE[dtype])
     load_weights(work, mod, twin, name)
+    try:
+        check_indices(name, mod, x)
+    except CheckError as exc:
+        if not generated:
+            raise
+        raise CheckError(f"{exc} (x was drawn by the registration's make_input)") from None
     report = LayerReport(layer=name, dtype=dtype.name, input_shape=tuple(x.shape), seed=seed)
     try:
         results, arrays = _guarded(
@@ -846,6 +950,8 @@ def check_layer(
             return report
         raise
     report.results = results
+    if is_index(x):
+        report.info["not_compared"] = {"dx": DX_NOT_APPLICABLE}
     if numerical and not any(r.status == ERROR for r in results):
         from harness.gradcheck import numerical_results
 
@@ -909,7 +1015,9 @@ def check_net(
     raised, returned None or another shape) ends the pass there. Results come in forward
     order (outputs) then backward order (gradients); ``first_divergence`` names the first
     that fails. Without ``x`` or ``input_shape`` the input shape is ``(batch,
-    *net.input_dim)``.
+    *net.input_dim)``. A first layer that takes integer indices (an Embedding: ``x`` is an
+    integer array, or its twin's ``make_input`` gives one) gets them as ``check_layer`` does;
+    the layers after it get float activations.
     """
     dtype = as_float_dtype(dtype)
     seed, tol = validate_seed(seed), validate_tol(tol)
@@ -926,8 +1034,8 @@ def check_net(
         if input_shape is None:
             input_shape, origin = _net_input_shape(net, layers[0][1], batch)
         input_shape = validate_shape(net_name, input_shape)
-        x = rng.standard_normal(input_shape).astype(dtype)
-    x = validate_input(net_name, x, dtype)
+        x = _net_default_input(net_name, layers[0][1], input_shape, dtype, rng)
+    x = validate_input(net_name, x, dtype, indices=True)
     fwd: list[TensorResult] = []
     nonfinite: list[TensorResult] = []  # the first layer whose output has NaN/Inf
     staged = []
@@ -938,6 +1046,7 @@ def check_net(
         work = copy_layer(layer, dtype, twin.buffer_map)
         mod = copy.deepcopy(build_module(twin, work, qual)).to(TORCH_DTYPE[dtype])
         load_weights(work, mod, twin, qual)
+        check_indices(qual, mod, h)
         staged.append((lname, work, mod, twin, h))
         try:
             out = _guarded(qual, _forward_only, work, mod, twin, h, dtype, train, qual)
@@ -961,6 +1070,7 @@ def check_net(
     # now the full forward/backward per layer, in backward order for gradients
     dout: np.ndarray | None = None
     bwd: list[TensorResult] = []
+    not_compared: dict[str, str] = {}
     for lname, work, mod, twin, h_in in reversed(staged):
         label = f"{lname}({type(work).__name__})"
         t = validate_targets(f"{net_name}.{lname}", twin, h_in, t, dtype)
@@ -971,13 +1081,33 @@ def check_net(
             t = arrays.get("t")
         fwd[:0] = [r for r in results if r.tensor in ("out", "loss")]
         bwd.extend(r for r in results if r.tensor not in ("out", "loss"))
+        if is_index(h_in):  # the first layer takes indices: it has no dx
+            not_compared[f"{label}.dx"] = DX_NOT_APPLICABLE
         dx = arrays.get("dx")
         if not _usable(dx, h_in.shape):  # raised, None, another shape: nothing to pass on
             break
         dout = dx.astype(dtype)  # so one layer's float64 dx does not fail the layer before it
     report = LayerReport(layer=net_name, dtype=dtype.name, input_shape=tuple(x.shape), seed=seed)
     report.results = nonfinite + fwd + bwd
+    if not_compared:
+        report.info["not_compared"] = not_compared
     return report
+
+
+def _net_default_input(name: str, first: Any, shape: tuple[int, ...], dtype: np.dtype,
+                       rng: np.random.Generator) -> np.ndarray:
+    """A random input for a net: standard normal, or the first layer's twin's ``make_input``
+    where that gives integer indices (an Embedding first). Float draws are the same as
+    without the twin's ``make_input`` (it is tried on a copy of ``rng``)."""
+    tw = lookup(type(first))
+    if tw is not None and tw.make_input is not None:
+        trial_rng = copy.deepcopy(rng)
+        x = _guarded(f"{name}: the first layer's make_input", make_input, tw, first, shape,
+                     dtype, trial_rng)
+        if is_index(x):
+            rng.bit_generator.state = trial_rng.bit_generator.state
+            return x
+    return rng.standard_normal(shape).astype(dtype)
 
 
 def _forward_only(work: Any, mod: torch.nn.Module, twin: Twin, h: np.ndarray,
@@ -998,7 +1128,7 @@ def _forward_only(work: Any, mod: torch.nn.Module, twin: Twin, h: np.ndarray,
         twin.prepare(probe, pmod, h, np.random.default_rng(0))
     with torch.no_grad():
         out_t = _torch_call(name, pmod, "input", h.shape,
-                            lambda: pmod(torch.tensor(h, dtype=TORCH_DTYPE[dtype])))
+                            lambda: pmod(torch_input(h, TORCH_DTYPE[dtype], False)), x=h)
     try:
         out = probe.forward(h.copy(), **kwargs)
     except Exception:
