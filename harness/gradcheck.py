@@ -42,14 +42,27 @@ def numerical_results(
 
     If the scratch layer raises (in its analytic run or while the differences are taken),
     the result is that ERROR, as :func:`~harness.check.check_layer` reports it: there is no
-    gradient to compare."""
-    from harness.check import ERROR, TORCH_DTYPE, _error, copy_layer, load_weights, run_pair
+    gradient to compare.
+
+    Integer ``x`` (indices, an Embedding's) is used as it is and never perturbed: the
+    numerical gradients are those of the float parameters only (indices have no gradient)."""
+    from harness.check import (
+        ERROR,
+        TORCH_DTYPE,
+        _error,
+        copy_layer,
+        is_index,
+        load_weights,
+        run_pair,
+        torch_input,
+    )
 
     f64 = np.dtype(np.float64)
     work = copy_layer(layer, f64, twin.buffer_map)
     if twin.exact is not None:  # e.g. the classic loss's 1e-7: backward differentiates without it
         work = twin.exact(work)
-    x64 = np.array(x, dtype=np.float64)
+    index = is_index(x)
+    x64 = np.array(x) if index else np.array(x, dtype=np.float64)
     d64 = None if dout is None else np.asarray(dout, dtype=np.float64)
     kwargs = {}
     from harness.check import accepts
@@ -74,12 +87,11 @@ def numerical_results(
     mod2 = copy.deepcopy(twin.torch_factory(work)).to(TORCH_DTYPE[f64])
     load_weights(work, mod2, twin, name)
     mod2.train(train)
-    xt = torch.tensor(x64, requires_grad=True)
-    if twin.kind == "loss":
-        mod2(xt, torch.from_numpy(np.asarray(t))).backward()
-    else:
-        mod2(xt).backward(torch.from_numpy(arrays["dout"]))
-    torch_grads["x"] = xt.grad.numpy()
+    xt = torch_input(x64, torch.float64)
+    out = mod2(xt, torch.from_numpy(np.asarray(t))) if twin.kind == "loss" else mod2(xt)
+    if out.requires_grad:  # not so for a parameter-free layer of indices (one-hot)
+        out.backward() if twin.kind == "loss" else out.backward(torch.from_numpy(arrays["dout"]))
+    torch_grads["x"] = None if index else xt.grad.numpy()
     tp = dict(mod2.named_parameters())
     for k, spec in twin.weight_map.items():
         g = tp[spec.torch_name].grad
@@ -87,7 +99,7 @@ def numerical_results(
 
     d = arrays.get("dout")
     results: list[TensorResult] = []
-    targets = [("x", x64, arrays.get("dx"))] + [
+    targets = ([] if index else [("x", x64, arrays.get("dx"))]) + [
         (k, work.params[k], base.grads.get(k)) for k in twin.weight_map]
     for key, arr, analytic in targets:
         probe = copy.deepcopy(work)
