@@ -58,7 +58,8 @@ class ParityError(AssertionError):
 
 
 def failure_message(report: Any) -> str:
-    """The failing tensors' reports and a verdict line (passing tensors are only named)."""
+    """The failing tensors' reports and a verdict line (passing tensors are only named), and
+    what was not compared and why (``dx`` of an integer-index input)."""
     bad = report.failures
     good = [r.tensor for r in report.results if r.ok]
     lines = [f"{report.layer} [{report.dtype}, input {tuple(report.input_shape)}, seed {report.seed}]: "
@@ -70,6 +71,8 @@ def failure_message(report: Any) -> str:
     lines.append(f"verdict: {len(bad)} of {len(report.results)} tensors not passing "
                  f"({', '.join(r.tensor for r in bad) or 'no tensors compared'})"
                  + (f"; passed: {', '.join(good)}" if good else ""))
+    for tensor, why in (getattr(report, "info", {}).get("not_compared") or {}).items():
+        lines.append(f"not compared: {tensor} ({why})")  # e.g. dx of integer indices
     return "\n".join(lines)
 
 
