@@ -126,9 +126,12 @@ class TensorResult:
                 f"  Greatest relative difference: {self.max_rel:.6g} at index {self.max_rel_index}"
             )
             if self.worst_index is not None:
+                # which sides were compared: scratch vs torch, unless extra names them (the
+                # numerical rows: backprop or torch vs central differences)
+                ours, ref = self.extra.get("actual", "scratch"), self.extra.get("expected", "torch")
                 lines.append(
-                    f"  Worst element vs tolerance: index {self.worst_index}: actual (scratch) "
-                    f"{self.actual_at_worst:.9g}, expected (torch) {self.expected_at_worst:.9g}, "
+                    f"  Worst element vs tolerance: index {self.worst_index}: actual ({ours}) "
+                    f"{self.actual_at_worst:.9g}, expected ({ref}) {self.expected_at_worst:.9g}, "
                     f"allowed |diff| <= {self.allowed_at_worst:.3g}"
                 )
             lines.append(f"  Tolerance: {self.tolerance_text}")
@@ -159,11 +162,13 @@ def compare(
     dtype: Any = None,
     check_dtype: bool = True,
     vacuous_check: bool = True,
+    sides: tuple[str, str] = ("scratch", "torch"),
 ) -> TensorResult:
     """Compare ``actual`` (scratch) with ``expected`` (reference). Never raises for a mismatch.
 
     A Python ``float`` or ``int`` as ``actual`` has no dtype: its value is compared, its type
-    is not (``float(loss)`` is a common way to return a loss)."""
+    is not (``float(loss)`` is a common way to return a loss). ``sides`` names what
+    ``actual`` and ``expected`` are in the report (e.g. ``("torch", "numerical")``)."""
     e = _as_array(expected)
     if e is None:
         raise ValueError(f"{layer}.{tensor}: the reference value is None")
@@ -172,26 +177,34 @@ def compare(
     res = TensorResult(layer=layer, tensor=tensor, status=FAIL, dtype=str(want or e.dtype),
                        shape=tuple(e.shape), total=int(e.size), rtol=tol.rtol, atol=tol.atol)
     res.tolerance_text = tol.describe(e.astype(np.float64) if e.dtype.kind in "fiu" else None)
+    if tuple(sides) != ("scratch", "torch"):
+        res.extra.update(actual=sides[0], expected=sides[1])
     if actual is None:
-        res.message = "scratch returned None"
+        res.message = f"{sides[0]} returned None"
         return res
+    ours, ref = sides
     if is_python_scalar(actual):
         check_dtype = False
+    if isinstance(actual, (list, tuple)):  # the layer protocol returns arrays
+        res.message = (f"{ours} returned a Python {type(actual).__name__}, not an ndarray "
+                       f"(NumPy would make it float64 whatever its elements were)")
+        return res
     try:
         a = _as_array(actual)
-    except Exception as exc:  # a ragged list, an object numpy cannot convert
-        res.message = (f"scratch returned a {type(actual).__name__} that is not an array "
+    except Exception as exc:  # an object numpy cannot convert
+        res.message = (f"{ours} returned a {type(actual).__name__} that is not an array "
                        f"({type(exc).__name__}: {exc})")
         return res
     assert a is not None
     if a.shape != e.shape:
-        res.message = f"shape mismatch: scratch {a.shape} vs reference {e.shape}"
+        other = ref if tuple(sides) != ("scratch", "torch") else "reference"
+        res.message = f"shape mismatch: {ours} {a.shape} vs {other} {e.shape}"
         return res
     if a.dtype.kind not in "fiub":
-        res.message = f"scratch returned non-numeric dtype {a.dtype}"
+        res.message = f"{ours} returned non-numeric dtype {a.dtype}"
         return res
     if check_dtype and want is not None and a.dtype != want:
-        res.message = f"dtype mismatch: scratch {a.dtype}, expected {want}"
+        res.message = f"dtype mismatch: {ours} {a.dtype}, expected {want}"
         return res
     if e.size == 0:
         res.status = VACUOUS
@@ -225,7 +238,7 @@ def compare(
     if nonfinite.any():
         first = _index(int(np.argmax(nonfinite.reshape(-1))), e.shape)
         res.extra["nonfinite"] = int(nonfinite.sum())
-        side = "scratch" if not a_fin.flat[int(np.argmax(nonfinite.reshape(-1)))] else "torch"
+        side = ours if not a_fin.flat[int(np.argmax(nonfinite.reshape(-1)))] else ref
         res.message = (f"{int(nonfinite.sum())} non-finite element(s) (NaN/Inf); first at index "
                        f"{first} on the {side} side")
     if res.mismatched:

@@ -93,3 +93,16 @@ def test_to_dict_is_json_safe():
 
     r = cmp([np.nan, 1.0], [1.0, 1.0])
     json.dumps(r.to_dict())
+
+
+def test_a_list_is_not_an_array_even_when_numpy_could_convert_it() -> None:
+    r = compare([1.0, 2.0], np.array([1.0, 2.0]), tensor="out", layer="L")
+    assert r.status == FAIL and "returned a Python list, not an ndarray" in r.message
+
+
+def test_sides_name_what_was_compared_in_the_report() -> None:
+    r = compare(np.array([1.0, 5.0]), np.array([1.0, 2.0]), tensor="dx torch vs numerical",
+                sides=("torch", "numerical"))
+    assert "actual (torch) 5, expected (numerical) 2" in str(r)
+    assert "actual (scratch) 5, expected (torch) 2" in str(compare(np.array([1.0, 5.0]),
+                                                                   np.array([1.0, 2.0]), tensor="x"))
