@@ -78,6 +78,15 @@ class Twin:
 
     def __post_init__(self) -> None:
         who = f"register({getattr(self.scratch_cls, '__name__', self.scratch_cls)!r})"
+        if isinstance(self.torch_factory, torch.nn.Module):
+            # a module is callable, so it would only fail at check time, called on the layer
+            m = self.torch_factory
+            text = repr(m)
+            build = (f"nn.{text}" if "\n" not in text and len(text) <= 60
+                     and type(m).__module__.startswith("torch.nn") else f"{type(m).__name__}(...)")
+            raise TypeError(f"{who}: torch_factory is a module instance ({type(m).__name__}), not a "
+                            f"function: it is called with each scratch layer to build a fresh "
+                            f"module for it; pass lambda layer: {build} instead")
         if not callable(self.torch_factory):
             raise TypeError(f"{who}: torch_factory must be a function layer -> nn.Module, got "
                             f"{type(self.torch_factory).__name__}")
