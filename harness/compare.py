@@ -111,8 +111,8 @@ class TensorResult:
         head = f"{self.name} [{', '.join(where)}]: {self.status}" if where else \
             f"{self.name}: {self.status}"
         if self.status == PASS:
-            return (f"{head} (max abs diff {self.max_abs:.3g}, max rel diff {self.max_rel:.3g}; "
-                    f"{self.tolerance_text})")
+            tol = f"; {self.tolerance_text}" if self.tolerance_text else ""  # none: "unchanged" rows
+            return f"{head} (max abs diff {self.max_abs:.3g}, max rel diff {self.max_rel:.3g}{tol})"
         lines = [head]
         if self.message:
             lines.append(f"  {self.message}")
