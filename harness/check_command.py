@@ -45,7 +45,7 @@ def run_suite(cases, dtypes, seeds, batches, progress=None, numerical: bool = Fa
         for dtype in dtypes:
             for batch in batches:
                 for seed in range(seeds):
-                    lr = case.run(np.dtype(dtype), seed, batch, **opts)
+                    lr = _run_case(case, np.dtype(dtype), seed, batch, opts)
                     lr.info.setdefault("component", case.name)
                     lr.info.setdefault("group", case.group)
                     lr.info.setdefault("batch", batch)
@@ -58,6 +58,25 @@ def run_suite(cases, dtypes, seeds, batches, progress=None, numerical: bool = Fa
     if numerical:
         report.summary["numerical"] = [c.name for c in cases if c.numerical]
     return report
+
+
+def _run_case(case, dtype: np.dtype, seed: int, batch: int, opts: dict):
+    """``case.run(...)``; an exception that escapes it (a CheckError says what to fix; anything
+    else is a check that could not run) is a CheckError naming the case, dtype, batch and seed,
+    so the command exits 2 with a message, never with a raw traceback."""
+    from harness.check import CheckError
+
+    where = f"{case.name} [{dtype.name}, batch {batch}, seed {seed}]"
+    try:
+        return case.run(dtype, seed, batch, **opts)
+    except CheckError:
+        raise
+    except Exception as exc:
+        import traceback
+
+        tb = traceback.extract_tb(exc.__traceback__)
+        at = f" (at {tb[-1].filename}:{tb[-1].lineno})" if tb else ""
+        raise CheckError(f"{where}: the check could not run: {type(exc).__name__}: {exc}{at}") from exc
 
 
 def aggregate(report: RunReport) -> list[dict]:
