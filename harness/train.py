@@ -757,6 +757,9 @@ class TrainResult:
     """Parameter key -> name of the scratch layer that holds it."""
     layer_names: list[str] = field(default_factory=list)
     """The net's layers in forward order."""
+    eval_checks: list[TensorResult] = field(default_factory=list)
+    """Every evaluation's checks (:class:`EvalProbe`): evaluation-mode output, net.accuracy,
+    running statistics."""
 
     @property
     def frameworks(self) -> tuple[str, ...]:
@@ -987,6 +990,10 @@ def train_side_by_side(
     if "torch" in frameworks:
         tnet = to_torch(net, dt)
         t_side = TorchSide(tnet, make_optimizer_pair(optimizer, list(tnet.parameters()), lr, **okw))
+    probe = None
+    if both:  # evaluation checks; a copy of the initial state to replay step 0 in worker mode
+        initial = copy.deepcopy(net) if parallel else None
+        probe = EvalProbe(net, dt, x_test, t_test, _input_shape(net), initial)
     if "numpy" in frameworks:
         np_side = NumpySide(net, make_optimizer_pair(optimizer, None, lr, **okw).scratch)
 
@@ -1129,6 +1136,8 @@ def train_side_by_side(
                 result.threads.update({f"eval_{k}_threads": v for k, v in eval_threads.items()})
             for s in range(iters):
                 xr, tb, x64 = draw(s)
+                if s == 0 and probe is not None:
+                    probe.batch0 = xr
                 shadows = x64 is not None and sides["shadow_np"] is not None
                 shadow_np = sides["shadow_np"]
                 if mode == "lockstep":
@@ -1275,6 +1284,11 @@ def train_side_by_side(
                                          train_acc={"numpy": acc_n[0], "torch": acc_t[0]},
                                          test_acc={"numpy": acc_n[1], "torch": acc_t[1]})
                     result.evals.append(rec)
+                    if probe is not None:
+                        t0 = perf()
+                        result.eval_checks += probe.check(s, t_side if worker is None else None,
+                                                          mode == "lockstep")
+                        tm["compare"] += perf() - t0
                     for cb in callbacks:
                         cb(TrainEvent("eval", s, result, rec))
                 for cb in callbacks:
@@ -1366,10 +1380,168 @@ def _side_accuracy(side: NumpySide | TorchSide, x_train: np.ndarray, t_train: np
             xc = x[i:i + chunk].astype(dt, copy=False)
             if in_shape:
                 xc = xc.reshape(-1, *in_shape)
-            y = side.predict(xc)
+            try:
+                y = side.predict(xc)
+            except Exception as exc:  # a user's net: say where, keep the cause
+                raise RuntimeError(f"evaluating the {side.framework} side: predict() on rows "
+                                   f"{i}-{i + xc.shape[0] - 1} {xc.shape} raised "
+                                   f"{type(exc).__name__}: {exc}") from exc
             correct += int(np.count_nonzero(y.argmax(axis=1) == t[i:i + chunk]))
         accs.append(correct / float(x.shape[0]))
     return accs[0], accs[1]
+
+
+EVAL_PROBE_ROWS = 1000
+"""Test images the evaluation check runs through both nets at every evaluation."""
+
+
+def net_buffers(tnet: TorchNet, side: str) -> dict[str, np.ndarray]:
+    """``'<layer>.<attr>'`` -> a state array that is not a parameter (BatchNorm's running
+    statistics), in scratch layout: the scratch layers' (``side="numpy"``) or the torch
+    modules' (``"torch"``), through each twin's ``buffer_map``."""
+    out: dict[str, np.ndarray] = {}
+    for name, twin, layer, mod in zip(tnet.names, tnet.twins, tnet.scratch_layers, tnet.body,
+                                      strict=True):
+        for attr, spec in twin.buffer_map.items():
+            if side == "numpy":
+                value = getattr(layer, attr, None)
+                if value is not None:
+                    out[f"{name}.{attr}"] = np.asarray(value)
+            else:
+                buf = mod.get_buffer(spec.torch_name).detach().cpu().numpy()
+                out[f"{name}.{attr}"] = np.asarray(spec.from_torch(buf))
+    return out
+
+
+class EvalProbe:
+    """What the evaluations compare besides the accuracies, which drift apart with the
+    weights in free mode and so cannot be judged on their own:
+
+    * ``eval output``: the NumPy net's ``predict`` (evaluation mode: no dropout, BatchNorm's
+      running statistics) on the first :data:`EVAL_PROBE_ROWS` test images against a torch
+      twin loaded with NumPy's current weights and running statistics, so no drift enters
+      (the default tolerance of the dtype);
+    * ``net.accuracy``: the net's own ``accuracy(x, labels)``, where it has one, against the
+      argmax of its ``predict`` on the same images (exactly);
+    * running statistics after one update from the same state, against PyTorch's: at the
+      first evaluation (step 0, both runs start alike) and, in lockstep, at every one. With
+      the torch side in a worker process, step 0 is replayed here: the twin loaded with the
+      net's initial state runs step 0's batch in training mode.
+    """
+
+    def __init__(self, net: Any, dt: np.dtype, x: np.ndarray, t: np.ndarray,
+                 in_shape: tuple[int, ...] | None, initial: Any = None) -> None:
+        self.net = net
+        self.name = type(net).__name__
+        self.tnet = to_torch(net, dt)
+        n = min(EVAL_PROBE_ROWS, x.shape[0])
+        xp = x[:n].astype(dt, copy=False)
+        self.x = xp.reshape(-1, *in_shape) if in_shape else xp
+        self.t = t[:n]
+        self.dt = dt
+        self.initial = initial  # the net before step 0, for the replay (worker mode)
+        self.batch0: np.ndarray | None = None
+
+    def check(self, step: int, t_side: TorchSide | None, lockstep: bool) -> list[TensorResult]:
+        out = [self._output(step)]
+        acc = self._accuracy(step)
+        if acc is not None:
+            out.append(acc)
+        if step == 0 or lockstep:
+            out += self._buffers(step, t_side)
+        return out
+
+    def _output(self, step: int) -> TensorResult:
+        self._pred = None
+        blown = [k for k, v in self.net.params.items() if not np.isfinite(v).all()]
+        if blown:  # both sides compute with the same NaN/Inf weights: nothing to compare
+            return TensorResult(layer=self.name, tensor=f"eval output (step {step})",
+                                status="VACUOUS", dtype=self.dt.name,
+                                message=f"the weights are NaN/Inf ({', '.join(blown)}): "
+                                        "nothing compared",
+                                extra={"check": "eval output", "step": step})
+        load_from_scratch(self.tnet, self.net)
+        self.tnet.eval()
+        try:
+            with torch.no_grad():
+                expected = self.tnet.forward(torch.from_numpy(self.x), inject=False).numpy()
+        finally:
+            self.tnet.train()
+        try:
+            actual = self.net.predict(self.x)
+        except Exception as exc:
+            raise RuntimeError(f"step {step}: evaluating the NumPy net: {self.name}.predict() on "
+                               f"{self.x.shape[0]} test images {self.x.shape} raised "
+                               f"{type(exc).__name__}: {exc}") from exc
+        self._pred = np.asarray(actual)
+        huge = float(np.sqrt(np.finfo(self.dt).max))
+        with np.errstate(invalid="ignore"):
+            blew_up = not np.isfinite(expected).all() or float(np.abs(expected).max()) > huge
+        if blew_up:  # PyTorch's own output overflows: the run has blown up, not the code
+            return TensorResult(layer=self.name, tensor=f"eval output (step {step})",
+                                status="VACUOUS", dtype=self.dt.name, shape=expected.shape,
+                                message=f"PyTorch's output is NaN/Inf or beyond {huge:.3g} (the "
+                                        "weights have blown up): nothing compared",
+                                extra={"check": "eval output", "step": step})
+        r = compare(actual, expected, tensor=f"eval output (step {step})", layer=self.name,
+                    dtype=self.dt)
+        r.extra["check"] = "eval output"
+        r.extra["step"] = step
+        if r.status != "PASS" and not r.message:
+            r.message = (f"{self.name}.predict() in evaluation mode differs from the torch twin "
+                         f"with the same weights and running statistics, on the first "
+                         f"{self.x.shape[0]} test images")
+        return r
+
+    def _accuracy(self, step: int) -> TensorResult | None:
+        fn = getattr(self.net, "accuracy", None)
+        if not callable(fn) or self._pred is None or self._pred.ndim != 2:
+            return None
+        want = float(np.mean(self._pred.argmax(axis=1) == self.t))
+        try:
+            got = float(fn(self.x, self.t))
+        except Exception as exc:  # e.g. one that needs one-hot labels: not this check's case
+            got, why = math.nan, f"raised {type(exc).__name__}: {exc}"
+        else:
+            why = ""
+        r = TensorResult(layer=self.name, tensor=f"accuracy (step {step})",
+                         status="PASS" if got == want else "FAIL", dtype="float64", shape=(),
+                         max_abs=abs(got - want) if not why else math.nan, total=1,
+                         mismatched=int(got != want), tolerance_text="exact",
+                         extra={"check": "net.accuracy", "step": step})
+        if r.status != "PASS":
+            r.message = (f"{self.name}.accuracy(x, labels) on the first {self.x.shape[0]} test "
+                         + (f"images {why}" if why else
+                            f"images returns {got:.6g}, but the argmax of its predict() "
+                            f"gives {want:.6g}"))
+        return r
+
+    def _buffers(self, step: int, t_side: TorchSide | None) -> list[TensorResult]:
+        ours = net_buffers(self.tnet, "numpy")
+        if not ours:
+            return []
+        if t_side is not None:  # the torch side is here: its state after the same update
+            theirs = net_buffers(t_side.tnet, "torch")
+        elif step == 0 and self.initial is not None and self.batch0 is not None:
+            # replay step 0's forward pass on a twin built like the torch side's was (state
+            # not set yet, e.g. running statistics of None, starts as the twin's defaults)
+            replay = to_torch(self.initial, self.dt)
+            with torch.no_grad():
+                replay.forward(torch.from_numpy(self.batch0), inject=False)
+            theirs = net_buffers(replay, "torch")
+        else:
+            return []
+        out = []
+        for key, value in ours.items():
+            r = compare(value, theirs[key], tensor=f"{key} (step {step})", layer=self.name,
+                        dtype=self.dt)
+            r.extra["check"] = "running statistics"
+            r.extra["step"] = step
+            if r.status != "PASS" and not r.message:
+                r.message = (f"{key} after step {step} differs from PyTorch's after the same "
+                             f"update from the same state")
+            out.append(r)
+        return out
 
 
 def _evaluate(result: TrainResult, step: int, ipe: float, np_side: NumpySide | None,
@@ -1474,6 +1646,9 @@ class Analysis:
     (see :func:`floor_asymmetry`): tensor, ratio, side, steps, the limits, failed; None when
     NumPy's floor is nowhere the larger."""
     warnings: list[str] = field(default_factory=list)
+    eval_failure: dict[str, Any] | None = None
+    """The first evaluation check that failed (:class:`EvalProbe`): step, check, tensor,
+    message (its full report: the run report's evaluation rows); a disagreement."""
     hint: str | None = None
     """Free mode, a disagreement, and the training itself unstable (:func:`instability`):
     chaotic training amplifies rounding differences; ``--mode lockstep`` tells a bug from
@@ -1750,11 +1925,13 @@ def analyse(result: TrainResult, *, loss_atol: float = LOSS_ATOL_FLOAT64) -> Ana
     fa = first is not None
     asym_fail = (cfg.mode == "lockstep" and worst_asym is not None
                  and worst_asym[1]["ratio"] >= FLOOR_ASYMMETRY_FAIL_LOCKSTEP)
+    bad_eval = next((r for r in result.eval_checks if r.status in ("FAIL", "ERROR") and (
+        stopped_at is None or r.extra.get("step", 0) < stopped_at)), None)
     agree: bool | None
     if judged_any == 0:
-        agree = None
+        agree = None if bad_eval is None else False
     else:
-        agree = not fa and shadow_ok is not False and not asym_fail
+        agree = not fa and shadow_ok is not False and not asym_fail and bad_eval is None
     an = Analysis(
         agree=agree, criterion=criterion, mode=cfg.mode, dtype=cfg.dtype, judged_steps=judged_any,
         first_step=first[0] if fa else None, first_tensor=first[2] if fa else None,
@@ -1762,6 +1939,9 @@ def analyse(result: TrainResult, *, loss_atol: float = LOSS_ATOL_FLOAT64) -> Ana
         first_abs=float(result.diffs[first[2]].abs[first[0]]) if fa else None,
         first_limit=None, first_ratio=None, tensors=tensors, shadow_ok=shadow_ok,
         shadow_first=shadow_first, verdict="", nonfinite=nf, stopped_at=stopped_at)
+    if bad_eval is not None:
+        an.eval_failure = {"step": bad_eval.extra.get("step"), "check": bad_eval.extra.get("check"),
+                           "tensor": bad_eval.name, "message": _eval_text(bad_eval)}
     if worst_asym is not None:
         an.floor_asymmetry = {"tensor": worst_asym[0], **worst_asym[1],
                               "warn_limit": FLOOR_ASYMMETRY_LIMIT,
@@ -1979,6 +2159,26 @@ def _verdict_text(result: TrainResult, an: Analysis) -> str:
     return " ".join([text, *([an.hint] if an.hint else []), *an.warnings])
 
 
+def _eval_text(r: TensorResult) -> str:
+    """One line for a failed evaluation check: its message and, for values, the largest
+    difference and where."""
+    text = r.message.rstrip(".") if r.message else f"{r.name} differs"
+    if r.total and r.max_abs_index is not None and r.worst_index is not None:
+        text += (f": {r.mismatched} of {r.total} values beyond the tolerance, greatest |diff| "
+                 f"{r.max_abs:.3g} at index {r.max_abs_index} ({r.tolerance_text})")
+    return text + "."
+
+
+def _eval_verdict(an: Analysis) -> str:
+    ev = an.eval_failure
+    assert ev is not None
+    what = {"eval output": "the evaluation-mode output disagrees",
+            "net.accuracy": "net.accuracy() disagrees",
+            "running statistics": "the running statistics disagree"}.get(ev["check"],
+                                                                         f"{ev['check']} disagrees")
+    return f"{what} at the evaluation of step {ev['step']}: {ev['message']}"
+
+
 def _verdict_body(result: TrainResult, an: Analysis) -> str:
     cfg = result.config
     head = f"({cfg.dtype}, {cfg.mode}, {cfg.iters} steps"
@@ -1990,6 +2190,10 @@ def _verdict_body(result: TrainResult, an: Analysis) -> str:
     else:
         head += ")" if an.stopped_at is None else f", judged up to step {an.stopped_at})"
     loss = an.tensors.get("loss")
+    if an.eval_failure is not None and an.first_step is None and an.shadow_ok is not False \
+            and not (an.floor_asymmetry or {}).get("failed"):
+        return (f"DISAGREE {head}: the training steps agree, but "
+                + _eval_verdict(an))
     if an.agree is None:
         return (f"NOT JUDGED {head}: float32 needs float64 shadows for its noise floor "
                 f"(shadow_steps=0). Max |loss diff| {loss.max_abs:.3g}." if loss else
@@ -2075,6 +2279,8 @@ def _verdict_body(result: TrainResult, an: Analysis) -> str:
                     f"on the same batches) disagree beyond the float64 tolerance: {where}.")
             else:
                 parts.append(f"The float64 shadows disagree too: {where}.")
+        if an.eval_failure is not None:
+            parts.append("Also: " + _eval_verdict(an))
     return " ".join(parts)
 
 
@@ -2191,6 +2397,11 @@ def summary_dict(result: TrainResult, an: Analysis) -> dict[str, Any]:
              "ratio": an.first_ratio} if an.first_step is not None else None)
         summary["max_abs_diff"] = {k: t.max_abs for k, t in an.tensors.items()}
         summary["final_param_diff"] = result.final_diff
+        summary["eval_checks"] = {
+            "run": len(result.eval_checks),
+            "failed": sum(r.status != "PASS" for r in result.eval_checks),
+            "kinds": sorted({str(r.extra.get("check")) for r in result.eval_checks}),
+            "first_failure": an.eval_failure}
         if result.dtype == np.float32:
             summary["ratio_to_noise_floor"] = {k: t.max_ratio for k, t in an.tensors.items()}
             summary["shadow_float64_agree"] = an.shadow_ok
@@ -2287,7 +2498,15 @@ def to_run_report(result: TrainResult, an: Analysis | None = None,
                      input_shape=(cfg.batch,), seed=cfg.seed, results=snapshot_results(result),
                      info={"mode": cfg.mode, "step": result.snapshot.step if result.snapshot else None,
                            "reason": result.snapshot.reason if result.snapshot else None})
-    report = RunReport(command="train", layers=[lr] if lr.results else [],
+    layers = [lr] if lr.results else []
+    if result.eval_checks:  # every failed evaluation check, and the last one of each kind
+        last = {r.extra.get("check"): r for r in result.eval_checks}
+        rows = [r for r in result.eval_checks if r.status != "PASS" or last[r.extra.get("check")] is r]
+        layers.append(LayerReport(layer=f"evaluation {cfg.net or 'net'}", dtype=cfg.dtype,
+                                  input_shape=(min(EVAL_PROBE_ROWS, cfg.test_size),),
+                                  seed=cfg.seed, results=rows,
+                                  info={"checks": len(result.eval_checks)}))
+    report = RunReport(command="train", layers=layers,
                        summary=summary_dict(result, an), figures=[Path(f) for f in figures],
                        ok_override=True if an.agree is None else bool(an.agree),
                        verdict=an.verdict)
