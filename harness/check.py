@@ -12,6 +12,7 @@ import functools
 import inspect
 import math
 import traceback
+import types
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -53,6 +54,20 @@ def torch_input(x: np.ndarray, tdt: torch.dtype, requires_grad: bool = True) -> 
     if is_index(x):
         return torch.from_numpy(x.astype(np.int64))
     return torch.tensor(x, dtype=tdt, requires_grad=requires_grad)
+
+
+def to_torch(a: Any) -> torch.Tensor:
+    """A C-contiguous copy of ``a`` as a tensor, 0-d kept 0-d (``np.ascontiguousarray`` would
+    make a 0-d array 1-d: a 0-d output's gradient then has shape [1], which torch rejects)."""
+    return torch.from_numpy(np.array(a, order="C"))
+
+
+def cast_targets(t: Any, dtype: np.dtype) -> Any:
+    """Float targets ``t`` in ``dtype`` (the check's, or float64 for the numerical check):
+    torch losses refuse float32 targets with float64 scores. Integer labels stay as they are."""
+    if isinstance(t, np.ndarray) and t.dtype.kind == "f" and t.dtype != dtype:
+        return t.astype(dtype)
+    return t
 
 
 class CheckError(ValueError):
@@ -120,49 +135,286 @@ def validate_shape(name: str, shape: Any, what: str = "input_shape") -> tuple[in
     return tuple(int(s) for s in shape)
 
 
-def copy_layer(layer: Any, dtype: np.dtype, buffers: Iterable[str] = ()) -> Any:
+_ATOMS = (type(None), bool, int, float, complex, str, bytes, np.generic, np.dtype, type,
+          types.FunctionType, types.BuiltinFunctionType, types.MethodType)
+
+
+def _share_uncopyable(obj: Any, memo: dict[int, Any], seen: set[int], root: bool = False,
+                      depth: int = 0) -> None:
+    """Fill ``memo`` (a ``copy.deepcopy`` memo) so that every object under ``obj`` that
+    deepcopy rejects (a module: ``self.xp = np``; a lock, a file handle) maps to itself: it is
+    shared by the copy, not copied. Containers and objects with a ``__dict__`` are searched
+    first, so only the culprit is shared and the arrays around it are still copied. ``root``
+    (the layer) is never shared."""
+    if id(obj) in seen or isinstance(obj, (np.ndarray, *_ATOMS)) or depth > 20:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, types.ModuleType):
+        memo[id(obj)] = obj
+        return
+    if isinstance(obj, dict):
+        children = [*obj.keys(), *obj.values()]
+    elif isinstance(obj, (list, tuple, set, frozenset)):
+        children = list(obj)
+    else:
+        d = getattr(obj, "__dict__", None)
+        children = list(d.values()) if isinstance(d, dict) else []
+
+    def copies() -> bool:
+        try:
+            copy.deepcopy(obj, dict(memo))
+            return True
+        except Exception:
+            return False
+
+    if copies():
+        return
+    for child in children:
+        _share_uncopyable(child, memo, seen, depth=depth + 1)
+    if not root and (not children or not copies()):
+        memo[id(obj)] = obj
+
+
+def clone(obj: Any, name: str) -> Any:
+    """``copy.deepcopy(obj)``, where what deepcopy rejects (a module attribute such as the
+    usual ``self.xp = np`` CuPy/NumPy switch, a lock, a file handle) is shared rather than
+    copied; if the copy still fails, a :class:`CheckError` naming ``name`` and the attribute."""
+    try:
+        return copy.deepcopy(obj)
+    except Exception:
+        pass
+    memo: dict[int, Any] = {}
+    _share_uncopyable(obj, memo, set(), root=True)
+    try:
+        return copy.deepcopy(obj, dict(memo))
+    except Exception as exc:
+        culprit = "the layer itself (its class's __deepcopy__ or __reduce_ex__)"
+        for attr, value in (vars(obj) if hasattr(obj, "__dict__") else {}).items():
+            try:
+                copy.deepcopy(value, dict(memo))
+            except Exception:
+                culprit = f"its attribute {attr!r} ({type(value).__name__})"
+                break
+        raise CheckError(
+            f"{name}: the layer cannot be copied (the check runs on a private copy, so your layer "
+            f"is never modified): {culprit} cannot be deep-copied: {type(exc).__name__}: {exc}"
+            f"{_where(exc)}") from exc
+
+
+def _param_dict(layer: Any, attr: str, name: str) -> dict[Any, Any]:
+    """``layer.params`` or ``layer.grads`` as the dict the harness expects (name -> ndarray);
+    a missing or empty one is ``{}``. A list or tuple ("Deep Learning from Scratch 2" keeps
+    ``self.params = [W, b]``) is a :class:`CheckError` that says how to convert it."""
+    value = getattr(layer, attr, None)
+    if value is None or isinstance(value, dict):
+        return value or {}
+    if isinstance(value, (list, tuple)) and not len(value):
+        return {}
+    kind = type(value).__name__
+    example, other = (("self.params = {'W': W, 'b': b}", "grads") if attr == "params" else
+                      ("self.grads = {'W': np.zeros_like(W), 'b': np.zeros_like(b)}", "params"))
+    raise CheckError(
+        f"{name}: {attr} must be a dict name -> ndarray, got a {kind}: the harness maps each "
+        f"parameter to the torch twin by name. Convert it, e.g. {example} (and {other} with "
+        f"the same names), with the registration's weight_map keyed by those names, e.g. "
+        f"{{'W': WeightSpec('weight', transpose, transpose), 'b': 'bias'}}")
+
+
+def _bounds(a: np.ndarray) -> tuple[int, int]:
+    """The byte range ``a``'s elements occupy (``numpy.byte_bounds``)."""
+    lo = hi = a.__array_interface__["data"][0]
+    for n, s in zip(a.shape, a.strides, strict=True):
+        if n > 1:
+            if s < 0:
+                lo += (n - 1) * s
+            else:
+                hi += (n - 1) * s
+    return lo, hi + a.itemsize
+
+
+def _rebase(view: np.ndarray, old: np.ndarray, new: np.ndarray) -> np.ndarray | None:
+    """``view`` (an array into ``old``'s memory: ``W.T``, ``W[0]``, ``W.reshape(-1)``) as the
+    same view into ``new`` (a copy of ``old``, maybe of another float dtype), or None where
+    that cannot be done (another dtype view, a non-contiguous ``old``, memory outside it)."""
+    order = "C" if old.flags.c_contiguous else "F" if old.flags.f_contiguous else ""
+    if (not order or view.dtype != old.dtype or new.shape != old.shape or view.size == 0
+            or not new.flags[f"{order}_CONTIGUOUS"]):
+        return None
+    lo, hi = _bounds(old)
+    vlo, vhi = _bounds(view)
+    start = view.__array_interface__["data"][0] - lo
+    size = old.itemsize
+    if vlo < lo or vhi > hi or start % size or any(s % size for s in view.strides):
+        return None
+    flat = new.reshape(-1, order=order)  # a view: new is contiguous in that order
+    return np.lib.stride_tricks.as_strided(
+        flat[start // size:], shape=view.shape,
+        strides=tuple(s // size * new.itemsize for s in view.strides),
+        writeable=bool(view.flags.writeable))
+
+
+_NO_WALK = (*_ATOMS, types.ModuleType, torch.nn.Module, torch.Tensor, np.random.Generator)
+"""What :func:`_repoint` and :func:`outside_copies` never search for arrays."""
+
+
+def _repoint(orig: Any, work: Any, moved: dict[int, tuple[np.ndarray, np.ndarray]],
+             seen: set[int], depth: int = 0) -> Any:
+    """``work`` (the deep copy of ``orig``) with every array that is one of ``moved``'s
+    originals replaced by its replacement, and every view of one re-made as the same view of
+    the replacement; containers (dict, list, tuple) and plain objects are searched in
+    lockstep with ``orig``, a few levels deep. Objects the copy shares with ``orig`` are left
+    alone."""
+    if isinstance(orig, np.ndarray):
+        hit = moved.get(id(orig))
+        if hit is not None and hit[0] is orig:
+            return hit[1]
+        for old, new in moved.values():
+            if (isinstance(old, np.ndarray) and old is not orig and np.may_share_memory(orig, old)
+                    and np.shares_memory(orig, old)):
+                view = _rebase(orig, old, new)
+                return work if view is None else view
+        return work
+    if orig is work or depth > 4 or id(orig) in seen or isinstance(orig, _NO_WALK):
+        return work
+    seen.add(id(orig))
+    if isinstance(orig, dict) and isinstance(work, dict):
+        for k, v in orig.items():
+            if k in work:
+                new = _repoint(v, work[k], moved, seen, depth + 1)
+                if new is not work[k]:
+                    work[k] = new
+    elif isinstance(orig, (list, tuple)) and type(work) is type(orig) and len(work) == len(orig):
+        items = [_repoint(o, w, moved, seen, depth + 1) for o, w in zip(orig, work, strict=True)]
+        if any(a is not b for a, b in zip(items, work, strict=True)):
+            if isinstance(work, list):
+                work[:] = items
+            elif type(work) is tuple:
+                return tuple(items)
+    elif type(orig) is type(work) and isinstance(getattr(orig, "__dict__", None), dict):
+        state = vars(work)
+        for k, v in vars(orig).items():
+            if k in state:
+                new = _repoint(v, state[k], moved, seen, depth + 1)
+                if new is not state[k]:
+                    state[k] = new
+    return work
+
+
+def copy_layer(layer: Any, dtype: np.dtype | None, buffers: Iterable[str] = (),
+               name: str | None = None) -> Any:
     """A deep copy of ``layer`` with every parameter, every preallocated gradient
     (``grads[k]``) and every float buffer named in ``buffers`` (the twin's ``buffer_map``:
-    running statistics) cast to ``dtype``.
+    running statistics) cast to ``dtype`` (None: kept as they are).
 
     A correct layer that writes into its arrays in place (``grads['W'][...] = ...``,
     ``running_mean *= m``) then keeps the check's dtype. Attributes that alias one of these
-    arrays (the book's ``self.W`` next to ``params['W']``) keep aliasing the cast copy. The
-    user's layer is never touched.
+    arrays (the book's ``self.W`` next to ``params['W']``, ``self.wb = [W, b]``) alias the
+    cast copy, and views of one (``self.WT = W.T``) are the same views of the cast copy, so
+    they follow a perturbed parameter (the numerical check) and the check's dtype. What
+    deepcopy rejects (``self.xp = np``, a lock) is shared (:func:`clone`). ``params`` and
+    ``grads`` must be dicts (:func:`_param_dict`). The user's layer is never touched.
     """
-    work = copy.deepcopy(layer)
+    name = name or layer_name(layer)
+    params, grads = _param_dict(layer, "params", name), _param_dict(layer, "grads", name)
+    work = clone(layer, name)
     if getattr(work, "need_dx", True) is False:
         # A layer that skips its input gradient for speed (a net's first Affine) is checked
         # with its full backward: dx is compared like every other layer's. Its grads do not
         # depend on the flag (tests/test_performance_paths.py); training compares them as run.
         work.need_dx = True
-    cast: dict[int, tuple[Any, np.ndarray]] = {}  # id(old) -> (old, kept alive; cast copy)
+    moved: dict[int, tuple[Any, np.ndarray]] = {}  # id(original) -> (original, replacement)
 
-    def cast_dict(d: Any, what: str, kinds: str, strict: bool) -> None:
-        if not isinstance(d, dict):
-            return
-        for k, v in list(d.items()):
-            if not strict and not isinstance(v, np.ndarray):
-                continue
-            arr = np.asarray(v)
-            if arr.dtype.kind not in kinds:
-                if strict:
-                    raise CheckError(f"{layer_name(layer)}.{what}[{k!r}] has non-numeric dtype "
-                                     f"{arr.dtype}")
-                continue
-            d[k] = cast.setdefault(id(v), (v, arr.astype(dtype, copy=True)))[1]
+    def move(orig: Any, copied: Any) -> np.ndarray:
+        arr = np.asarray(copied)
+        new = arr if dtype is None else arr.astype(dtype, copy=True)
+        return moved.setdefault(id(orig), (orig, new))[1]
 
-    cast_dict(getattr(work, "params", None), "params", "fiu", strict=True)
-    cast_dict(getattr(work, "grads", None), "grads", "fiu", strict=False)
+    for k, v in params.items():
+        if np.asarray(v).dtype.kind not in "fiu":
+            raise CheckError(f"{name}.params[{k!r}] has non-numeric dtype {np.asarray(v).dtype}")
+        move(v, work.params[k])
+    for k, v in grads.items():
+        if isinstance(v, np.ndarray) and v.dtype.kind in "fiu":
+            move(v, work.grads[k])
     for attr in buffers:
-        v = getattr(work, attr, None)
+        v = getattr(layer, attr, None)
         if isinstance(v, np.ndarray) and v.dtype.kind == "f":
-            cast.setdefault(id(v), (v, v.astype(dtype, copy=True)))
-    if cast and hasattr(work, "__dict__"):
-        for attr, val in list(vars(work).items()):
-            if id(val) in cast and cast[id(val)][0] is val:
-                setattr(work, attr, cast[id(val)][1])
+            move(v, getattr(work, attr))
+    if moved:
+        for k, v in params.items():
+            work.params[k] = moved[id(v)][1]
+        for k, v in grads.items():
+            if id(v) in moved:
+                work.grads[k] = moved[id(v)][1]
+        for attr in buffers:
+            v = getattr(layer, attr, None)
+            if id(v) in moved and moved[id(v)][0] is v:
+                setattr(work, attr, moved[id(v)][1])
+        _repoint(layer, work, moved, set())
     return work
+
+
+def outside_copies(layer: Any, dtype: np.dtype) -> list[str]:
+    """Arrays ``layer`` holds outside ``params`` that copy a parameter in another dtype than
+    ``dtype`` and that :func:`copy_layer` cannot re-point (a copy such as ``W.T.copy()``, a
+    view it cannot re-make): ``["attribute WT, a copy of params['W'].T", ...]``. They keep
+    the layer's own dtype in a check of another one."""
+    try:
+        params = {k: v for k, v in _param_dict(layer, "params", "").items()
+                  if isinstance(v, np.ndarray) and v.dtype.kind == "f" and v.dtype != dtype}
+    except CheckError:
+        return []
+    found: list[str] = []
+
+    def visit(path: str, obj: Any, depth: int) -> None:
+        if isinstance(obj, np.ndarray):
+            if obj.dtype.kind != "f" or obj.dtype == dtype or any(obj is p for p in params.values()):
+                return
+            for k, p in params.items():
+                if np.may_share_memory(obj, p) and np.shares_memory(obj, p):
+                    if _rebase(obj, p, p) is None:
+                        found.append(f"attribute {path}, a view of params[{k!r}] that the "
+                                     f"check cannot re-make")
+                    return
+                for how, q in (("", p), (".T", p.T)):
+                    if obj.shape == q.shape and np.array_equal(obj, q):
+                        found.append(f"attribute {path}, a copy of params[{k!r}]{how}")
+                        return
+            return
+        if depth > 2 or isinstance(obj, _NO_WALK):
+            return
+        if isinstance(obj, dict):
+            for k, v in obj.items():
+                visit(f"{path}[{k!r}]", v, depth + 1)
+        elif isinstance(obj, (list, tuple)):
+            for i, v in enumerate(obj[:64]):
+                visit(f"{path}[{i}]", v, depth + 1)
+        elif isinstance(getattr(obj, "__dict__", None), dict) and depth == 0:
+            for k, v in vars(obj).items():
+                if k not in ("params", "grads"):
+                    visit(k, v, depth + 1)
+
+    visit("", layer, 0)
+    return found
+
+
+def explain_dtype_mismatch(results: list[TensorResult], layer: Any, dtype: np.dtype) -> None:
+    """Add to each "dtype mismatch" FAIL in ``results`` the likely cause when ``layer`` keeps
+    copies of its weights outside ``params`` in another dtype (:func:`outside_copies`)."""
+    bad = [r for r in results if r.status == FAIL and r.message.startswith("dtype mismatch")]
+    if not bad:
+        return
+    copies = outside_copies(layer, dtype)
+    if not copies:
+        return
+    kinds = sorted({str(v.dtype) for v in _param_dict(layer, "params", "").values()
+                    if isinstance(v, np.ndarray) and v.dtype != dtype})
+    for r in bad:
+        r.message += (f": the layer holds a {'/'.join(kinds) or 'differently typed'} copy of its "
+                      f"weights outside params ({'; '.join(copies)}): the check casts params to "
+                      f"{dtype.name} but cannot cast that copy. Compute it from self.params in "
+                      f"forward/backward, or keep a view (self.WT = W.T), which the check "
+                      f"re-points")
 
 
 def getattr_path(obj: Any, path: str) -> Any:
@@ -256,11 +508,11 @@ def load_weights(work: Any, module: torch.nn.Module, twin: Twin, name: str) -> N
             if not np.all(np.isfinite(value)):
                 bad = tuple(int(i) for i in np.argwhere(~np.isfinite(np.asarray(params[k])))[0])
                 raise CheckError(f"{name}: parameter {k!r} contains NaN/Inf (first at {bad})")
-            p.copy_(torch.from_numpy(np.ascontiguousarray(value)).to(p.dtype))
+            p.copy_(to_torch(value).to(p.dtype))
     for attr, spec in twin.buffer_map.items():
         if hasattr(work, attr):
             buf = getattr_path(module, spec.torch_name)
-            buf.copy_(torch.from_numpy(np.ascontiguousarray(spec.to_torch(getattr(work, attr)))))
+            buf.copy_(to_torch(spec.to_torch(getattr(work, attr))))
 
 
 class TwinRejected(CheckError):
@@ -341,6 +593,19 @@ def _error(layer: str, tensor: str, exc: BaseException, dtype: np.dtype | None =
                         message=f"{prefix}{type(exc).__name__}: {exc}{_where(exc)}")
 
 
+def plain(v: Any) -> str:
+    """A number for a message: ``0.125732``, ``3``, ``True``, ``nan``; never a NumPy repr such as
+    ``np.float32(0.1257)``."""
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    try:
+        return f"{float(v):.9g}"
+    except (TypeError, ValueError):
+        return repr(v)
+
+
 def _unchanged(layer: str, what: str, before: np.ndarray, after: np.ndarray) -> TensorResult:
     res = TensorResult(layer=layer, tensor=f"{what} unchanged", status=PASS,
                        dtype=str(before.dtype), shape=tuple(before.shape), total=int(before.size))
@@ -352,11 +617,25 @@ def _unchanged(layer: str, what: str, before: np.ndarray, after: np.ndarray) -> 
     changed = ~((before == after) | (np.isnan(before) & np.isnan(after)))
     if changed.any():
         res.status, res.mismatched = FAIL, int(changed.sum())
-        first = tuple(int(i) for i in np.argwhere(changed)[0])
+        first = tuple(int(i) for i in np.argwhere(changed)[0]) if before.ndim else ()
         res.message = (f"the layer modified its {what} in place: {res.mismatched} element(s) "
-                       f"changed, first at {first} ({before[first]!r} -> {after[first]!r})")
+                       f"changed, first at {first} ({plain(before[first])} -> {plain(after[first])})")
         res.worst_index = first
+        res.max_abs, res.max_rel = largest_change(before, after)
     return res
+
+
+def largest_change(before: np.ndarray, after: np.ndarray) -> tuple[float, float]:
+    """The largest absolute and relative change between two arrays of one shape (inf where
+    a NaN appeared or vanished), for the table's max abs/rel diff of an "unchanged" row."""
+    b, a = np.asarray(before, np.float64), np.asarray(after, np.float64)
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        diff = np.abs(a - b)
+        rel = np.where(diff == 0, 0.0, diff / np.abs(b))
+    same = (b == a) | (np.isnan(b) & np.isnan(a))
+    diff = np.where(same, 0.0, np.where(np.isnan(diff), np.inf, diff))
+    rel = np.where(same, 0.0, np.where(np.isnan(rel), np.inf, rel))
+    return (float(diff.max()) if diff.size else 0.0), (float(rel.max()) if rel.size else 0.0)
 
 
 def _check_finite(name: str, what: str, a: np.ndarray) -> None:
@@ -456,13 +735,13 @@ class Float64Twin:
 
     def _wiggle(self, a: np.ndarray) -> np.ndarray:
         a = np.asarray(a, dtype=np.float64)
-        return a * (1 + self.eps * self.rng.choice([-1.0, 1.0], size=a.shape))
+        return np.asarray(a * (1 + self.eps * self.rng.choice([-1.0, 1.0], size=a.shape)))
 
     def forward(self, x: np.ndarray, t: Any, train: bool) -> None:
         if not self.refs:
             return
         try:
-            tt = None if t is None else torch.from_numpy(np.ascontiguousarray(np.asarray(t)))
+            tt = None if t is None else to_torch(cast_targets(np.asarray(t), np.dtype(np.float64)))
             pair = (x, x) if is_index(x) else (np.asarray(x, np.float64), self._wiggle(x))
             for ref, xa in zip(self.refs, pair, strict=True):
                 ref.train(train)
@@ -540,12 +819,34 @@ def too_noisy(r: TensorResult, noise: float | None, expected: Any) -> TensorResu
     return r
 
 
+def _twin_is_identity(module: torch.nn.Module, x: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether the twin (a copy) also returns its input unchanged on other inputs of ``x``'s
+    shape: ``x`` with every sign flipped and fresh random values of both signs. Then the layer
+    IS the identity on that shape (Flatten of a 2-D input), not a nonlinearity that was never
+    exercised (a ReLU whose inputs were all positive gives 0 for ``-x``)."""
+    try:
+        probe = copy.deepcopy(module)
+        rng = np.random.default_rng(0x1D)
+        for other in (-x, rng.standard_normal(x.shape).astype(x.dtype)):
+            with torch.no_grad():
+                y = probe(torch.tensor(other, dtype=TORCH_DTYPE[dtype]))
+            if not isinstance(y, torch.Tensor) or not np.array_equal(y.cpu().numpy(), other):
+                return False
+        return True
+    except Exception:  # whatever the twin cannot take: no evidence that it is the identity
+        return False
+
+
 def _mark_unexercised(results: list[TensorResult], x: np.ndarray, out: Any, dout: np.ndarray,
-                      dx_torch: np.ndarray, twin: Twin, dx_tol: Tolerance | None) -> None:
+                      dx_torch: np.ndarray, twin: Twin, dx_tol: Tolerance | None,
+                      module: torch.nn.Module, dtype: np.dtype) -> None:
     """Turn PASS into VACUOUS where the input never reached the region that matters.
 
     * a layer without parameters whose output is its input and whose ``dx`` is its ``dout``
-      acted as the identity (every ReLU input > 0): its nonlinearity was never exercised;
+      acted as the identity (every ReLU input > 0): its nonlinearity was never exercised,
+      unless the twin is the identity on that shape for other inputs too (Flatten of a 2-D
+      input: nothing was left unexercised). A twin with injected randomness (``prepare``: a
+      Dropout mask that kept everything) is never taken for the identity;
     * a ``dx`` so small next to ``dout`` that an all-zero ``dx`` would pass too (a saturated
       sigmoid, tanh or softmax): no gradient flows, the backward formula is not exercised.
     """
@@ -553,7 +854,8 @@ def _mark_unexercised(results: list[TensorResult], x: np.ndarray, out: Any, dout
     if "dx" not in by:
         return
     if (not twin.weight_map and "out" in by and np.shape(out) == x.shape
-            and np.array_equal(np.asarray(out), x) and np.array_equal(dx_torch, dout)):
+            and np.array_equal(np.asarray(out), x) and np.array_equal(dx_torch, dout)
+            and (twin.prepare is not None or not _twin_is_identity(module, x, dtype))):
         for r in (by["out"], by["dx"]):
             r.status = VACUOUS
             r.message = ("the layer acted as the identity on this input (output == input, "
@@ -613,11 +915,13 @@ def run_pair(
         if twin.make_target is None:
             raise CheckError(f"{name}: a loss layer needs targets t")
         t = twin.make_target(work, x, rng)
+    t = cast_targets(t, dtype)  # make_target's float targets, like given ones, in the check's dtype
     kwargs = dict(twin.forward_kwargs(work)) if twin.forward_kwargs else {}
     if accepts(work.forward, "train_flg"):
         kwargs.setdefault("train_flg", train)
 
-    params_before = {k: np.array(v, copy=True) for k, v in getattr(work, "params", {}).items()}
+    params_before = {k: np.array(v, copy=True)
+                     for k, v in (getattr(work, "params", None) or {}).items()}
     x_before = x.copy()
     t_before = None if t is None else np.array(t, copy=True)
 
@@ -625,7 +929,7 @@ def run_pair(
     ref64 = Float64Twin(module, twin, dtype)  # how far float32 rounding alone moves things
     index = is_index(x)
     xt = torch_input(x, tdt)
-    tt = None if t is None else torch.from_numpy(np.ascontiguousarray(np.asarray(t)))
+    tt = None if t is None else to_torch(np.asarray(t))
     out_t = _torch_call(name, module, "input", x.shape,
                         lambda: module(xt, tt) if is_loss else module(xt), x=x)
     ref64.forward(x, t, train)
@@ -671,7 +975,7 @@ def run_pair(
         if dout is None:
             dout = rng.standard_normal(tuple(out_t.shape)).astype(dtype)
         dout_before = dout.copy()
-        d_t = torch.from_numpy(np.ascontiguousarray(dout)).to(tdt)
+        d_t = to_torch(dout).to(tdt)
         if torch_backward:
             _torch_call(name, module, "the backward of input", x.shape,
                         lambda: out_t.backward(d_t))
@@ -720,7 +1024,8 @@ def run_pair(
         results.append(r)
 
     if not is_loss and train and not index:
-        _mark_unexercised(results, x_before, out, dout_before, dx_torch, twin, dx_tol)
+        _mark_unexercised(results, x_before, out, dout_before, dx_torch, twin, dx_tol, module,
+                          dtype)
 
     # nothing the layer was given may change
     results.append(_unchanged(name, "input x", x_before, x))
@@ -734,6 +1039,8 @@ def run_pair(
             r = TensorResult(layer=name, tensor=f"param {k} unchanged", status=FAIL,
                              dtype=str(before.dtype), shape=before.shape,
                              message=f"forward/backward modified parameter {k!r}")
+            if now.shape == before.shape:
+                r.max_abs, r.max_rel = largest_change(before, now)
             results.append(r)
     return results, arrays
 
@@ -743,35 +1050,54 @@ def run_pair(
 
 
 def make_input(twin: Twin, work: Any, shape: tuple[int, ...], dtype: np.dtype,
-               rng: np.random.Generator) -> np.ndarray:
+               rng: np.random.Generator, name: str = "") -> np.ndarray:
     """The twin's ``make_input`` (else standard normal), cast to ``dtype``; an integer array
-    (indices, e.g. from :func:`reference.registry.index_input`) is kept as it is."""
-    if twin.make_input is not None:
-        x = np.asarray(twin.make_input(work, shape, dtype, rng))
-        return x if is_index(x) else x.astype(dtype)
-    return rng.standard_normal(shape).astype(dtype)
+    (indices, e.g. from :func:`reference.registry.index_input`) is kept as it is.
+
+    What ``make_input`` returns is validated like a given ``x``: a numeric array of exactly
+    ``shape``, finite; anything else is a :class:`CheckError` naming ``name`` and the
+    registration (``twin.name``)."""
+    if twin.make_input is None:
+        return rng.standard_normal(shape).astype(dtype)
+    x = np.asarray(twin.make_input(work, shape, dtype, rng))
+    where = f"{name or twin.name}: the registration's make_input returned"
+    fix = (f" (register({twin.name}, ..., make_input=f): f(layer, shape, dtype, rng) must return "
+           f"a float array, or integer indices, of exactly the shape it is given, the batch "
+           f"first)")
+    if x.dtype.kind not in "fiub":
+        raise CheckError(f"{where} dtype {x.dtype}, not a numeric array{fix}")
+    if x.shape != tuple(shape):
+        raise CheckError(f"{where} shape {x.shape}, expected the requested shape {tuple(shape)}"
+                         f"{fix}")
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        first = tuple(int(i) for i in np.argwhere(~np.isfinite(x))[0])
+        raise CheckError(f"{where} NaN/Inf (first at index {first}){fix}")
+    return x if is_index(x) else x.astype(dtype)
 
 
-def validate_input(name: str, x: Any, dtype: np.dtype, indices: bool = False) -> np.ndarray:
+def validate_input(name: str, x: Any, dtype: np.dtype, indices: bool = False,
+                   what: str = "input x") -> np.ndarray:
     """A float ``x`` as a ``dtype`` copy; with ``indices``, an integer ``x`` as a copy of its
-    own dtype (an Embedding's input). Anything else is a :class:`CheckError`."""
+    own dtype (an Embedding's input). Anything else is a :class:`CheckError`. ``what="dout"``
+    (an upstream gradient) may be 0-d: the gradient of a 0-d output (``sum(x**2)``)."""
     x = np.asarray(x)
     index = indices and is_index(x)
     if x.dtype.kind not in "f" and not index:
         also = (" (integer arrays are taken as indices, for Embedding-style layers; cast it "
                 f"with x.astype(np.{dtype.name}), or x.astype(np.int64) for indices)"
                 if indices else f" (cast it with x.astype(np.{dtype.name}))")
+        # "input x" also for dout: the wording tests/test_bad_input.py pins
         raise CheckError(f"{name}: input x must be a float array, got dtype {x.dtype}{also}")
-    if x.ndim == 0:
-        raise CheckError(f"{name}: input x must have at least one dimension, got a scalar")
-    if x.shape[0] == 0 or x.size == 0:
-        raise CheckError(f"{name}: empty batch: input x has shape {x.shape}")
+    if x.ndim == 0 and what != "dout":
+        raise CheckError(f"{name}: {what} must have at least one dimension, got a scalar")
+    if x.ndim and (x.shape[0] == 0 or x.size == 0):
+        raise CheckError(f"{name}: empty batch: {what} has shape {x.shape}")
     if index:
         if x.dtype.kind == "u" and int(x.max()) > np.iinfo(np.int64).max:
             raise CheckError(f"{name}: integer input x (indices) has a value beyond int64 "
                              f"({int(x.max())}): torch takes indices as torch.long")
         return x.copy()
-    _check_finite(name, "input x", x)
+    _check_finite(name, what, x)
     return x.astype(dtype, copy=True)
 
 
@@ -801,12 +1127,13 @@ def validate_targets(name: str, twin: Twin, x: np.ndarray, t: Any, dtype: np.dty
 
 
 def _warm_up_inputs(twin: Twin, work: Any, x: np.ndarray, t: Any, dtype: np.dtype,
-                    rng: np.random.Generator, generated: bool) -> tuple[np.ndarray, Any]:
+                    rng: np.random.Generator, generated: bool,
+                    name: str = "") -> tuple[np.ndarray, Any]:
     """Inputs for the warm-up call, different from the compared ones: drawn like them when the
     harness drew them, else a shuffle of the given values (same domain: positive stays
     positive, labels stay valid)."""
     if generated:
-        x_w = make_input(twin, work, tuple(x.shape), dtype, rng)
+        x_w = make_input(twin, work, tuple(x.shape), dtype, rng, name)
     else:
         x_w = rng.permutation(x.reshape(-1)).reshape(x.shape)
     t_w = t if t is None or np.ndim(t) == 0 else rng.permutation(np.asarray(t))  # rows
@@ -827,7 +1154,7 @@ def _run_twice(work: Any, module: torch.nn.Module, twin: Twin, x: np.ndarray, *,
     compared call passes is reported too, as ``<tensor> (first call)``.
     """
     warm_rng = np.random.default_rng([seed, 0x5EED])
-    x_w, t_w = _warm_up_inputs(twin, work, x, t, dtype, warm_rng, generated)
+    x_w, t_w = _warm_up_inputs(twin, work, x, t, dtype, warm_rng, generated, name)
     warm, _ = run_pair(work, module, twin, x_w, dtype=dtype, rng=warm_rng, name=name, t=t_w,
                        tol=tol, train=train, error_prefix="on the first (warm-up) call: ")
     for p in module.parameters():
@@ -846,14 +1173,19 @@ def _default_shape(name: str, twin: Twin, work: Any, batch: int) -> tuple[int, .
     if twin.input_shape is None:
         raise CheckError(f"{name}: input_shape is required (no default for this layer)")
     try:
-        shape = twin.input_shape(work, batch)
-        return validate_shape(name, tuple(shape))
+        shape = validate_shape(name, tuple(twin.input_shape(work, batch)))
     except CheckError:
         raise
     except Exception as exc:
         raise CheckError(f"{name}: the registration's input_shape(layer, batch) raised "
                          f"{type(exc).__name__}: {exc} (it is called with the layer and the "
                          f"batch size, e.g. lambda layer, n: (n, 9))") from exc
+    if shape[0] != batch:  # lambda layer, n: (9,) would check a 1-D input at every batch size
+        raise CheckError(f"{name}: the registration's input_shape(layer, {batch}) returned "
+                         f"{shape}: its first dimension must be the batch size {batch} "
+                         f"(register({twin.name}, ..., input_shape=lambda layer, n: (n, ...)): "
+                         f"it is called with the batch size, e.g. lambda layer, n: (n, 9))")
+    return shape
 
 
 def _guarded(where: str, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
@@ -908,7 +1240,7 @@ def check_layer(
     name = name or layer_name(layer)
     seed, tol = validate_seed(seed), validate_tol(tol)
     twin, _ = resolve_twin(layer, module, weight_map)
-    work = copy_layer(layer, dtype, twin.buffer_map)
+    work = copy_layer(layer, dtype, twin.buffer_map, name)
     generated = x is None
     # With a given x, the draws that remain (dout, targets) come from their own stream: from
     # default_rng(seed) itself they would repeat a user's x drawn with the same seed
@@ -921,10 +1253,10 @@ def check_layer(
         if input_shape is None:
             input_shape = _default_shape(name, twin, work, batch)
         input_shape = validate_shape(name, input_shape)
-        x = _guarded(name, make_input, twin, work, input_shape, dtype, rng)
+        x = _guarded(name, make_input, twin, work, input_shape, dtype, rng, name)
     t = validate_targets(name, twin, x, t, dtype)
     if dout is not None:
-        dout = validate_input(f"{name} (dout)", dout, dtype)
+        dout = validate_input(f"{name} (dout)", dout, dtype, what="dout")
     mod = module if module is not None else build_module(twin, work, name)
     if not isinstance(mod, torch.nn.Module):
         raise CheckError(f"{name}: the torch twin must be an nn.Module, got {type(mod).__name__}")
@@ -950,6 +1282,7 @@ def check_layer(
             return report
         raise
     report.results = results
+    explain_dtype_mismatch(results, layer, dtype)
     if is_index(x):
         report.info["not_compared"] = {"dx": DX_NOT_APPLICABLE}
     if numerical and not any(r.status == ERROR for r in results):
@@ -1043,11 +1376,11 @@ def check_net(
     for lname, layer in layers:
         qual = f"{net_name}.{lname}"
         twin, _ = resolve_twin(layer, None, None)
-        work = copy_layer(layer, dtype, twin.buffer_map)
+        work = copy_layer(layer, dtype, twin.buffer_map, qual)
         mod = copy.deepcopy(build_module(twin, work, qual)).to(TORCH_DTYPE[dtype])
         load_weights(work, mod, twin, qual)
         check_indices(qual, mod, h)
-        staged.append((lname, work, mod, twin, h))
+        staged.append((lname, layer, work, mod, twin, h))
         try:
             out = _guarded(qual, _forward_only, work, mod, twin, h, dtype, train, qual)
         except TwinRejected as exc:
@@ -1071,12 +1404,13 @@ def check_net(
     dout: np.ndarray | None = None
     bwd: list[TensorResult] = []
     not_compared: dict[str, str] = {}
-    for lname, work, mod, twin, h_in in reversed(staged):
+    for lname, layer, work, mod, twin, h_in in reversed(staged):
         label = f"{lname}({type(work).__name__})"
         t = validate_targets(f"{net_name}.{lname}", twin, h_in, t, dtype)
         results, arrays = _guarded(
             f"{net_name}.{lname}", _run_twice, work, mod, twin, h_in, dtype=dtype, seed=seed,
             rng=rng, name=label, t=t, dout=dout, tol=tol, train=train, generated=False)
+        explain_dtype_mismatch(results, layer, dtype)
         if twin.kind == "loss" and t is None:
             t = arrays.get("t")
         fwd[:0] = [r for r in results if r.tensor in ("out", "loss")]
@@ -1119,7 +1453,7 @@ def _forward_only(work: Any, mod: torch.nn.Module, twin: Twin, h: np.ndarray,
     :class:`TwinRejected` naming this layer."""
     if twin.kind == "loss":
         return None
-    probe, pmod = copy.deepcopy(work), copy.deepcopy(mod)
+    probe, pmod = copy_layer(work, None, twin.buffer_map, name), copy.deepcopy(mod)
     pmod.train(train)
     kwargs = dict(twin.forward_kwargs(probe)) if twin.forward_kwargs else {}
     if accepts(probe.forward, "train_flg"):

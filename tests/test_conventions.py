@@ -130,8 +130,9 @@ def test_dropout_masks_from_different_rngs_differ_unless_injected():
 
 
 def test_numerical_gradient_through_dropout_needs_a_frozen_mask():
-    report = fails_on(check_layer(RedrawingDropout(0.5), batch=3, numerical=True), "dx backprop vs numerical")
-    assert report["dx backprop vs numerical"].max_abs > 1e3  # wrong by orders of magnitude
+    report = fails_on(check_layer(RedrawingDropout(0.5), batch=3, numerical=True), "out", "dx")
+    row = report["dx backprop vs numerical"]  # differences of a random function say nothing
+    assert row.status == "VACUOUS" and "not deterministic" in row.message
     passes(check_layer(Dropout(0.5), batch=3, numerical=True))
 
 
