@@ -61,7 +61,11 @@ def failure_message(report: Any) -> str:
     """The failing tensors' reports and a verdict line (passing tensors are only named), and
     what was not compared and why (``dx`` of an integer-index input)."""
     bad = report.failures
-    good = [r.tensor for r in report.results if r.ok]
+
+    def label(r: Any) -> str:  # a net's results name their layer: Affine1(Affine).dW
+        return r.tensor if r.layer in ("", report.layer) else f"{r.layer}.{r.tensor}"
+
+    good = [label(r) for r in report.results if r.ok]
     lines = [f"{report.layer} [{report.dtype}, input {tuple(report.input_shape)}, seed {report.seed}]: "
              f"{report.status}: scratch differs from PyTorch"]
     first = report.first_divergence
@@ -69,7 +73,7 @@ def failure_message(report: Any) -> str:
         lines.append(f"first divergence: {first.name}")
     lines.extend(str(r) for r in bad)
     lines.append(f"verdict: {len(bad)} of {len(report.results)} tensors not passing "
-                 f"({', '.join(r.tensor for r in bad) or 'no tensors compared'})"
+                 f"({', '.join(label(r) for r in bad) or 'no tensors compared'})"
                  + (f"; passed: {', '.join(good)}" if good else ""))
     for tensor, why in (getattr(report, "info", {}).get("not_compared") or {}).items():
         lines.append(f"not compared: {tensor} ({why})")  # e.g. dx of integer indices
@@ -199,7 +203,14 @@ class ParityCase:
 
 
 def _expand(target: Any) -> list[tuple[str, Any]]:
-    from harness.user_modules import discover, spec_for_class
+    """(name, what to check) for a target. A layer class that subclasses a built-in (found in
+    a module, or given itself) also comes in each of the built-in's other settings that
+    ``nn-parity check --module`` runs it in (``"MyConv (stride 2, pad 1)"``:
+    :func:`harness.user_modules.variant_specs`), so the plugin and the CLI check the same."""
+    from harness.user_modules import discover, spec_for_class, variant_specs
+
+    def with_variants(specs: list[Any]) -> list[tuple[str, Any]]:
+        return [(v.name, v) for s in specs for v in (s, *variant_specs(s))]
 
     if isinstance(target, ModuleType):
         specs = discover(target, prefix="")
@@ -207,10 +218,12 @@ def _expand(target: Any) -> list[tuple[str, Any]]:
             from harness.check import CheckError
 
             raise CheckError(f"parity_cases: no layers found in module {target.__name__}")
-        return [(s.name, s) for s in specs]
+        return with_variants(specs)
     if isinstance(target, type):
         spec = spec_for_class(target)
-        return [(target.__name__, spec if spec is not None else target)]
+        if spec is None:
+            return [(target.__name__, target)]
+        return with_variants([spec])
     return [(type(target).__name__, target)]
 
 

@@ -39,8 +39,9 @@ def test_three_line_file_checks_a_users_layers(pytester: pytest.Pytester) -> Non
                   "test_my_layers = parity_test(user_layers)\n",
     )
     result = pytester.runpytest(*ARGS, "-rf")
-    # 3 layers x 2 dtypes x 3 seeds per file; only the buggy SoftmaxWithLoss fails
-    result.assert_outcomes(passed=30, failed=6)
+    # 3 layers (+ Affine in its 4-D setting, as check --module) x 2 dtypes x 3 seeds per file;
+    # only the buggy SoftmaxWithLoss fails
+    result.assert_outcomes(passed=42, failed=6)
     result.stdout.fnmatch_lines([
         "FAILED test_buggy.py::test_my_layers[[]SoftmaxWithLoss-float32-seed0[]]*",
         "FAILED test_buggy.py::test_my_layers[[]SoftmaxWithLoss-float64-seed2[]]*",
@@ -127,8 +128,9 @@ def test_parity_cases_ids() -> None:
                                       "Relu2-float32-seed0", "Relu2-float32-seed1"]
     ids = [p.id for p in parity_cases(module, seeds=[0])]
     assert ids == ["Relu-float32-seed0", "Relu-float64-seed0", "Affine-float32-seed0",
-                   "Affine-float64-seed0", "SoftmaxWithLoss-float32-seed0",
-                   "SoftmaxWithLoss-float64-seed0"]
+                   "Affine-float64-seed0", "Affine (4-D input)-float32-seed0",
+                   "Affine (4-D input)-float64-seed0", "SoftmaxWithLoss-float32-seed0",
+                   "SoftmaxWithLoss-float64-seed0"]  # the subclass also in the built-in's 4-D setting
     for p in params:
         p.values[0].check()
 
