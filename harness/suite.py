@@ -60,6 +60,10 @@ class Variant:
     min_batch: int = 1
     numerical: bool = True
     kwargs: dict[str, Any] = field(default_factory=dict)
+    inputs: Callable[[np.random.Generator, tuple[int, ...], np.dtype], np.ndarray] | None = None
+    """Draws the input ``x`` (rng, full shape, dtype) where the registration's inputs avoid
+    a case on purpose: exact zeros for ReLU, ties in a pooling window, logits in the
+    hundreds."""
 
     @property
     def name(self) -> str:  # label "": the class's own case, for a class with no example=
@@ -71,9 +75,12 @@ class Variant:
         ``train``, ...) go to ``check_layer`` and take precedence over the variant's."""
         n = max(batch, self.min_batch)
         shape = None if self.shape is None else (n, *self.shape)
-        return check_layer(layer, dtype=dtype, seed=seed, batch=n, input_shape=shape,
-                           name=name or self.name, numerical=numerical,
-                           **{**self.kwargs, **kwargs})
+        opts: dict[str, Any] = {"batch": n, "input_shape": shape}
+        if self.inputs is not None and shape is not None and "x" not in kwargs:
+            rng = np.random.default_rng([seed, n, 0x1A])
+            opts = {"x": self.inputs(rng, shape, np.dtype(dtype))}
+        return check_layer(layer, dtype=dtype, seed=seed, name=name or self.name,
+                           numerical=numerical, **{**opts, **self.kwargs, **kwargs})
 
 
 VARIANTS: list[Variant] = []

@@ -399,7 +399,7 @@ def _register_cases() -> None:
     from harness.check import check_layer
     from harness.suite import Variant, add_case, add_variant
     from reference.layers import affine_example
-    from scratch.layers import Affine
+    from scratch.layers import Affine, Relu, Sigmoid, SoftmaxWithLoss, Tanh
 
     def bn_variant(label: str, *, features: int = 6, mode: str = "classic", shape=None,
                    min_batch: int = 3, train: bool = True, **kw: Any) -> None:
@@ -443,8 +443,38 @@ def _register_cases() -> None:
         add_variant(Variant(Convolution, label, lambda r, d: conv_example(r, d, **kw), shape,
                             numerical=numerical))
 
-    def pool(label: str, shape: tuple[int, ...], *args: int, **kw: int) -> None:
-        add_variant(Variant(Pooling, label, lambda r, d: Pooling(*args, **kw), shape))
+    def pool(label: str, shape: tuple[int, ...], *args: int, inputs: Any = None,
+             numerical: bool = True, **kw: int) -> None:
+        add_variant(Variant(Pooling, label, lambda r, d: Pooling(*args, **kw), shape,
+                            inputs=inputs, numerical=numerical))
+
+    # Inputs the registrations avoid on purpose (so that the default check is unambiguous),
+    # in cases of their own: exact zeros at a ReLU (torch's gradient there is 0), ties in a
+    # pooling window (torch routes the gradient to the first maximum in row-major order),
+    # values large enough to overflow a naive formula.
+    def with_zeros(r: np.random.Generator, shape: tuple[int, ...], d: np.dtype) -> np.ndarray:
+        x = r.standard_normal(shape)
+        x[r.random(shape) < 0.3] = 0.0
+        return x.astype(d)
+
+    def ties(r: np.random.Generator, shape: tuple[int, ...], d: np.dtype) -> np.ndarray:
+        return r.integers(-2, 3, size=shape).astype(d)
+
+    def large(scale: float) -> Any:
+        def draw(r: np.random.Generator, shape: tuple[int, ...], d: np.dtype) -> np.ndarray:
+            x = r.standard_normal(shape)
+            x[r.random(shape) < 0.5] *= scale  # half of the values large, half moderate
+            x[0, : shape[1] // 2] += 8 * scale  # and part of one row far above the rest
+            return x.astype(d)
+        return draw
+
+    add_variant(Variant(Relu, "exact zeros", lambda r, d: Relu(), (9,), inputs=with_zeros,
+                        numerical=False))  # central differences straddle the kink at 0
+    add_variant(Variant(Sigmoid, "large inputs", lambda r, d: Sigmoid(), (9,), inputs=large(40.0)))
+    add_variant(Variant(Tanh, "large inputs", lambda r, d: Tanh(), (9,), inputs=large(40.0)))
+    add_variant(Variant(SoftmaxWithLoss, "logits in the hundreds", lambda r, d: SoftmaxWithLoss(),
+                        (10,), inputs=large(100.0), numerical=False))
+    conv("2x3 kernel, stride 1", (2, 5, 7), fn=3, c=2, fh=2, fw=3)
 
     conv("stride 2, pad 1", (2, 8, 7), fn=5, c=2, stride=2, pad=1)
     conv("2x3 kernel, stride 2, pad 2", (2, 6, 9), fn=3, c=2, fh=2, fw=3, stride=2, pad=2)
@@ -454,6 +484,8 @@ def _register_cases() -> None:
     pool("3x3, stride 2, pad 1", (2, 7, 7), 3, 3, stride=2, pad=1)
     pool("3x3, stride 1, overlapping", (2, 5, 5), 3, 3, stride=1)
     pool("2x2/2 on 7x7", (3, 7, 7), 2, 2, stride=2)
+    pool("2x3 window, stride 1", (2, 5, 7), 2, 3, stride=1)
+    pool("3x3/2, pad 1, ties", (2, 7, 7), 3, 3, stride=2, pad=1, inputs=ties, numerical=False)
 
     # The nets, layer by layer (each torch twin gets the scratch layer's own input and dout).
     # tanh: with a batch of 1 a narrow ReLU layer can be dead (all zeros: VACUOUS); at least

@@ -89,9 +89,12 @@ def test_numerical_on_optimizers_only_is_a_usage_error(tmp_path: Path, capsys) -
     assert "--numerical applies to layers" in capsys.readouterr().err
 
 
-def test_random_forward_cases_and_the_large_convolution_are_not_differentiated() -> None:
+def test_cases_central_differences_cannot_judge_are_not_differentiated() -> None:
+    # a random forward, 56 s of forward passes, inputs on a kink or a tie (a step of h moves
+    # them across it), a loss saturated by the classic 1e-7
     from harness.suite import all_cases
 
     skipped = {c.name for c in all_cases() if c.group == "layer" and not c.numerical}
     assert skipped == {"Dropout (inverted) vs nn.Dropout", "Convolution (30 filters 5x5, 28x28)",
-                       "BatchNormalization (running stats, 4 steps)"}
+                       "BatchNormalization (running stats, 4 steps)", "Relu (exact zeros)",
+                       "SoftmaxWithLoss (logits in the hundreds)", "Pooling (3x3/2, pad 1, ties)"}

@@ -336,7 +336,7 @@ def test_exit_codes_and_quiet(capsys) -> None:
         assert main(["check", "--module", str(EXAMPLES / "user_layers_buggy.py"), "--dtype", "float64",
                      "--seeds", "1", "--batches", "3", "--quiet"]) == 1
         out = capsys.readouterr().out
-        verdict = "FAIL: 4 checks, 19 tensors passed, 1 failed, 0 vacuous, 0 errors"
+        verdict = "FAIL: 6 checks, 26 tensors passed, 2 failed, 0 vacuous, 0 errors"
         assert out.strip().splitlines() == [verdict]
     finally:
         forget_user_modules()

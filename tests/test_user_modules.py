@@ -245,7 +245,7 @@ def test_dotted_module_name(tmp_path: Path, monkeypatch, capsys) -> None:
     shutil.copy(EXAMPLES / "user_layers.py", pkg / "layers.py")
     monkeypatch.syspath_prepend(str(tmp_path))
     assert main(["check", "--module", "mypkg.layers", *FAST, "--dtype", "float32", "-q"]) == 0
-    assert capsys.readouterr().out.startswith("PASS: 4 checks")
+    assert capsys.readouterr().out.startswith("PASS: 6 checks")
     sys.modules.pop("mypkg.layers", None)
     sys.modules.pop("mypkg", None)
 
@@ -259,7 +259,7 @@ def test_user_files_outside_the_repo(tmp_path: Path, monkeypatch, capsys) -> Non
         shutil.copy(EXAMPLES / name, tmp_path / name)
     monkeypatch.chdir(tmp_path)
     assert main(["check", "--module", "user_layers.py"]) == 0
-    assert "PASS: 48 checks, 240 tensors passed" in capsys.readouterr().out
+    assert "PASS: 72 checks, 336 tensors passed" in capsys.readouterr().out
 
     # the real command line, from outside the repository, output piped
     env = {k: v for k, v in os.environ.items() if k not in ("NO_COLOR", "FORCE_COLOR")}
@@ -279,12 +279,13 @@ def test_user_files_outside_the_repo(tmp_path: Path, monkeypatch, capsys) -> Non
     assert "user_layers_buggy.SoftmaxWithLoss.dx [float32, shape (3, 10)]: FAIL" in out
     assert "Mismatched elements: 30 / 30 (100.0%)" in out
     assert "Worst element vs tolerance: index" in out and "expected (torch)" in out
-    assert out.rstrip().endswith("FAIL: 48 checks, 232 tensors passed, 8 failed, 0 vacuous, 0 errors")
+    assert out.rstrip().endswith("FAIL: 72 checks, 320 tensors passed, 16 failed, 0 vacuous, 0 errors")
     doc = json.loads((tmp_path / "out" / "report.json").read_text())
     bad = {(lr["info"]["component"], lr["dtype"], lr["info"]["batch"]) for lr in doc["layers"]
            if lr["status"] != PASS}
-    assert bad == {("user_layers_buggy.SoftmaxWithLoss", d, b) for d in ("float32", "float64")
-                   for b in (3, 8)}  # batch 1 is right: the bug is a missing / batch_size
+    assert bad == {(f"user_layers_buggy.SoftmaxWithLoss{v}", d, b) for d in ("float32", "float64")
+                   for b in (3, 8) for v in ("", " (logits in the hundreds)")}
+    # batch 1 is right: the bug is a missing / batch_size
 
 
 # ---------------------------------------------------------------------------------------
