@@ -132,9 +132,9 @@ def check_optimizer(
     before_step: BeforeStep | None = None,
     dtype: Any = np.float64,
     seed: int = 0,
-    steps: int = 6,
+    steps: int = 20,
     shapes: dict[str, tuple[int, ...]] | None = None,
-    lr_schedule: dict[int, float] | Callable[[int], float | None] | None = None,
+    lr_schedule: dict[int, float] | Callable[[int], float | None] | str | None = "auto",
     grad_scale: float = 1.0,
     name: str | None = None,
 ) -> LayerReport:
@@ -143,8 +143,14 @@ def check_optimizer(
 
     * ``torch_optimizer``: ``params -> torch.optim.Optimizer``; default :func:`torch_twin`.
       ``before_step(torch_opt, t)`` runs before torch's step t (1-based), e.g. Adam's eps.
+    * ``steps``: 20 by default: state that goes wrong only later (a velocity reset every 10
+      steps) shows too.
     * ``lr_schedule``: ``{step: lr}`` or ``t -> lr | None``: the learning rate set on both
-      sides (``opt.lr`` and every param group's ``lr``) before step t.
+      sides (``opt.lr`` and every param group's ``lr``) before step t. ``"auto"`` (the
+      default): ``lr`` drops to 0.3x before step 7 (an optimizer that caches its lr on the
+      first call is caught), wherever the scratch optimizer and its twin are the same
+      optimizer under a schedule: not the classic Momentum/Nesterov forms, whose velocity
+      keeps the old lr in its history (docs/conventions.md); None: a constant lr.
     * ``grad_scale``: gradients are ``grad_scale * standard normal``; a small scale shows
       where eps matters.
 
@@ -155,6 +161,11 @@ def check_optimizer(
     dtype = as_float_dtype(dtype)
     opt = copy.deepcopy(optimizer)
     label = name or type(opt).__name__
+    if isinstance(lr_schedule, str):
+        if lr_schedule != "auto":
+            raise ValueError(f"lr_schedule must be a dict, a function, None or 'auto', got "
+                             f"{lr_schedule!r}")
+        lr_schedule = {7: 0.3 * float(opt.lr)} if schedule_safe(opt) and steps >= 7 else None
     rng = np.random.default_rng(seed)
     shapes = dict(shapes or DEFAULT_SHAPES)
     params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
@@ -195,7 +206,17 @@ def check_optimizer(
                        "arrays never see the update")
     report.results.append(res)
     report.info["torch"] = repr(topt).splitlines()[0] if topt is not None else ""
+    report.info["lr_schedule"] = (repr(lr_schedule) if isinstance(lr_schedule, dict) else
+                                  "function" if lr_schedule is not None else None)
     return report
+
+
+def schedule_safe(opt: Optimizer) -> bool:
+    """Whether the scratch optimizer and its torch twin stay the same optimizer when the
+    learning rate changes: all but the classic Momentum/Nesterov forms."""
+    if isinstance(opt, (Momentum, Nesterov)):
+        return getattr(opt, "form", "classic") == "torch"
+    return True
 
 
 # ---------------------------------------------------------------------------------------
@@ -304,11 +325,14 @@ def _register_cases() -> None:
 
     def case(name: str, make: Callable[[], Optimizer], **kw: Any) -> None:
         def run(dtype: np.dtype, seed: int, batch: int) -> LayerReport:
-            return check_optimizer(make(), dtype=dtype, seed=seed, shapes=_shapes(batch),
-                                   name=name, **kw)
+            opts = {"shapes": _shapes(batch), **kw}
+            return check_optimizer(make(), dtype=dtype, seed=seed, name=name, **opts)
 
         add_case(name, run, group="optimizer")
 
+    # check_optimizer's defaults: 20 steps, lr 0.3x from step 7 where both sides define the
+    # same optimizer under a schedule; one long Adam run on tiny tensors for its step counter
+    # (a uint8 counter wraps at 256)
     case("SGD", lambda: SGD(lr=0.1))
     case("Momentum", lambda: Momentum(lr=0.1, momentum=0.9))
     case("Momentum (form='torch', lr schedule)", lambda: Momentum(lr=0.1, form="torch"),
@@ -322,6 +346,7 @@ def _register_cases() -> None:
     case("RMSprop (grads ~1e-7: eps matters)", lambda: RMSprop(lr=0.01), grad_scale=1e-7)
     case("Adam", lambda: Adam(lr=0.01))
     case("Adam (grads ~1e-7: eps matters)", lambda: Adam(lr=0.01), grad_scale=1e-7)
+    case("Adam (300 steps)", lambda: Adam(lr=0.01), steps=300, shapes={"w": (3,)})
 
     def weight_decay(dtype: np.dtype, seed: int, batch: int) -> LayerReport:
         from scratch.multi_layer_net import MultiLayerNet

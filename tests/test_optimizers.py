@@ -78,3 +78,42 @@ def test_twins_name_their_torch_optimizer():
     assert "eps/sqrt(1-beta2**t)" in torch_twin(Adam()).description
     with pytest.raises(TypeError, match="no torch twin"):
         torch_twin(object())
+
+
+# By default check_optimizer runs 20 steps with the lr dropping at step 7 (where the two
+# sides stay the same optimizer under a schedule): late state bugs and a cached lr fail.
+class RestartEvery10(Momentum):  # the velocity silently reset every 10 updates
+    def update(self, params, grads):
+        self.n = getattr(self, "n", 0) + 1
+        if self.n % 10 == 0:
+            self.v = {}
+        super().update(params, grads)
+
+
+class LrCachedOnFirstCall(Momentum):  # a later change of opt.lr (a schedule) is ignored
+    def update(self, params, grads):
+        self.lr0 = getattr(self, "lr0", self.lr)
+        saved, self.lr = self.lr, self.lr0
+        try:
+            super().update(params, grads)
+        finally:
+            self.lr = saved
+
+
+def first_failure(opt, **kw) -> str:
+    r = check_optimizer(opt, **kw)
+    return next(x.message for x in r.results if x.status != "PASS")
+
+
+def test_a_velocity_reset_at_step_10_fails():
+    assert "after step 10 of 20" in first_failure(RestartEvery10(lr=0.1))
+
+
+def test_an_lr_cached_on_the_first_call_fails_at_the_schedule_step():
+    assert "after step 7 of 20" in first_failure(LrCachedOnFirstCall(lr=0.1, form="torch"))
+
+
+def test_the_auto_schedule_is_off_where_the_forms_differ_under_a_schedule():
+    assert check_optimizer(Momentum(lr=0.1)).info["lr_schedule"] is None  # classic form
+    assert check_optimizer(Adam(lr=0.01)).info["lr_schedule"] == "{7: 0.003}"
+    assert check_optimizer(Adam(lr=0.01), lr_schedule=None).info["lr_schedule"] is None
