@@ -13,6 +13,7 @@ import pytest
 import scratch
 from harness.compare import FAIL
 from harness.pytest_plugin import ParityError, assert_parity, is_autoloaded, parity_cases
+from harness.suite import variants_for
 
 pytest_plugins = ["pytester"]
 
@@ -39,9 +40,12 @@ def test_three_line_file_checks_a_users_layers(pytester: pytest.Pytester) -> Non
                   "test_my_layers = parity_test(user_layers)\n",
     )
     result = pytester.runpytest(*ARGS, "-rf")
-    # 3 layers (+ Affine in its 4-D setting, as check --module) x 2 dtypes x 3 seeds per file;
-    # only the buggy SoftmaxWithLoss fails
-    result.assert_outcomes(passed=42, failed=6)
+    # 3 layers, each also in the built-in's other settings (as check --module), x 2 dtypes x 3
+    # seeds per file; only the buggy SoftmaxWithLoss fails (in each of its settings)
+    n = {c: 1 + sum(1 for v in variants_for(c) if v.label)
+         for c in (scratch.Relu, scratch.Affine, scratch.SoftmaxWithLoss)}
+    soft = n[scratch.SoftmaxWithLoss]
+    result.assert_outcomes(passed=(2 * sum(n.values()) - soft) * 6, failed=soft * 6)
     result.stdout.fnmatch_lines([
         "FAILED test_buggy.py::test_my_layers[[]SoftmaxWithLoss-float32-seed0[]]*",
         "FAILED test_buggy.py::test_my_layers[[]SoftmaxWithLoss-float64-seed2[]]*",
@@ -127,10 +131,11 @@ def test_parity_cases_ids() -> None:
                                       "Relu-float32-seed0", "Relu-float32-seed1",
                                       "Relu2-float32-seed0", "Relu2-float32-seed1"]
     ids = [p.id for p in parity_cases(module, seeds=[0])]
-    assert ids == ["Relu-float32-seed0", "Relu-float64-seed0", "Affine-float32-seed0",
-                   "Affine-float64-seed0", "Affine (4-D input)-float32-seed0",
-                   "Affine (4-D input)-float64-seed0", "SoftmaxWithLoss-float32-seed0",
-                   "SoftmaxWithLoss-float64-seed0"]  # the subclass also in the built-in's 4-D setting
+    # each subclass also in the built-in's other settings (as check --module), named after them
+    names = [n for c in (scratch.Relu, scratch.Affine, scratch.SoftmaxWithLoss)
+             for n in (c.__name__, *(f"{c.__name__} ({v.label})" for v in variants_for(c) if v.label))]
+    assert ids == [f"{n}-{d}-seed0" for n in names for d in ("float32", "float64")]
+    assert "Affine (4-D input)-float64-seed0" in ids
     for p in params:
         p.values[0].check()
 
