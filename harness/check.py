@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from harness.compare import (
+    DEFAULT_TOLERANCES,
     ERROR,
     FAIL,
     PASS,
@@ -1423,9 +1424,113 @@ def check_net(
         dout = dx.astype(dtype)  # so one layer's float64 dx does not fail the layer before it
     report = LayerReport(layer=net_name, dtype=dtype.name, input_shape=tuple(x.shape), seed=seed)
     report.results = nonfinite + fwd + bwd
+    if t is not None and last is not None and isinstance(getattr(net, "params", None), dict) \
+            and not any(r.status == ERROR for r in report.results):
+        try:
+            layers_ok = all(r.status == PASS for r in report.results)
+            report.results += net_methods(net, x, t, seed, layers_ok)
+        except NetTwinUnavailable as exc:  # the per-layer rows stand alone; say why
+            report.info["net_methods"] = f"not checked: {exc}"
     if not_compared:
         report.info["not_compared"] = not_compared
     return report
+
+
+class NetTwinUnavailable(Exception):
+    """The whole-net twin of :func:`net_methods` cannot be built for this net."""
+
+
+def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = True
+                ) -> list[TensorResult]:
+    """The net's own methods against the torch twin of the whole net, in float64 (what they
+    get wrong is wiring, not rounding): ``gradient(x, t)`` (each key of ``net.params``, on its
+    second call: the first one, on other inputs, catches gradients of the previous call),
+    ``predict(x)`` in evaluation mode, and ``accuracy(x, t)`` against the argmax of that
+    prediction. The per-layer checks cannot see a gradient stored under another key, one
+    layer's gradient returned for another, or a predict that runs in training mode."""
+    from harness.train import cast_net
+    from reference.nets import to_torch
+
+    name = type(net).__name__
+    rows: list[TensorResult] = []
+    f64 = np.dtype(np.float64)
+    try:
+        work = cast_net(net, f64)
+        tnet = to_torch(work, f64)
+    except Exception as exc:  # a net the twin cannot map: the per-layer rows stand alone
+        raise NetTwinUnavailable(f"the torch twin of the whole net could not be built "
+                                 f"({type(exc).__name__}: {exc})") from exc
+    xs = x if is_index(x) else x.astype(f64)
+    ts = np.asarray(t)
+    ts = ts.astype(f64) if ts.dtype.kind == "f" else ts
+    rng = np.random.default_rng([seed, 0x6E7])
+    x_w = rng.permutation(xs.reshape(-1)).reshape(xs.shape)  # the warm-up call's inputs
+    t_w = ts if ts.ndim == 0 else rng.permutation(ts)
+    if hasattr(work, "gradient"):
+        try:
+            for xi, ti in ((x_w, t_w), (xs, ts)):
+                tnet.train()
+                tnet.zero_grad()
+                tnet.loss(torch.from_numpy(np.ascontiguousarray(xi)),
+                          torch.from_numpy(np.ascontiguousarray(ti))).backward()
+                grads = work.gradient(xi, ti)  # after torch's forward: its dropout masks
+            expected = tnet.grads()
+            # one absolute atol for every gradient, from the largest: a gradient that is
+            # exactly 0 in exact arithmetic (a bias before BatchNorm) is rounding on both sides
+            scale = max((float(np.abs(g).max()) for g in expected.values() if g.size), default=0.0)
+            base = DEFAULT_TOLERANCES["float64"]
+            tol = Tolerance(base.rtol, base.atol * scale, scaled=False)
+            for k in work.params:
+                got = grads.get(k) if isinstance(grads, dict) else None
+                r = compare(got, expected[k], tensor=f"gradient()[{k!r}]", layer=name,
+                            dtype=f64, tol=tol)
+                r.tolerance_text += " (atol: 1e-10 x the largest gradient of the net)"
+                if r.status == FAIL and got is None:
+                    r.message = (f"{name}.gradient() returned no gradient under the key {k!r} "
+                                 f"(keys: {sorted(grads) if isinstance(grads, dict) else grads!r})")
+                elif r.status == FAIL and not r.message:
+                    r.message = (f"{name}.gradient(x, t) differs from autograd through the "
+                                 f"whole net for {k!r}" + (
+                                     ", though each layer passes on its own: look at how "
+                                     "gradient() collects the layers' grads" if layers_ok else
+                                     ": a layer fails on its own too (the first divergence)"))
+                rows.append(r)
+        except Exception as exc:
+            rows.append(_error(name, "gradient()", exc, f64, f"{name}.gradient(x, t) raised "))
+    if not hasattr(work, "predict"):
+        return rows
+    try:
+        tnet.eval()
+        with torch.no_grad():
+            expected = tnet.forward(torch.from_numpy(np.ascontiguousarray(xs)), inject=False)
+        pred = work.predict(xs)
+    except Exception as exc:
+        return [*rows, _error(name, "predict()", exc, f64, f"{name}.predict(x) raised ")]
+    finally:
+        tnet.train()
+    r = compare(pred, expected.numpy(), tensor="predict() (evaluation mode)", layer=name,
+                dtype=f64)
+    if r.status == FAIL and not r.message:
+        r.message = (f"{name}.predict(x) differs from the twin in evaluation mode (no dropout, "
+                     "BatchNorm's running statistics)")
+    rows.append(r)
+    labels = ts if ts.ndim == 1 and ts.dtype.kind in "iu" else (
+        ts.argmax(axis=1) if ts.ndim == 2 and np.shape(pred) == ts.shape else None)
+    if callable(getattr(work, "accuracy", None)) and labels is not None and np.ndim(pred) == 2:
+        want = float(np.mean(np.asarray(pred).argmax(axis=1) == labels))
+        try:
+            got = float(work.accuracy(xs, ts))
+        except Exception as exc:
+            rows.append(_error(name, "accuracy()", exc, f64, f"{name}.accuracy(x, t) raised "))
+        else:
+            ok = got == want
+            rows.append(TensorResult(
+                layer=name, tensor="accuracy()", status=PASS if ok else FAIL, dtype="float64",
+                total=1, mismatched=int(not ok), max_abs=abs(got - want),
+                tolerance_text="exact",
+                message="" if ok else f"{name}.accuracy(x, t) returns {plain(got)}, the argmax "
+                                      f"of its predict(x) gives {plain(want)}"))
+    return rows
 
 
 def _net_default_input(name: str, first: Any, shape: tuple[int, ...], dtype: np.dtype,

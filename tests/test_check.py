@@ -181,7 +181,9 @@ def test_check_net_passes_and_names_the_first_divergent_layer():
     first = report.first_divergence
     assert first is not None and first.layer == "Affine1(BadBias)" and first.tensor == "db"
     assert "Affine1(BadBias).db" in str(report)
-    assert all(r.status == PASS for r in report.results if not r.layer.startswith("Affine1"))
+    layer_rows = [r for r in report.results if "()" not in r.tensor]  # not the net's methods
+    assert all(r.status == PASS for r in layer_rows if not r.layer.startswith("Affine1"))
+    assert next(r for r in report.results if r.tensor == "gradient()['b1']").status == "FAIL"
 
 
 def test_check_net_forward_results_come_before_backward():

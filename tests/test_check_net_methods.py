@@ -1,0 +1,97 @@
+"""``check_net`` also checks the net's own methods against the torch twin of the whole net:
+``gradient()`` (every key, on a second call), ``predict()`` in evaluation mode and
+``accuracy()``. Wiring bugs pass every per-layer check and fail here; correct nets pass."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from harness import check_net
+from scratch.layers import Affine
+from scratch.multi_layer_net import MultiLayerNet
+from scratch.simple_convnet import SimpleConvNet
+from scratch.two_layer_net import TwoLayerNet
+
+
+def failing(net, **kw) -> set[str]:
+    return {r.tensor for r in check_net(net, **kw).results if r.status != "PASS"}
+
+
+def mlp(cls=MultiLayerNet, **kw):
+    return cls(6, [10, 8], 3, seed=0, **kw)
+
+
+class StaleGradients(TwoLayerNet):  # returns the previous call's gradients
+    def gradient(self, x, t):
+        prev = getattr(self, "prev", None)
+        self.prev = {k: v.copy() for k, v in super().gradient(x, t).items()}
+        return prev if prev is not None else self.prev
+
+
+class CopyPasteB2(TwoLayerNet):  # "b2": a1.grads["b"]
+    def gradient(self, x, t):
+        g = super().gradient(x, t)
+        return {**g, "b2": self.layers["Affine1"].grads["b"][: g["b2"].shape[0]]}
+
+
+class GammaBetaSwapped(MultiLayerNet):
+    def gradient(self, x, t):
+        g = super().gradient(x, t)
+        return {**g, "gamma1": g["beta1"], "beta1": g["gamma1"]}
+
+
+class PredictInTrainingMode(MultiLayerNet):
+    def predict(self, x, train_flg=True):
+        return super().predict(x, train_flg)
+
+
+class AccuracyOverTheBatchAxis(TwoLayerNet):  # argmax over axis 0 (10 rows, 10 classes)
+    def accuracy(self, x, t):
+        return float(np.mean(np.argmax(self.predict(x), axis=0) == t))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("make", [
+    lambda: TwoLayerNet(24, 9, 10, weight_init_std=0.5),
+    lambda: mlp(use_batchnorm=True, use_dropout=True, dropout_ratio=0.3, activation="tanh"),
+    lambda: mlp(weight_decay_lambda=0.1),
+    lambda: SimpleConvNet((1, 10, 10), {"filter_num": 4, "filter_size": 3}, hidden_size=7,
+                          output_size=5, weight_init_std=0.3),
+], ids=["two-layer", "batchnorm-dropout", "weight-decay", "convnet"])
+def test_correct_nets_pass_every_method_row(make, dtype) -> None:
+    r = check_net(make(), dtype=dtype, batch=4)
+    methods = [x for x in r.results if "()" in x.tensor]
+    kinds = {x.tensor.split("[")[0] for x in methods}
+    assert r.ok and kinds == {"gradient()", "predict() (evaluation mode)", "accuracy()"}, str(r)
+
+
+G = "gradient()"
+def test_stale_gradients(): assert failing(StaleGradients(24, 9, 10)) >= {f"{G}['W1']", f"{G}['b2']"}
+def test_copy_paste_key(): assert failing(CopyPasteB2(24, 10, 10)) == {f"{G}['b2']"}
+def test_swapped_keys(): assert failing(mlp(GammaBetaSwapped, use_batchnorm=True)) == {f"{G}['gamma1']",
+                                                                                     f"{G}['beta1']"}
+def test_predict_in_training_mode():
+    assert "predict() (evaluation mode)" in failing(mlp(PredictInTrainingMode, use_batchnorm=True))
+def test_wrong_accuracy(): assert failing(AccuracyOverTheBatchAxis(24, 9, 10), batch=10) == {"accuracy()"}
+
+
+def test_a_wrong_layer_is_named_first_and_the_net_row_says_so() -> None:
+    class DoubleW(Affine):
+        def backward(self, dout):
+            dx = super().backward(dout)
+            self.grads["W"] = 2 * self.grads["W"]
+            return dx
+
+    net = TwoLayerNet(24, 10, 10)
+    net.layers["Affine2"] = DoubleW(net.params["W2"], net.params["b2"])
+    r = check_net(net)
+    assert r.first_divergence.tensor == "dW" and r.first_divergence.layer.startswith("Affine2")
+    row = next(x for x in r.results if x.tensor == "gradient()['W2']")
+    assert row.status == "FAIL" and "a layer fails on its own too" in row.message
+
+
+def test_the_message_points_at_gradient_not_at_a_layer() -> None:
+    r = check_net(CopyPasteB2(24, 10, 10))
+    bad = next(x for x in r.results if x.status != "PASS")
+    assert "each layer passes on its own" in bad.message and r.first_divergence.tensor == "gradient()['b2']"
