@@ -753,14 +753,14 @@ class Float64Twin:
         except Exception:  # a twin that only works in float32: no measurement
             self.refs = []
 
-    def backward(self, dout: np.ndarray | None) -> None:
+    def backward(self, dout: np.ndarray | None, loss_dout: float = 1.0) -> None:
         if not self.refs or len(self.outs) != 2:
             self.refs = []
             return
         try:
             if self.is_loss:
                 for out in self.outs:
-                    out.backward()
+                    out.backward(torch.full_like(out, loss_dout))
             else:
                 for out, d in zip(self.outs, (np.asarray(dout, np.float64), self._wiggle(dout)),
                                   strict=True):
@@ -890,8 +890,12 @@ def run_pair(
     tol: Tolerance | None = None,
     train: bool = True,
     error_prefix: str = "",
+    loss_dout: float = 1.0,
 ) -> tuple[list[TensorResult], dict[str, Any]]:
     """Forward and backward through scratch ``work`` and torch ``module``; compare everything.
+
+    A loss layer's backward gets ``loss_dout`` (1.0, as every net calls it; the warm-up call
+    of :func:`_run_twice` uses 2.0, so a loss backward that ignores its ``dout`` fails).
 
     Returns the results and the arrays (``out``, ``dx``, ``dout``, ``t``, and torch's
     ``dx_torch``) so a caller can chain layers. Weights must already be loaded into
@@ -965,10 +969,11 @@ def run_pair(
     torch_backward = not index or out_t.requires_grad
     if is_loss:
         if torch_backward:
-            _torch_call(name, module, "the backward of input", x.shape, out_t.backward)
-        ref64.backward(None)
+            _torch_call(name, module, "the backward of input", x.shape,
+                        lambda: out_t.backward(torch.full_like(out_t, loss_dout)))
+        ref64.backward(None, loss_dout)
         try:
-            dx = work.backward(1.0)
+            dx = work.backward(loss_dout)
         except Exception as exc:
             results.append(_error(name, "backward", exc, dtype, prefix=error_prefix))
             return results, arrays
@@ -1157,7 +1162,9 @@ def _run_twice(work: Any, module: torch.nn.Module, twin: Twin, x: np.ndarray, *,
     warm_rng = np.random.default_rng([seed, 0x5EED])
     x_w, t_w = _warm_up_inputs(twin, work, x, t, dtype, warm_rng, generated, name)
     warm, _ = run_pair(work, module, twin, x_w, dtype=dtype, rng=warm_rng, name=name, t=t_w,
-                       tol=tol, train=train, error_prefix="on the first (warm-up) call: ")
+                       tol=tol, train=train, loss_dout=2.0,
+                       error_prefix="on the first (warm-up) call, a loss's backward(2.0): "
+                       if twin.kind == "loss" else "on the first (warm-up) call: ")
     for p in module.parameters():
         p.grad = None
     results, arrays = run_pair(work, module, twin, x, dtype=dtype, rng=rng, name=name, t=t,
@@ -1165,6 +1172,10 @@ def _run_twice(work: Any, module: torch.nn.Module, twin: Twin, x: np.ndarray, *,
     bad_now = {r.tensor for r in results if r.status in (FAIL, ERROR)}
     for r in warm:
         if r.status in (FAIL, ERROR) and r.tensor not in bad_now:
+            if twin.kind == "loss" and r.status == FAIL and r.tensor == "dx":
+                r.message = ("with backward(dout=2.0) (the second call uses 1.0): a loss layer "
+                             "must scale its gradient by dout, as autograd does. "
+                             + r.message).strip()
             r.tensor = f"{r.tensor} (first call)"
             results.append(r)
     return results, arrays

@@ -350,3 +350,23 @@ def test_a_padding_bug_fails_parity_test():
                                                      seeds=[0])}
     cases["MyConv-float64-seed0"].check()  # stride 1, pad 0: the bug does not show
     raises(ParityError, cases["MyConv (stride 2, pad 1)-float64-seed0"].check)
+
+
+# ---------------------------------------------------------------------------------------
+# A loss layer's backward must scale by its dout (the warm-up call passes 2.0)
+
+
+class IgnoresDout(scratch.SoftmaxWithLoss):
+    def backward(self, dout=1.0):
+        return super().backward(1.0)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_loss_backward_that_ignores_dout_fails(dtype) -> None:
+    r = check_layer(IgnoresDout(), dtype=dtype)
+    bad = [x for x in r.results if x.status != PASS]
+    assert [x.tensor for x in bad] == ["dx (first call)"] and "backward(dout=2.0)" in bad[0].message
+
+
+def test_a_loss_backward_that_scales_by_dout_passes() -> None:
+    assert check_layer(scratch.SoftmaxWithLoss()).ok and check_layer(scratch.MeanSquaredError()).ok
