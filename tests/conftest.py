@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import textwrap
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -35,3 +37,30 @@ def subset(mnist_dir: Path) -> SimpleNamespace:
     return SimpleNamespace(name="mnist-subset", source=d.source, x_train=d.x_train[:3000],
                            t_train=d.t_train[:3000], x_test=d.x_test[:500],
                            t_test=d.t_test[:500])
+
+
+CONV_PAD_BUG = """
+    import numpy as np
+    from scratch.convolution import Convolution, col2im
+
+    class {name}(Convolution):
+        {init}
+        def backward(self, dout):  # crops the padded gradient without the pad offset
+            FN, C, FH, FW = self.W.shape
+            self.grads["b"] = np.sum(dout, axis=(0, 2, 3))
+            d2 = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
+            self.grads["W"] = (self.col.T @ d2).T.reshape(FN, C, FH, FW)
+            N, C_, H, W = self.x_shape
+            full = col2im(d2 @ self.col_W.T, (N, C_, H + 2 * self.pad, W + 2 * self.pad), FH, FW,
+                          self.stride, 0)
+            return full[:, :, :H, :W]  # should be [pad:H + pad, pad:W + pad]
+"""
+
+
+@pytest.fixture
+def conv_pad_bug() -> Callable[..., str]:
+    """The source of a user module with a Convolution subclass whose backward is right only
+    at pad 0: ``conv_pad_bug(name="MyConv", init="pass")`` (``init``: a line of the class
+    body, e.g. its own ``__init__``)."""
+    return lambda name="MyConv", init="pass": textwrap.dedent(CONV_PAD_BUG).format(name=name,
+                                                                                   init=init)

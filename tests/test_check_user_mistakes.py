@@ -194,23 +194,6 @@ class DoubleDx(Dense):  # a backward off by a factor of 2
         return 2 * super().backward(dout)
 
 
-CONV_SUB = '''
-from scratch.convolution import Convolution, col2im
-import numpy as np
-
-class MyConv(Convolution):               # own defaults: stride 1, pad 0 (the bug needs pad > 0)
-    def backward(self, dout):
-        FN, C, FH, FW = self.W.shape
-        self.grads["b"] = np.sum(dout, axis=(0, 2, 3))
-        d2 = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
-        self.grads["W"] = (self.col.T @ d2).T.reshape(FN, C, FH, FW)
-        N, C_, H, W = self.x_shape
-        full = col2im(d2 @ self.col_W.T, (N, C_, H + 2 * self.pad, W + 2 * self.pad), FH, FW,
-                      self.stride, 0)
-        return full[:, :, :H, :W]          # should be [pad:H + pad, pad:W + pad]
-'''
-
-
 XP_MODULE = """import numpy as np
 from scratch.layers import Tanh
 class XpTanh(Tanh):
@@ -345,8 +328,9 @@ def test_net_verdict_names_the_layers(): assert re.search(
 
 # 11. the plugin checks a subclass in the built-in's other settings ------------------------------
 
-def test_a_padding_bug_fails_parity_test():
-    cases = {p.id: p.values[0] for p in parity_cases(module_from(CONV_SUB, "conv_sub"), dtypes=["float64"],
+def test_a_padding_bug_fails_parity_test(conv_pad_bug):
+    cases = {p.id: p.values[0] for p in parity_cases(module_from(conv_pad_bug(), "conv_sub"),
+                                                     dtypes=["float64"],
                                                      seeds=[0])}
     cases["MyConv-float64-seed0"].check()  # stride 1, pad 0: the bug does not show
     raises(ParityError, cases["MyConv (stride 2, pad 1)-float64-seed0"].check)

@@ -291,24 +291,6 @@ def test_user_files_outside_the_repo(tmp_path: Path, monkeypatch, capsys) -> Non
 # ---------------------------------------------------------------------------------------
 # Subclasses of built-ins: their own constructor defaults, and the built-in's other settings
 
-PAD_BUG = """
-    import numpy as np
-    from scratch.convolution import Convolution, Pooling, col2im
-
-    class {name}(Convolution):
-        {init}
-        def backward(self, dout):  # crops the padded gradient without the pad offset
-            FN, C, FH, FW = self.W.shape
-            self.grads["b"] = np.sum(dout, axis=(0, 2, 3))
-            d2 = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
-            self.grads["W"] = (self.col.T @ d2).T.reshape(FN, C, FH, FW)
-            N, C_, H, W = self.x_shape
-            full = col2im(d2 @ self.col_W.T, (N, C_, H + 2 * self.pad, W + 2 * self.pad), FH, FW,
-                          self.stride, 0)
-            return full[:, :, :H, :W]
-"""
-
-
 def failing(tmp_path: Path, body: str, *extra: str) -> set[str]:
     """Components that do not pass, from the JSON report of ``check --module``."""
     rc = main(["check", "-q", "--module", str(write(tmp_path, "convs.py", body)), *FAST,
@@ -319,15 +301,16 @@ def failing(tmp_path: Path, body: str, *extra: str) -> set[str]:
     return bad
 
 
-def test_a_subclass_is_checked_with_its_own_constructor_defaults(tmp_path: Path) -> None:
+def test_a_subclass_is_checked_with_its_own_constructor_defaults(tmp_path: Path,
+                                                                  conv_pad_bug) -> None:
     init = "def __init__(self, W, b, stride=2, pad=1): super().__init__(W, b, stride, pad)"
-    bad = failing(tmp_path, PAD_BUG.format(name="MyConv", init=init))
+    bad = failing(tmp_path, conv_pad_bug("MyConv", init))
     assert "convs.MyConv" in bad  # its defaults pad=1 (the template's pad=0 hid the bug)
 
 
 def test_a_subclass_is_also_checked_in_the_builtin_strided_and_padded_settings(
-        tmp_path: Path) -> None:
-    bad = failing(tmp_path, PAD_BUG.format(name="PlainConv", init="pass"))
+        tmp_path: Path, conv_pad_bug) -> None:
+    bad = failing(tmp_path, conv_pad_bug("PlainConv"))
     assert bad == {"convs.PlainConv (stride 2, pad 1)", "convs.PlainConv (2x3 kernel, stride 2, pad 2)"}
 
 
