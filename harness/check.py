@@ -1092,8 +1092,7 @@ def validate_input(name: str, x: Any, dtype: np.dtype, indices: bool = False,
         also = (" (integer arrays are taken as indices, for Embedding-style layers; cast it "
                 f"with x.astype(np.{dtype.name}), or x.astype(np.int64) for indices)"
                 if indices else f" (cast it with x.astype(np.{dtype.name}))")
-        # "input x" also for dout: the wording tests/test_bad_input.py pins
-        raise CheckError(f"{name}: input x must be a float array, got dtype {x.dtype}{also}")
+        raise CheckError(f"{name}: {what} must be a float array, got dtype {x.dtype}{also}")
     if x.ndim == 0 and what != "dout":
         raise CheckError(f"{name}: {what} must have at least one dimension, got a scalar")
     if x.ndim and (x.shape[0] == 0 or x.size == 0):

@@ -35,7 +35,7 @@ def x12(n=4):
     ({"x": np.ones((0, 12))}, "empty batch: input x has shape (0, 12)"),
     ({"batch": 0}, "input_shape must be positive integers, got (0, 12)"),
     ({"dout": np.ones((4, 7), dtype=np.int64), "x": np.ones((4, 12))},
-     "(dout): input x must be a float array, got dtype int64"),
+     "(dout): dout must be a float array, got dtype int64"),
 ])
 def test_misuse_of_check_layer_raises_a_clear_check_error(affine, kwargs, message):
     with pytest.raises(CheckError) as exc:
