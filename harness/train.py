@@ -270,11 +270,14 @@ def _optimizer_instance(opt: Any, lr: float | None, kwargs: dict[str, Any]) -> A
     if lr is not None and float(lr) != float(opt.lr):
         raise ValueError(f"lr={lr:g} contradicts the optimizer instance's lr={opt.lr:g}: "
                          "give one of them")
-    used = [k for k, v in vars(opt).items() if isinstance(v, dict) and v] + \
-        (["iter"] if getattr(opt, "iter", 0) else [])
+    used = [f"{k} ({len(v)} entries)" for k, v in vars(opt).items() if isinstance(v, dict) and v]
+    used += [f"iter={opt.iter!r}"] if getattr(opt, "iter", 0) else []
     if used:
-        raise ValueError(f"optimizer {opt!r} has already been used (state: {', '.join(used)}): "
-                         "pass a fresh instance, both sides must start from the same state")
+        raise ValueError(f"optimizer {opt!r} does not start from a fresh state: "
+                         f"{', '.join(used)}. A fresh scratch optimizer has empty state and "
+                         "iter 0, as its torch twin starts; an instance already used, or one "
+                         "whose constructor sets a step counter to 1 (Adam's bias correction "
+                         "would then be a step ahead), would part from PyTorch at step 0")
     return opt
 
 

@@ -226,7 +226,7 @@ def test_bad_optimizer_objects_are_clear_errors(subset: Any) -> None:
         train_side_by_side(TwoLayerNet(), subset, iters=1, optimizer=SGD(lr=0.1), lr=0.5)
     used = Adam()
     used.update({"W": np.zeros(2)}, {"W": np.ones(2)})
-    with pytest.raises(ValueError, match="already been used"):
+    with pytest.raises(ValueError, match="does not start from a fresh state"):
         make_optimizer_pair(used, None, None)
 
 
