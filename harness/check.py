@@ -27,6 +27,7 @@ from harness.compare import (
     VACUOUS,
     TensorResult,
     Tolerance,
+    check_accuracy,
     compare,
     default_tolerance,
 )
@@ -1436,11 +1437,14 @@ def check_net(
     report.results = nonfinite + fwd + bwd
     if t is not None and last is not None and isinstance(getattr(net, "params", None), dict) \
             and not any(r.status == ERROR for r in report.results):
+        skipped: list[str] = []
         try:
             layers_ok = all(r.status == PASS for r in report.results)
-            report.results += net_methods(net, x, t, seed, layers_ok)
+            report.results += net_methods(net, x, t, seed, layers_ok, skipped)
         except NetTwinUnavailable as exc:  # the per-layer rows stand alone; say why
-            report.info["net_methods"] = f"not checked: {exc}"
+            skipped.append(str(exc))
+        if skipped:
+            report.info["net_methods_not_checked"] = skipped
     if not_compared:
         report.info["not_compared"] = not_compared
     return report
@@ -1450,8 +1454,8 @@ class NetTwinUnavailable(Exception):
     """The whole-net twin of :func:`net_methods` cannot be built for this net."""
 
 
-def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = True
-                ) -> list[TensorResult]:
+def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = True,
+                skipped: list[str] | None = None) -> list[TensorResult]:
     """The net's own methods against the torch twin of the whole net, in float64 (what they
     get wrong is wiring, not rounding): ``gradient(x, t)`` (each key of ``net.params``, on its
     second call: the first one, on other inputs, catches gradients of the previous call),
@@ -1527,19 +1531,14 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
     labels = ts if ts.ndim == 1 and ts.dtype.kind in "iu" else (
         ts.argmax(axis=1) if ts.ndim == 2 and np.shape(pred) == ts.shape else None)
     if callable(getattr(work, "accuracy", None)) and labels is not None and np.ndim(pred) == 2:
-        want = float(np.mean(np.asarray(pred).argmax(axis=1) == labels))
-        try:
-            got = float(work.accuracy(xs, ts))
-        except Exception as exc:
-            rows.append(_error(name, "accuracy()", exc, f64, f"{name}.accuracy(x, t) raised "))
+        r = check_accuracy(work.accuracy, xs, labels, np.asarray(pred), layer=name)
+        if r.message:
+            r.message = f"{name}.{r.message}"
+        if r.status == VACUOUS:  # an accuracy() this check cannot call: a note, not a row
+            if skipped is not None:
+                skipped.append(f"accuracy(): {r.message}")
         else:
-            ok = got == want
-            rows.append(TensorResult(
-                layer=name, tensor="accuracy()", status=PASS if ok else FAIL, dtype="float64",
-                total=1, mismatched=int(not ok), max_abs=abs(got - want),
-                tolerance_text="exact",
-                message="" if ok else f"{name}.accuracy(x, t) returns {plain(got)}, the argmax "
-                                      f"of its predict(x) gives {plain(want)}"))
+            rows.append(r)
     return rows
 
 

@@ -12,6 +12,7 @@ so an element that cancels to near zero is judged against the tensor's scale, no
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -250,4 +251,42 @@ def compare(
         elif e.size > 1 and np.all(e64 == e64.flat[0]) and np.all(a64 == a64.flat[0]):
             res.status = VACUOUS
             res.message = f"both sides are constant ({e64.flat[0]:.6g}): the check proves nothing"
+    return res
+
+
+def check_accuracy(fn: Any, x: np.ndarray, labels: np.ndarray, pred: np.ndarray, *, layer: str,
+                   tensor: str = "accuracy()", extra: dict[str, Any] | None = None
+                   ) -> TensorResult:
+    """A net's own ``accuracy(x, t)`` (``fn``) against the argmax of its prediction ``pred``
+    on the same rows: the same count of correct rows (a value computed in float32 may differ
+    from the exact fraction in its last bits). Integer ``labels`` are given first; if that
+    raises, one-hot rows (the book's ``accuracy`` takes either, some take one-hot only). An
+    ``accuracy`` that raises both ways, or wants other arguments, is VACUOUS (not compared),
+    not a disagreement."""
+    n = int(labels.shape[0])
+    correct = int(np.count_nonzero(np.asarray(pred).argmax(axis=1) == labels))
+    res = TensorResult(layer=layer, tensor=tensor, status=PASS, dtype="float64", total=1,
+                       tolerance_text="the same count of correct rows", extra=dict(extra or {}))
+    errors = []
+    for t in (labels, np.eye(np.asarray(pred).shape[1], dtype=np.float64)[labels]):
+        try:
+            got = float(fn(x, t))
+            break
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {exc}")
+    else:
+        res.status = VACUOUS
+        res.message = (f"accuracy(x, t) raised with integer labels ({errors[0]}) and with "
+                       f"one-hot rows ({errors[1]}): not compared")
+        return res
+    want = correct / n
+    res.max_abs = abs(got - want)
+    res.max_rel = res.max_abs / want if want else (math.inf if res.max_abs else 0.0)
+    if not math.isfinite(got) or round(got * n) != correct:
+        res.status, res.mismatched = FAIL, 1
+        res.actual_at_worst, res.expected_at_worst = got, want
+        hint = (" (a percentage? accuracy() should return a fraction of 1)"
+                if math.isfinite(got) and round(got) == round(100 * want) and want else "")
+        res.message = (f"accuracy(x, t) on these {n} rows returns {got:.9g}, but the argmax of "
+                       f"predict(x) is right on {correct} of them ({want:.9g}){hint}")
     return res

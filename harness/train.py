@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from harness.compare import DEFAULT_TOLERANCES, TensorResult, Tolerance, compare
+from harness.compare import DEFAULT_TOLERANCES, TensorResult, Tolerance, check_accuracy, compare
 from harness.report import LayerReport, RunReport
 from reference.nets import TORCH_DTYPE, TorchNet, load_from_scratch, to_torch
 
@@ -1488,8 +1488,7 @@ class EvalProbe:
                                 extra={"check": "eval output", "step": step})
         r = compare(actual, expected, tensor=f"eval output (step {step})", layer=self.name,
                     dtype=self.dt)
-        r.extra["check"] = "eval output"
-        r.extra["step"] = step
+        r.extra.update(check="eval output", step=step, input_shape=list(self.x.shape))
         if r.status != "PASS" and not r.message:
             r.message = (f"{self.name}.predict() in evaluation mode differs from the torch twin "
                          f"with the same weights and running statistics, on the first "
@@ -1500,23 +1499,12 @@ class EvalProbe:
         fn = getattr(self.net, "accuracy", None)
         if not callable(fn) or self._pred is None or self._pred.ndim != 2:
             return None
-        want = float(np.mean(self._pred.argmax(axis=1) == self.t))
-        try:
-            got = float(fn(self.x, self.t))
-        except Exception as exc:  # e.g. one that needs one-hot labels: not this check's case
-            got, why = math.nan, f"raised {type(exc).__name__}: {exc}"
-        else:
-            why = ""
-        r = TensorResult(layer=self.name, tensor=f"accuracy (step {step})",
-                         status="PASS" if got == want else "FAIL", dtype="float64", shape=(),
-                         max_abs=abs(got - want) if not why else math.nan, total=1,
-                         mismatched=int(got != want), tolerance_text="exact",
-                         extra={"check": "net.accuracy", "step": step})
-        if r.status != "PASS":
-            r.message = (f"{self.name}.accuracy(x, labels) on the first {self.x.shape[0]} test "
-                         + (f"images {why}" if why else
-                            f"images returns {got:.6g}, but the argmax of its predict() "
-                            f"gives {want:.6g}"))
+        r = check_accuracy(fn, self.x, self.t, self._pred, layer=self.name,
+                           tensor=f"accuracy (step {step})",
+                           extra={"check": "net.accuracy", "step": step})
+        if r.message:
+            r.message = f"{self.name}.{r.message.replace('these', 'the first', 1)}".replace(
+                " rows ", " test images ", 1)
         return r
 
     def _buffers(self, step: int, t_side: TorchSide | None) -> list[TensorResult]:
@@ -2402,7 +2390,9 @@ def summary_dict(result: TrainResult, an: Analysis) -> dict[str, Any]:
         summary["final_param_diff"] = result.final_diff
         summary["eval_checks"] = {
             "run": len(result.eval_checks),
-            "failed": sum(r.status != "PASS" for r in result.eval_checks),
+            "failed": sum(r.status in ("FAIL", "ERROR") for r in result.eval_checks),
+            "not_compared": [f"{r.name}: {r.message}" for r in result.eval_checks
+                             if r.status == "VACUOUS"][:5],
             "kinds": sorted({str(r.extra.get("check")) for r in result.eval_checks}),
             "first_failure": an.eval_failure}
         if result.dtype == np.float32:
@@ -2504,9 +2494,11 @@ def to_run_report(result: TrainResult, an: Analysis | None = None,
     layers = [lr] if lr.results else []
     if result.eval_checks:  # every failed evaluation check, and the last one of each kind
         last = {r.extra.get("check"): r for r in result.eval_checks}
-        rows = [r for r in result.eval_checks if r.status != "PASS" or last[r.extra.get("check")] is r]
+        rows = [r for r in result.eval_checks
+                if r.status in ("FAIL", "ERROR") or last[r.extra.get("check")] is r]
         layers.append(LayerReport(layer=f"evaluation {cfg.net or 'net'}", dtype=cfg.dtype,
-                                  input_shape=(min(EVAL_PROBE_ROWS, cfg.test_size),),
+                                  input_shape=tuple(result.eval_checks[0].extra.get(
+                                      "input_shape", (min(EVAL_PROBE_ROWS, cfg.test_size),))),
                                   seed=cfg.seed, results=rows,
                                   info={"checks": len(result.eval_checks)}))
     report = RunReport(command="train", layers=layers,

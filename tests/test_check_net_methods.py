@@ -95,3 +95,21 @@ def test_the_message_points_at_gradient_not_at_a_layer() -> None:
     r = check_net(CopyPasteB2(24, 10, 10))
     bad = next(x for x in r.results if x.status != "PASS")
     assert "each layer passes on its own" in bad.message and r.first_divergence.tensor == "gradient()['b2']"
+
+
+class OneHotOnly(TwoLayerNet):
+    def accuracy(self, x, t):
+        return float(np.mean(np.argmax(self.predict(x), axis=1) == np.argmax(t, axis=1)))
+
+
+class NeedsVerbose(TwoLayerNet):
+    def accuracy(self, x, t, verbose):
+        return 0.0
+
+
+def test_a_one_hot_only_accuracy_passes(): assert check_net(OneHotOnly(24, 9, 10)).ok
+
+
+def test_an_accuracy_it_cannot_call_is_a_note_not_a_failure() -> None:
+    r = check_net(NeedsVerbose(24, 9, 10))
+    assert r.ok and "verbose" in r.info["net_methods_not_checked"][0]

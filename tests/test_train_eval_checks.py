@@ -87,7 +87,7 @@ def test_predict_in_training_mode_disagrees(subset, mode) -> None:
 def test_accuracy_over_the_wrong_axis_disagrees(subset) -> None:
     _, an = run(subset, AccuracyOverTheBatchAxis(784, 30, 10, seed=0))
     assert an.agree is False and an.eval_failure["check"] == "net.accuracy", an.verdict
-    assert "AccuracyOverTheBatchAxis.accuracy(x, labels)" in an.verdict
+    assert "AccuracyOverTheBatchAxis.accuracy(x, t) on the first 500 test images returns 0" in an.verdict
 
 
 @pytest.mark.parametrize("parallel", [True, False])
@@ -129,3 +129,44 @@ def test_cli_json_summarises_the_evaluation_checks(mnist_dir: Path, tmp_path: Pa
     ev = json.loads(out.read_text())["summary"]["eval_checks"]
     assert ev["run"] == 2 and ev["failed"] == 0 and ev["first_failure"] is None
     assert ev["kinds"] == ["eval output", "net.accuracy"]
+
+
+class Float32Accuracy(TwoLayerNet):  # right, but the mean is taken in float32
+    def accuracy(self, x, t):
+        return (np.argmax(self.predict(x), axis=1) == t).astype(self.dtype).mean()
+
+
+class OneHotOnlyAccuracy(TwoLayerNet):  # right, for one-hot labels only
+    def accuracy(self, x, t):
+        return float(np.mean(np.argmax(self.predict(x), axis=1) == np.argmax(t, axis=1)))
+
+
+class AccuracyWithAnotherArgument(TwoLayerNet):
+    def accuracy(self, x, t, verbose):
+        return 0.0
+
+
+class PercentAccuracy(TwoLayerNet):
+    def accuracy(self, x, t):
+        return 100 * float(np.mean(np.argmax(self.predict(x), axis=1) == t))
+
+
+def accuracy_row(r: Any) -> Any:
+    return next(c for c in r.eval_checks if c.extra["check"] == "net.accuracy")
+
+
+@pytest.mark.parametrize("cls", [Float32Accuracy, OneHotOnlyAccuracy])
+def test_a_right_accuracy_in_another_style_agrees(subset, cls) -> None:
+    r, an = run(subset, cls(784, 30, 10, dtype=np.float32), dtype="float32")
+    assert an.agree is True and accuracy_row(r).status == "PASS", an.verdict
+
+
+def test_an_accuracy_it_cannot_call_is_not_compared(subset) -> None:
+    r, an = run(subset, AccuracyWithAnotherArgument(784, 30, 10))
+    assert an.agree is True and accuracy_row(r).status == "VACUOUS", an.verdict
+    assert "missing 1 required positional argument" in accuracy_row(r).message
+
+
+def test_a_percentage_is_a_disagreement_with_a_hint(subset) -> None:
+    _, an = run(subset, PercentAccuracy(784, 30, 10))
+    assert an.agree is False and "a percentage?" in an.verdict
