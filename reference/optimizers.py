@@ -205,10 +205,31 @@ def check_optimizer(
         res.message = (f"update() replaced {rebound} with new arrays: layers sharing the old "
                        "arrays never see the update")
     report.results.append(res)
+    if report.status != "PASS":
+        note = form_note(opt, lr_schedule is not None)
+        if note:
+            report.info["note"] = note
+            for r in report.results:
+                if r.status == FAIL:
+                    r.message = f"{r.message} {note}".strip()
     report.info["torch"] = repr(topt).splitlines()[0] if topt is not None else ""
     report.info["lr_schedule"] = (repr(lr_schedule) if isinstance(lr_schedule, dict) else
                                   "function" if lr_schedule is not None else None)
     return report
+
+
+def form_note(opt: Optimizer, scheduled: bool) -> str:
+    """Why a correct optimizer of a form that is not torch's twin can still part from it."""
+    form = getattr(opt, "form", None)
+    if isinstance(opt, Nesterov) and form == "book":
+        return ("(Nesterov(form='book') is the book's code, which uses the updated velocity: "
+                "a different optimizer from torch's nesterov=True from step 1 on, by design; "
+                "form='bengio' or form='torch' is torch's; docs/conventions.md)")
+    if isinstance(opt, (Momentum, Nesterov)) and form != "torch" and scheduled:
+        return (f"({type(opt).__name__}(form={form!r}) keeps the old lr in its velocity after "
+                "the lr changes, torch's buffer does not: under a schedule only form='torch' "
+                "is torch's optimizer; docs/conventions.md)")
+    return ""
 
 
 def schedule_safe(opt: Optimizer) -> bool:

@@ -117,3 +117,8 @@ def test_the_auto_schedule_is_off_where_the_forms_differ_under_a_schedule():
     assert check_optimizer(Momentum(lr=0.1)).info["lr_schedule"] is None  # classic form
     assert check_optimizer(Adam(lr=0.01)).info["lr_schedule"] == "{7: 0.003}"
     assert check_optimizer(Adam(lr=0.01), lr_schedule=None).info["lr_schedule"] is None
+
+
+def test_a_form_that_is_not_torchs_says_why_it_fails():
+    assert "form='bengio' or form='torch'" in first_failure(Nesterov(lr=0.1))
+    assert "only form='torch'" in first_failure(Momentum(lr=0.1), lr_schedule={5: 0.01})
