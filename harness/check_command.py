@@ -189,16 +189,23 @@ def run(args: argparse.Namespace) -> RunReport:
     report.summary["rows"] = [
         {k: (v if k != "detail" else (str(v) if v is not None else None)) for k, v in r.items()}
         for r in rows]
+    notes: dict[str, list[str]] = {}
     if args.module:
         from harness.user_modules import user_notes
 
         notes = user_notes()
-        if notes:
-            report.summary["notes"] = notes
-            if not args.quiet:
-                for name, lines in notes.items():
-                    for line in lines:
-                        print(f"note: {name}: {line}")
+    for lr in report.layers:  # what a check could not compare, or let pass with a caveat
+        for line in lr.info.get("notes", ()):
+            name = lr.info.get("component", lr.layer)
+            if line not in notes.setdefault(name, []):
+                notes[name].append(line)
+    notes = {k: v for k, v in notes.items() if v}
+    if notes:
+        report.summary["notes"] = notes
+        if not args.quiet:
+            for name, lines in notes.items():
+                for line in lines:
+                    print(f"note: {name}: {line}")
     print_table(rows, report, args)
     sys.stdout.flush()
     return report

@@ -59,6 +59,7 @@ class LayerReport:
             lines.append(f"  first divergence: {first.name}")
         for r in self.results:
             lines.extend("  " + line for line in str(r).splitlines())
+        lines.extend(f"  note: {n}" for n in self.info.get("notes", ()))
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:

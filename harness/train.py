@@ -335,8 +335,10 @@ def make_optimizer_pair(name: str | Any, torch_params: Sequence[torch.Tensor] | 
 def cast_net(net: Any, dtype: Any) -> Any:
     """A deep copy of a scratch net with every float array of its params and layers cast to
     ``dtype``; arrays shared between ``net.params`` and the layers stay shared."""
+    from harness.check import clone  # shares what deepcopy rejects (self.xp = np, a lock)
+
     dtype = np.dtype(dtype)
-    work = copy.deepcopy(net)
+    work = clone(net, type(net).__name__)
     memo: dict[int, np.ndarray] = {}
 
     def cast(a: Any) -> Any:

@@ -365,6 +365,11 @@ def _settings(layer: Any) -> dict[str, Any]:
             if not k.startswith("_") and isinstance(v, (bool, int, float, str, type(None)))}
 
 
+def _param_shapes(layer: Any) -> dict[str, tuple[int, ...]]:
+    params = getattr(layer, "params", None)
+    return {k: tuple(np.shape(v)) for k, v in params.items()} if isinstance(params, dict) else {}
+
+
 def variant_specs(ls: LayerSpec) -> list[LayerSpec]:
     """A subclass of a built-in in each of the built-in's other settings that the check suite
     runs (stride 2 and pad 1, eval mode, 4-D input, ...: :class:`harness.suite.Variant`), named
@@ -387,9 +392,15 @@ def variant_specs(ls: LayerSpec) -> list[LayerSpec]:
             continue
         want, got = _settings(template), _settings(built)
         differ = sorted(k for k in want if k in got and got[k] != want[k])
+        shapes = _param_shapes(template)
+        other = {k: v for k, v in _param_shapes(built).items() if shapes.get(k, v) != v}
         if differ:
             ls.notes.append(f"not checked in the built-in {v.name} setting: the constructor "
                             f"keeps {', '.join(f'{k}={got[k]!r}' for k in differ)}")
+        elif other:  # it builds its own weights from shape arguments the setting cannot set
+            ls.notes.append(f"not checked in the built-in {v.name} setting: the constructor "
+                            f"builds {', '.join(f'{k} {s}' for k, s in other.items())}, the "
+                            f"setting needs {', '.join(f'{k} {shapes[k]}' for k in other)}")
         else:
             usable.append(v)
     return [replace(ls, name=f"{ls.name} ({v.label})", how=f"{ls.how}, {v.label}",

@@ -112,4 +112,49 @@ def test_a_one_hot_only_accuracy_passes(): assert check_net(OneHotOnly(24, 9, 10
 
 def test_an_accuracy_it_cannot_call_is_a_note_not_a_failure() -> None:
     r = check_net(NeedsVerbose(24, 9, 10))
-    assert r.ok and "verbose" in r.info["net_methods_not_checked"][0]
+    assert r.ok and "verbose" in r.info["notes"][0] and "note: " in str(r)
+
+
+class WeightDecayNamedWd(TwoLayerNet):  # right, but the twin only knows weight_decay_lambda
+    wd = 0.1
+
+    def loss(self, x, t):
+        return super().loss(x, t) + 0.5 * self.wd * sum(np.sum(self.params[k] ** 2) for k in ("W1", "W2"))
+
+    def gradient(self, x, t):
+        g = super().gradient(x, t)
+        return {**g, **{k: g[k] + self.wd * self.params[k] for k in ("W1", "W2")}}
+
+
+class RegressionNet(TwoLayerNet):  # MSE loss, float targets, its own notion of accuracy
+    def __init__(self):
+        super().__init__(6, 5, 3, weight_init_std=0.5)
+        from scratch.layers import MeanSquaredError
+        self.last_layer = MeanSquaredError()
+
+    def accuracy(self, x, t):
+        return float(np.mean(np.abs(self.predict(x) - t) < 0.5))
+
+
+class HoldsItsArrayModule(TwoLayerNet):  # the usual CuPy/NumPy switch
+    xp = np
+
+    def __init__(self, *a, **k):
+        super().__init__(*a, **k)
+        self.xp = np
+
+
+def test_a_loss_term_the_twin_does_not_know_is_a_note_not_a_failure() -> None:
+    r = check_net(WeightDecayNamedWd(24, 9, 10))
+    assert r.ok and any("weight_decay_lambda" in n for n in r.info["notes"])
+    assert not any(x.tensor.startswith("gradient()") for x in r.results)
+
+
+def test_a_regression_nets_own_accuracy_is_not_judged_as_argmax() -> None:
+    r = check_net(RegressionNet(), t=np.random.default_rng(0).standard_normal((4, 3)))
+    assert r.ok and "accuracy()" not in {x.tensor for x in r.results}
+
+
+def test_a_net_holding_a_module_gets_its_methods_checked() -> None:
+    r = check_net(HoldsItsArrayModule(24, 9, 10))
+    assert r.ok and "gradient()['W1']" in {x.tensor for x in r.results}

@@ -337,3 +337,19 @@ def test_correct_subclasses_of_conv_pool_batchnorm_dropout_pass_in_every_setting
     notes = doc["summary"]["notes"]["convs.FixedPool"]
     assert any("Pooling (3x3, stride 2, pad 1)" in n and "pool_h=2" in n for n in notes), notes
     assert "note:" not in out  # -q: the notes are in the JSON, not on the terminal
+
+
+def test_a_subclass_that_builds_its_own_weights_skips_settings_it_cannot_take(
+        tmp_path: Path, capsys) -> None:
+    body = """
+        import numpy as np
+        from scratch.convolution import Convolution
+        class ShapeConv(Convolution):  # weights from shape arguments, not given
+            def __init__(self, in_ch=3, out_ch=4, k=3, stride=1, pad=0):
+                rng = np.random.default_rng(0)
+                super().__init__(rng.standard_normal((out_ch, in_ch, k, k)) * 0.1,
+                                 np.zeros(out_ch), stride, pad)
+    """
+    assert failing(tmp_path, body) == set()
+    notes = json.loads((tmp_path / "r.json").read_text())["summary"]["notes"]["convs.ShapeConv"]
+    assert any("builds W (4, 3, 3, 3)" in n and "needs W (5, 2, 3, 3)" in n for n in notes)
