@@ -381,17 +381,23 @@ def variant_specs(ls: LayerSpec) -> list[LayerSpec]:
     if ls.settings or (ls.base_twin is None and ls.default is None):
         return []
     usable = []
+    rng0, f64 = np.random.default_rng(1000), np.dtype(np.float64)
+    # the built-in's own configuration: a setting is what a variant changes from it (stride,
+    # pad, mode), not what the subclass may choose freely (a dropout ratio, a loss's eps)
+    base = _settings(ls.base_twin.example(rng0, f64) if ls.base_twin is not None
+                     else ls.default.make(rng0, f64))
     for v in variants_for(ls.cls):
         if not v.label:  # the class's own case: the main one
             continue
-        template = v.make(np.random.default_rng(1000), np.dtype(np.float64))
+        template = v.make(np.random.default_rng(1000), f64)
         try:
             built = construct_like(ls.cls, template, settings=True)
         except Exception:  # the run reports it (an ERROR row), as for the main case
             usable.append(v)
             continue
         want, got = _settings(template), _settings(built)
-        differ = sorted(k for k in want if k in got and got[k] != want[k])
+        differ = sorted(k for k in want if k in got and got[k] != want[k]
+                        and (k not in base or base[k] != want[k]))
         shapes = _param_shapes(template)
         other = {k: v for k, v in _param_shapes(built).items() if shapes.get(k, v) != v}
         if differ:

@@ -353,3 +353,20 @@ def test_a_subclass_that_builds_its_own_weights_skips_settings_it_cannot_take(
     assert failing(tmp_path, body) == set()
     notes = json.loads((tmp_path / "r.json").read_text())["summary"]["notes"]["convs.ShapeConv"]
     assert any("builds W (4, 3, 3, 3)" in n and "needs W (5, 2, 3, 3)" in n for n in notes)
+
+
+def test_settings_a_variant_does_not_change_are_the_subclass_own(tmp_path: Path) -> None:
+    body = """
+        from scratch.layers import SoftmaxWithLoss
+        from scratch.normalization import Dropout
+        class MyDropout(Dropout):  # its own ratio: the eval setting is about the mode
+            def __init__(self, ratio=0.3):
+                super().__init__(ratio)
+        class ExactCE(SoftmaxWithLoss):  # eps 0: the logits setting is about the inputs
+            def __init__(self):
+                super().__init__(eps=0.0)
+    """
+    assert failing(tmp_path, body) == set()
+    components = {lr["info"]["component"]
+                  for lr in json.loads((tmp_path / "r.json").read_text())["layers"]}
+    assert {"convs.MyDropout (eval)", "convs.ExactCE (logits in the hundreds)"} <= components
