@@ -113,6 +113,23 @@ def layer_check(cls: type, *, dtype: np.dtype = F64, seed: int = 0, batch: int =
     return report
 
 
+def variant_check(cls: type, *, variant: str, dtype: np.dtype = F64, seed: int = 0,
+                  batch: int = 5) -> LayerReport:
+    """The check suite's named setting (:class:`harness.suite.Variant`, e.g. ``"Relu (exact
+    zeros)"``) on ``cls``: the setting's layer, re-classed as ``cls``, on its inputs."""
+    from harness.suite import VARIANTS, variants_for
+
+    variants_for(cls)  # loads the suite's settings
+    v = next((w for w in VARIANTS if w.name == variant), None)
+    if v is None:
+        raise LookupError(f"no check setting named {variant!r}")
+    layer = v.make(np.random.default_rng(1000 + seed), dtype)
+    if cls is not type(layer):
+        layer = copy.copy(layer)
+        layer.__class__ = cls
+    return v.check(layer, dtype, seed, batch)
+
+
 def numerical_check(cls: type, **opts: Any) -> LayerReport:
     """Backprop vs central differences (float64), the check for a layer with no torch twin."""
     return layer_check(cls, numerical=True, **opts)
@@ -200,6 +217,7 @@ def _schedule_result(got: list[int], want: list[int], tensor: str) -> TensorResu
 CHECKS: dict[str, Callable[..., LayerReport]] = {
     "check_layer": layer_check,
     "numerical": numerical_check,
+    "setting": variant_check,
     "check_net": net_check,
     "optimizer": optimizer_check,
     "weight_decay": weight_decay_check,
@@ -345,6 +363,16 @@ mutant("tanh-derivative", "Tanh backward dout * (1 - out) instead of (1 - out**2
 mutant("net-relu-mask-dropped", "TwoLayerNet whose Relu backward passes dout through unmasked",
        "scratch.two_layer_net:TwoLayerNet", in_net("Relu1", backward=lambda s, d: d),
        "check_net", "Relu1(Relu).dx", make=_two_layer_net)
+def _stale_gradient(self: Any, x: np.ndarray, t: np.ndarray) -> dict:
+    prev = getattr(self, "_prev", None)  # returns the previous call's gradients
+    self._prev = {k: v.copy() for k, v in type(self).__mro__[1].gradient(self, x, t).items()}
+    return prev if prev is not None else self._prev
+
+
+mutant("net-gradient-previous-call", "TwoLayerNet.gradient() returns the previous call's "
+       "gradients: every layer is right on its own", "scratch.two_layer_net:TwoLayerNet",
+       lambda C: sub(C, gradient=_stale_gradient), "check_net", "gradient()['W1']",
+       make=_two_layer_net)
 mutant("net-bias-grad-mean", "TwoLayerNet whose second Affine takes db as the batch mean",
        "scratch.two_layer_net:TwoLayerNet",
        in_net("Affine2", backward=_affine_backward(db=lambda d, W, x: d.mean(axis=0))),
@@ -461,6 +489,98 @@ mutant("maxpool-grad-wrong-element", "max-pool backward routes dout to each wind
        make=lambda C, rng, dt: C(2, 2, stride=2))
 
 
+# -- Bugs only the suite's other settings show (harness.suite.Variant) ----------------------
+
+
+def _relu_mask_lt(self: Any, x: np.ndarray) -> np.ndarray:
+    self.mask = x < 0  # `dout[x < 0] = 0`: the gradient passes at exactly 0
+    return np.maximum(x, 0)
+
+
+def softmax_batch_max(x: np.ndarray) -> np.ndarray:
+    e = np.exp(x - x.max())  # the whole batch's max: rows far below it underflow to 0/0
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def _tanh_naive(self: Any, x: np.ndarray) -> np.ndarray:
+    a, b = np.exp(x), np.exp(-x)
+    self.out = (a - b) / (a + b)  # inf / inf for |x| > ~710
+    return self.out
+
+
+def conv_output_size_fh(size: int, filter_size: int, stride: int, pad: int) -> int:
+    return (size + 2 * pad - filter_size) // stride + 1
+
+
+def _conv_forward_out_w_fh(self: Any, x: np.ndarray) -> np.ndarray:
+    from scratch.convolution import im2col
+
+    FN, _, FH, FW = self.W.shape
+    N, _, H, W = x.shape
+    out_h = conv_output_size_fh(H, FH, self.stride, self.pad)
+    out_w = conv_output_size_fh(W, FH, self.stride, self.pad)  # FH where FW belongs
+    self.x_shape = x.shape
+    self.col = im2col(x, FH, FW, self.stride, self.pad)
+    self.col_W = self.W.reshape(FN, -1).T
+    out = self.col @ self.col_W + self.b
+    return np.ascontiguousarray(out.reshape(N, out_h, out_w, FN).transpose(0, 3, 1, 2))
+
+
+def _pool_backward_offset_pool_h(self: Any, dout: np.ndarray) -> np.ndarray:
+    N, C, H, W = self.x_shape
+    s, p = self.stride, self.pad
+    oh, ow = self.arg_max.shape[2:]
+    dx = np.zeros((N, C, H + 2 * p, W + 2 * p), dtype=dout.dtype)
+    for k in range(self.pool_h * self.pool_w):
+        y, x = divmod(k, self.pool_h)  # pool_h where pool_w belongs
+        dx[:, :, y:y + s * oh:s, x:x + s * ow:s] += dout * (self.arg_max == k)
+    return dx[:, :, p:H + p, p:W + p]
+
+
+def _pool_backward_every_tie(self: Any, dout: np.ndarray) -> np.ndarray:
+    from scratch.convolution import windows
+
+    N, C, H, W = self.x_shape
+    s, p = self.stride, self.pad
+    win = windows(self._x, self.pool_h, self.pool_w, s, p, pad_value=-np.inf)
+    top = win.max(axis=(4, 5))
+    oh, ow = top.shape[2:]
+    dx = np.zeros((N, C, H + 2 * p, W + 2 * p), dtype=dout.dtype)
+    for y in range(self.pool_h):
+        for x in range(self.pool_w):  # every element equal to the max gets the gradient
+            dx[:, :, y:y + s * oh:s, x:x + s * ow:s] += dout * (win[..., y, x] == top)
+    return dx[:, :, p:H + p, p:W + p]
+
+
+def _pool_keeping_x(C: type) -> type:
+    def forward(self: Any, x: np.ndarray) -> np.ndarray:
+        self._x = x
+        return C.forward(self, x)
+    return sub(C, forward=forward, backward=_pool_backward_every_tie)
+
+
+mutant("relu-mask-lt-zero", "Relu mask `x < 0` (the book's variant `dout[x < 0] = 0`): the "
+       "gradient passes at exactly 0, where torch's is 0", L + "Relu",
+       lambda C: sub(C, forward=_relu_mask_lt), "setting", "dx", variant="Relu (exact zeros)")
+mutant("softmax-batch-max", "softmax shifted by the batch's max, not each row's: rows far "
+       "below it underflow to 0/0", L + "SoftmaxWithLoss",
+       lambda C: rebind(C, "forward", softmax=softmax_batch_max), "setting", "loss",
+       variant="SoftmaxWithLoss (logits in the hundreds)")
+mutant("tanh-naive-exp", "Tanh as (e^x - e^-x) / (e^x + e^-x): NaN for large inputs (float32: "
+       "from |x| ~ 89)", L + "Tanh", lambda C: sub(C, forward=_tanh_naive), "setting", "out",
+       variant="Tanh (large inputs)", dtype=F32)
+mutant("conv-out-w-from-fh", "Convolution sizes out_w with FH instead of FW: invisible for "
+       "square kernels", V + "Convolution", lambda C: sub(C, forward=_conv_forward_out_w_fh),
+       "setting", "forward", variant="Convolution (2x3 kernel, stride 1)")
+mutant("maxpool-offset-pool-h", "max-pool backward decodes the window offset with pool_h "
+       "instead of pool_w: invisible for square windows", V + "Pooling",
+       lambda C: sub(C, backward=_pool_backward_offset_pool_h), "setting", "backward",
+       variant="Pooling (2x3 window, stride 1)")
+mutant("maxpool-grad-every-tie", "max-pool backward sends dout to every element equal to the "
+       "window's maximum (torch: the first)", V + "Pooling", _pool_keeping_x, "setting", "dx",
+       variant="Pooling (3x3/2, pad 1, ties)")
+
+
 # -- Optimizers, weight decay ---------------------------------------------------------------
 
 
@@ -508,6 +628,28 @@ def _decayed_net(C: type, seed: int) -> Any:
 
 
 O = "scratch.optimizers:"
+def _momentum_reset_every_10(self: Any, params: dict, grads: dict) -> None:
+    self.calls = getattr(self, "calls", 0) + 1
+    if self.calls % 10 == 0:
+        self.v = {}  # a "restart" copied from another recipe
+    type(self).__mro__[1].update(self, params, grads)
+
+
+def _lr_cached_on_first_call(self: Any, params: dict, grads: dict) -> None:
+    self.lr0 = getattr(self, "lr0", self.lr)
+    lr, self.lr = self.lr, self.lr0  # a schedule's later lr is ignored
+    try:
+        type(self).__mro__[1].update(self, params, grads)
+    finally:
+        self.lr = lr
+
+
+mutant("momentum-velocity-reset", "Momentum's velocity silently reset every 10 updates: right "
+       "for the first 9 steps", O + "Momentum", lambda C: sub(C, update=_momentum_reset_every_10),
+       "optimizer", "W1", make=lambda C: C(lr=0.1, momentum=0.9))
+mutant("lr-cached-on-first-call", "the optimizer keeps the lr of its first call: a schedule's "
+       "change is ignored", O + "Adam", lambda C: sub(C, update=_lr_cached_on_first_call),
+       "optimizer", "W1", make=lambda C: C(lr=0.01))
 mutant("momentum-sign-error", "Momentum v = m*v + lr*g; p += v (the gradient's sign flipped)",
        O + "Momentum", lambda C: sub(C, update=_momentum_sign_error), "optimizer", "W1",
        make=lambda C: C(lr=0.1, momentum=0.9))
