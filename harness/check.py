@@ -1114,9 +1114,14 @@ def validate_targets(name: str, twin: Twin, x: np.ndarray, t: Any, dtype: np.dty
         return t
     t = np.asarray(t)
     n, c = (1, x.shape[0]) if x.ndim == 1 else (x.shape[0], x.shape[-1])
+    if t.dtype.kind in "iu" and t.shape == x.shape and t.size != n \
+            and bool(np.isin(t, (0, 1)).all()) and bool((t.reshape(n, -1).sum(axis=1) == 1).all()):
+        t = t.astype(np.float64)  # one-hot rows held as integers (np.eye(C, dtype=int)[labels])
     if t.dtype.kind in "iu":
         if t.size != n:
-            raise CheckError(f"{name}: {t.size} label(s) for a batch of {n} rows")
+            raise CheckError(f"{name}: {t.size} label(s) for a batch of {n} rows (integer "
+                             f"targets are class labels, one per row, or one-hot rows of the "
+                             f"scores' shape {x.shape})")
         if t.size and (t.min() < 0 or t.max() >= c):
             bad = int(np.argmax((t.reshape(-1) < 0) | (t.reshape(-1) >= c)))
             raise CheckError(f"{name}: labels out of range: expected 0..{c - 1} for {c} classes, "

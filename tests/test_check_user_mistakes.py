@@ -354,3 +354,11 @@ def test_a_loss_backward_that_ignores_dout_passes_with_a_note(dtype) -> None:
 
 def test_a_loss_backward_that_scales_by_dout_passes() -> None:
     assert check_layer(scratch.SoftmaxWithLoss()).ok and check_layer(scratch.MeanSquaredError()).ok
+
+
+def test_integer_one_hot_targets_are_one_hot_rows() -> None:
+    labels = np.array([0, 2, 1, 2])
+    one_hot = np.eye(10, dtype=np.int64)[labels]
+    assert check_layer(scratch.SoftmaxWithLoss(), x=RNG.standard_normal((4, 10)), t=one_hot).ok
+    with pytest.raises(CheckError, match="one-hot rows of the scores' shape"):
+        check_layer(scratch.SoftmaxWithLoss(), x=RNG.standard_normal((4, 10)), t=np.zeros((2, 3), int))
