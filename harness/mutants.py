@@ -576,6 +576,14 @@ mutant("maxpool-offset-pool-h", "max-pool backward decodes the window offset wit
        "instead of pool_w: invisible for square windows", V + "Pooling",
        lambda C: sub(C, backward=_pool_backward_offset_pool_h), "setting", "backward",
        variant="Pooling (2x3 window, stride 1)")
+def _dropout_keep_reversed(self: Any, shape: tuple[int, ...]) -> np.ndarray:
+    return self.rng.random(shape) < self.dropout_ratio  # keeps p instead of 1 - p
+
+
+mutant("dropout-keep-test-reversed", "Dropout draws its keep-mask as rand < p: drops 1 - p; "
+       "invisible to a torch comparison, where both sides use one injected mask",
+       "scratch.normalization:Dropout", lambda C: sub(C, draw_mask=_dropout_keep_reversed),
+       "setting", "dropped fraction", variant="Dropout (own mask: drop rate and scale)")
 mutant("maxpool-grad-every-tie", "max-pool backward sends dout to every element equal to the "
        "window's maximum (torch: the first)", V + "Pooling", _pool_keeping_x, "setting", "dx",
        variant="Pooling (3x3/2, pad 1, ties)")

@@ -64,6 +64,9 @@ class Variant:
     """Draws the input ``x`` (rng, full shape, dtype) where the registration's inputs avoid
     a case on purpose: exact zeros for ReLU, ties in a pooling window, logits in the
     hundreds."""
+    check_fn: Callable[..., LayerReport] | None = None
+    """``check_fn(layer, dtype, seed, batch, name)`` instead of ``check_layer``: a check of
+    what no torch comparison can see (a dropout layer's own mask generator)."""
 
     @property
     def name(self) -> str:  # label "": the class's own case, for a class with no example=
@@ -74,6 +77,8 @@ class Variant:
         """``check_layer`` on ``layer`` in this variant's input shape; ``kwargs`` (``tol``,
         ``train``, ...) go to ``check_layer`` and take precedence over the variant's."""
         n = max(batch, self.min_batch)
+        if self.check_fn is not None:
+            return self.check_fn(layer, np.dtype(dtype), seed, n, name or self.name)
         shape = None if self.shape is None else (n, *self.shape)
         opts: dict[str, Any] = {"batch": n, "input_shape": shape}
         if self.inputs is not None and shape is not None and "x" not in kwargs:

@@ -395,6 +395,46 @@ def _first_bad_step(mine: list[np.ndarray], theirs: list[np.ndarray], dtype: np.
 # Extra cases for `nn-parity check`
 
 
+def check_dropout_rate(layer: Any, dtype: np.dtype, seed: int, batch: int,
+                       name: str = "Dropout") -> Any:
+    """The layer's own mask generator, which no torch comparison exercises (both sides of
+    ``check_layer`` use one injected mask): in training, on 20,000 ones, the fraction dropped
+    must be ``dropout_ratio`` within 6 binomial standard deviations, and every kept value
+    ``1`` (classic) or ``1 / (1 - p)`` (inverted)."""
+    from harness.check import clone
+    from harness.compare import FAIL, PASS, TensorResult
+    from harness.report import LayerReport
+
+    report = LayerReport(layer=name, dtype=dtype.name, input_shape=(400, 50), seed=seed)
+    work = clone(layer, name)
+    if hasattr(work, "clear_mask"):
+        work.clear_mask()
+    p = float(getattr(work, "dropout_ratio", 0.5))
+    out = np.asarray(work.forward(np.ones((400, 50), dtype=dtype), train_flg=True))
+    dropped = float(np.mean(out == 0))
+    allowed = 6.0 * math.sqrt(p * (1.0 - p) / out.size)
+    ok = abs(dropped - p) <= allowed
+    report.results.append(TensorResult(
+        layer=name, tensor="dropped fraction", status=PASS if ok else FAIL, dtype=dtype.name,
+        shape=out.shape, total=1, mismatched=int(not ok), max_abs=abs(dropped - p),
+        actual_at_worst=dropped, expected_at_worst=p, allowed_at_worst=allowed,
+        tolerance_text=f"6 binomial standard deviations (= {allowed:.2e})",
+        message="" if ok else f"the layer's own masks drop {dropped:.4f} of the inputs, "
+                              f"dropout_ratio is {p:g} (a keep test the wrong way round, "
+                              f"rand < p, drops 1 - p)"))
+    kept = out[out != 0]
+    want = 1.0 / (1.0 - p) if getattr(work, "scale", "classic") == "inverted" else 1.0
+    bad = int(np.count_nonzero(~np.isclose(kept, want, rtol=1e-6)))
+    report.results.append(TensorResult(
+        layer=name, tensor="kept values", status=FAIL if bad else PASS, dtype=dtype.name,
+        shape=kept.shape, total=int(kept.size), mismatched=bad,
+        max_abs=float(np.max(np.abs(kept - want))) if kept.size else 0.0,
+        tolerance_text=f"rtol=1e-6 of {want:g}",
+        message=f"{bad} kept value(s) are not {want:g} (scale {getattr(work, 'scale', '?')!r})"
+        if bad else ""))
+    return report
+
+
 def _register_cases() -> None:
     from harness.check import check_layer
     from harness.suite import Variant, add_case, add_variant
@@ -436,6 +476,8 @@ def _register_cases() -> None:
 
     add_variant(Variant(Dropout, "eval", lambda r, d: Dropout(0.5, "classic"),
                         kwargs={"train": False}))
+    add_variant(Variant(Dropout, "own mask: drop rate and scale", lambda r, d: Dropout(0.2),
+                        numerical=False, check_fn=check_dropout_rate))
     stock_dropout_case("Dropout (inverted) vs nn.Dropout", True)
     stock_dropout_case("Dropout (inverted, eval) vs nn.Dropout", False)
 

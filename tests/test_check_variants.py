@@ -75,6 +75,11 @@ BUGS = {
                     dx[:, :, y:y + s * oh:s, x:x + s * ow:s] += dout * (self.arg_max == k)
                 return dx[:, :, p:H + p, p:W + p]
     """),
+    "dropout keeps where rand < p (drops 1 - p)": ("Dropout (own mask: drop rate and scale)", """
+        class Dropout(scratch.Dropout):
+            def draw_mask(self, shape):
+                return self.rng.random(shape) < self.dropout_ratio
+    """),
     "pool backward sends dout to every tied maximum": ("Pooling (3x3/2, pad 1, ties)", """
         class Pooling(scratch.Pooling):
             def forward(self, x):
