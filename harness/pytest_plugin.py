@@ -100,7 +100,18 @@ def check_any(target: Any, module: Any = None, **kwargs: Any) -> Any:
     """A :class:`~harness.report.LayerReport` for a layer, layer class, LayerSpec or net."""
     from harness.check import check_layer, check_net
     from harness.user_modules import LayerSpec, spec_for_class
+    from harness.user_optimizers import OptimizerSpec, is_optimizer_class, optimizer_spec
 
+    if is_optimizer_class(target if isinstance(target, type) else type(target)):
+        if module is not None:
+            from harness.check import CheckError
+
+            raise CheckError("an optimizer's twin is not a module: register it with "
+                             "reference.register_optimizer(cls, lambda opt, params: "
+                             "torch.optim.X(params, ...))")
+        target = optimizer_spec(target)
+    if isinstance(target, OptimizerSpec):
+        return target.check(**kwargs)
     if isinstance(target, type):
         spec = spec_for_class(target)
         if spec is None:
@@ -208,17 +219,27 @@ def _expand(target: Any) -> list[tuple[str, Any]]:
     ``nn-parity check --module`` runs it in (``"MyConv (stride 2, pad 1)"``:
     :func:`harness.user_modules.variant_specs`), so the plugin and the CLI check the same."""
     from harness.user_modules import discover, spec_for_class, variant_specs
+    from harness.user_optimizers import is_optimizer_class, optimizer_spec
 
     def with_variants(specs: list[Any]) -> list[tuple[str, Any]]:
         return [(v.name, v) for s in specs for v in (s, *variant_specs(s))]
 
     if isinstance(target, ModuleType):
+        from harness.user_optimizers import discover_optimizers, with_long_run
+
         specs = discover(target, prefix="")
-        if not specs:
+        optimizers, no_twin = discover_optimizers(target, prefix="")
+        if not specs and not optimizers:
             from harness.check import CheckError
 
-            raise CheckError(f"parity_cases: no layers found in module {target.__name__}")
-        return with_variants(specs)
+            also = f" ({', '.join(no_twin)}: no PyTorch twin)" if no_twin else ""
+            raise CheckError(f"parity_cases: no layers or optimizers found in module "
+                             f"{target.__name__}{also}")
+        return [*with_variants(specs), *((o.name, o) for s in optimizers for o in with_long_run(s))]
+    if isinstance(target, type) and is_optimizer_class(target):
+        from harness.user_optimizers import with_long_run
+
+        return [(o.name, o) for o in with_long_run(optimizer_spec(target))]
     if isinstance(target, type):
         spec = spec_for_class(target)
         if spec is None:

@@ -66,12 +66,14 @@ def _module_name_for(path: Path) -> str:
     stem = re.sub(r"\W", "_", path.stem) or "user_module"
     if stem[0].isdigit():
         stem = f"m_{stem}"
-    existing = sys.modules.get(stem)
-    if existing is None:
-        return stem
-    if getattr(existing, "__file__", None) and Path(existing.__file__).resolve() == path:
-        return stem
-    return f"nn_parity_user_{stem}"
+    for n in range(1, 10_000):  # another file of the same name gets a name of its own
+        name = stem if n == 1 else f"nn_parity_user_{stem}" if n == 2 else f"nn_parity_user_{stem}_{n}"
+        existing = sys.modules.get(name)
+        if existing is None:
+            return name
+        if getattr(existing, "__file__", None) and Path(existing.__file__).resolve() == path:
+            return name
+    raise CheckError(f"{path}: too many modules named {stem!r} are imported")
 
 
 def import_user_module(spec: str) -> ModuleType:
@@ -100,6 +102,7 @@ def import_user_module(spec: str) -> ModuleType:
         if mspec is None or mspec.loader is None:  # pragma: no cover - .py files always load
             raise CheckError(f"--module {spec}: cannot be imported")
         module = importlib.util.module_from_spec(mspec)
+        module.__dict__["__nn_parity_name__"] = path.stem  # the name reports give it
         sys.modules[name] = module
         try:
             mspec.loader.exec_module(module)
@@ -259,6 +262,12 @@ def construct_like(cls: type, template: Any, notes: list[str] | None = None, *,
     return obj
 
 
+def display_name(module: ModuleType) -> str:
+    """A user module's name in reports: its file's stem (``my_layers``) even when it was
+    imported under another name beside a module of the same name."""
+    return str(module.__dict__.get("__nn_parity_name__") or module.__name__.rsplit(".", 1)[-1])
+
+
 def spec_for_class(cls: type, name: str | None = None) -> LayerSpec | None:
     """How to check ``cls``, or None if neither it nor a base class is registered."""
     table = registered()
@@ -286,7 +295,7 @@ def spec_for_class(cls: type, name: str | None = None) -> LayerSpec | None:
 
 def discover(module: ModuleType, prefix: str | None = None) -> list[LayerSpec]:
     """The layer classes defined in ``module`` that can be checked, in definition order."""
-    prefix = module.__name__.rsplit(".", 1)[-1] if prefix is None else prefix
+    prefix = display_name(module) if prefix is None else prefix
     found = []
     for attr, obj in vars(module).items():
         if not isinstance(obj, type) or obj.__module__ != module.__name__ or attr.startswith("_"):
@@ -304,8 +313,9 @@ def discover(module: ModuleType, prefix: str | None = None) -> list[LayerSpec]:
 @dataclass
 class _Loaded:
     modules: list[ModuleType] = field(default_factory=list)
-    specs: list[LayerSpec] = field(default_factory=list)
+    specs: list[Any] = field(default_factory=list)  # LayerSpec and OptimizerSpec
     case_names: list[str] = field(default_factory=list)
+    notes: dict[str, list[str]] = field(default_factory=dict)  # classes not checked, and why
 
 
 _LOADED = _Loaded()
@@ -328,17 +338,30 @@ def load_user_modules(specs: list[str], *, input_shape: Iterable[int] | None = N
     """Import each user module, find its layers and add them to the check suite as cases of
     group ``"user"`` named ``<module>.<Class>`` (see :func:`user_cases`)."""
     from harness.suite import add_case
+    from harness.user_optimizers import NO_TWIN_NOTE, discover_optimizers, with_long_run
 
     shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
     modules = []
     for spec in specs:
         module = import_user_module(spec)
         layers = discover(module)
-        if not layers:
+        optimizers, no_twin = discover_optimizers(module)
+        if not layers and not optimizers:
+            also = (f"; {', '.join(no_twin)} {NO_TWIN_NOTE}" if no_twin else
+                    "; optimizers (an update(params, grads) method) are found too when they "
+                    "subclass a scratch optimizer, are named like one or are registered with "
+                    "reference.register_optimizer")
             raise CheckError(
                 f"--module {spec}: no layers found in {module.__name__}: define classes that "
                 f"subclass a scratch layer (e.g. class Affine(scratch.Affine)) or register them "
-                f"with reference.register(cls, torch_factory, weight_map)")
+                f"with reference.register(cls, torch_factory, weight_map){also}")
+        for name in no_twin:
+            _LOADED.notes[name] = [NO_TWIN_NOTE]
+        for os_ in optimizers:
+            for run_spec in with_long_run(os_):
+                add_case(run_spec.name, run_spec.check, group="user")
+                _LOADED.case_names.append(run_spec.name)
+            _LOADED.specs.append(os_)
         for ls in layers:
             ls.input_shape = shape
             add_case(ls.name, _case_runner(ls), group="user", numerical=True)
@@ -432,7 +455,8 @@ def _variant_runner(ls: LayerSpec, v: Any, name: str,
 def user_notes() -> dict[str, list[str]]:
     """What the loaded user layers could not be checked as asked (a constructor that could not
     be called with the example's settings, a built-in setting it cannot reach), per layer."""
-    return {ls.name: list(dict.fromkeys(ls.notes)) for ls in _LOADED.specs if ls.notes}
+    notes = {ls.name: list(dict.fromkeys(ls.notes)) for ls in _LOADED.specs if ls.notes}
+    return {**_LOADED.notes, **notes}
 
 
 def user_cases() -> list[Any]:
@@ -449,12 +473,18 @@ def forget_user_modules() -> None:
 
     names = set(_LOADED.case_names)
     _EXTRA[:] = [c for c in _EXTRA if not (c.group == "user" and c.name in names)]
+    from reference.optimizers import registered_optimizers, unregister_optimizer
+
     for module in _LOADED.modules:
         for cls, _twin in list(registered().items()):
             if cls.__module__ == module.__name__:
                 unregister(cls)
+        for cls in registered_optimizers():
+            if cls.__module__ == module.__name__:
+                unregister_optimizer(cls)
         if sys.modules.get(module.__name__) is module:
             del sys.modules[module.__name__]
     _LOADED.modules.clear()
     _LOADED.specs.clear()
     _LOADED.case_names.clear()
+    _LOADED.notes.clear()

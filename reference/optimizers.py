@@ -137,6 +137,7 @@ def check_optimizer(
     lr_schedule: dict[int, float] | Callable[[int], float | None] | str | None = "auto",
     grad_scale: float = 1.0,
     name: str | None = None,
+    like: Optimizer | None = None,
 ) -> LayerReport:
     """Run ``optimizer`` (a fresh copy of it) and its torch twin on the same parameters and
     gradients for ``steps`` steps; compare every parameter after every step.
@@ -153,6 +154,9 @@ def check_optimizer(
       keeps the old lr in its history (docs/conventions.md); None: a constant lr.
     * ``grad_scale``: gradients are ``grad_scale * standard normal``; a small scale shows
       where eps matters.
+    * ``like``: the scratch optimizer whose conventions ``optimizer`` follows, for an optimizer
+      of the user's own that is no subclass of one (:func:`like_classic`): its twin, whether a
+      schedule applies and the note on a FAIL come from ``like``.
 
     One result per parameter, named like the parameter, comparing the stacked trajectory
     (shape ``(steps, *param.shape)``; index 0 = after step 1); a FAIL says the first step at
@@ -160,19 +164,21 @@ def check_optimizer(
     """
     dtype = as_float_dtype(dtype)
     opt = copy.deepcopy(optimizer)
+    conv = opt if like is None else like
     label = name or type(opt).__name__
     if isinstance(lr_schedule, str):
         if lr_schedule != "auto":
             raise ValueError(f"lr_schedule must be a dict, a function, None or 'auto', got "
                              f"{lr_schedule!r}")
-        lr_schedule = {7: 0.3 * float(opt.lr)} if schedule_safe(opt) and steps >= 7 else None
+        safe = schedule_safe(conv) and hasattr(opt, "lr")
+        lr_schedule = {7: 0.3 * float(opt.lr)} if safe and steps >= 7 else None
     rng = np.random.default_rng(seed)
     shapes = dict(shapes or DEFAULT_SHAPES)
     params = {k: rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
     originals = dict(params)
     tparams = {k: torch.tensor(v.copy(), requires_grad=True) for k, v in params.items()}
     if torch_optimizer is None:
-        twin = torch_twin(opt)
+        twin = torch_twin(conv)
         torch_optimizer, before_step = twin.factory, before_step or twin.before_step
     topt = torch_optimizer(list(tparams.values()))
     ours: dict[str, list[np.ndarray]] = {k: [] for k in params}
@@ -206,13 +212,15 @@ def check_optimizer(
                        "arrays never see the update")
     report.results.append(res)
     if report.status != "PASS":
-        note = form_note(opt, lr_schedule is not None)
+        note = form_note(conv, lr_schedule is not None)
         if note:
             report.info["note"] = note
             for r in report.results:
                 if r.status == FAIL:
                     r.message = f"{r.message} {note}".strip()
-    report.info["torch"] = repr(topt).splitlines()[0] if topt is not None else ""
+    shown = ("lr", "momentum", "dampening", "nesterov", "alpha", "betas", "eps", "weight_decay")
+    hyper = ", ".join(f"{k}={topt.defaults[k]!r}" for k in shown if k in topt.defaults)
+    report.info["torch"] = f"{type(topt).__name__}({hyper})"  # its settings at the start
     report.info["lr_schedule"] = (repr(lr_schedule) if isinstance(lr_schedule, dict) else
                                   "function" if lr_schedule is not None else None)
     return report
@@ -238,6 +246,116 @@ def schedule_safe(opt: Optimizer) -> bool:
     if isinstance(opt, (Momentum, Nesterov)):
         return getattr(opt, "form", "classic") == "torch"
     return True
+
+
+# ---------------------------------------------------------------------------------------
+# A user's own optimizer classes: registered, subclasses of a scratch one, or named like one
+
+
+@dataclass
+class OptimizerRegistration:
+    """How a user's optimizer class is checked: ``torch_optimizer(opt, params)`` builds the
+    torch twin of an instance ``opt``; ``before_step(opt, torch_opt, t)`` runs before torch's
+    step t; ``example()`` builds an instance (default: the class's zero-argument constructor);
+    ``lr_schedule``: whether the two stay the same optimizer when the learning rate changes
+    (then ``check_optimizer`` changes it at step 7)."""
+
+    cls: type
+    torch_optimizer: Callable[[Any, list[torch.Tensor]], torch.optim.Optimizer]
+    before_step: Callable[[Any, torch.optim.Optimizer, int], None] | None = None
+    example: Callable[[], Any] | None = None
+    lr_schedule: bool = True
+
+
+_OPTIMIZER_REGISTRY: dict[type, OptimizerRegistration] = {}
+
+
+def register_optimizer(
+    cls: type,
+    torch_optimizer: Callable[[Any, list[torch.Tensor]], torch.optim.Optimizer],
+    *,
+    before_step: Callable[[Any, torch.optim.Optimizer, int], None] | None = None,
+    example: Callable[[], Any] | None = None,
+    lr_schedule: bool = True,
+) -> OptimizerRegistration:
+    """Pair an optimizer class of yours with its torch twin, for ``nn-parity check --module``
+    and the pytest plugin::
+
+        register_optimizer(AdamW, lambda opt, ps: torch.optim.AdamW(
+            ps, lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps, weight_decay=opt.wd))
+    """
+    if not isinstance(cls, type) or not callable(getattr(cls, "update", None)):
+        raise TypeError(f"register_optimizer: expected an optimizer class with an "
+                        f"update(params, grads) method, got {cls!r}")
+    if not callable(torch_optimizer):
+        raise TypeError("register_optimizer: torch_optimizer must be a function "
+                        "(opt, params) -> torch.optim.Optimizer")
+    if isinstance(torch_optimizer, type) and issubclass(torch_optimizer, torch.optim.Optimizer):
+        raise TypeError(f"register_optimizer: pass a function (opt, params) -> "
+                        f"{torch_optimizer.__name__}(params, lr=opt.lr, ...), not the class "
+                        f"{torch_optimizer.__name__} itself: the harness cannot guess which of "
+                        f"your attributes are its hyper-parameters")
+    reg = OptimizerRegistration(cls, torch_optimizer, before_step, example, lr_schedule)
+    _OPTIMIZER_REGISTRY[cls] = reg
+    return reg
+
+
+def unregister_optimizer(cls: type) -> None:
+    _OPTIMIZER_REGISTRY.pop(cls, None)
+
+
+def optimizer_registration(cls: type) -> OptimizerRegistration | None:
+    """The registration of ``cls`` or of its nearest registered base class."""
+    return next((_OPTIMIZER_REGISTRY[b] for b in cls.__mro__ if b in _OPTIMIZER_REGISTRY), None)
+
+
+def registered_optimizers() -> dict[type, OptimizerRegistration]:
+    return dict(_OPTIMIZER_REGISTRY)
+
+
+CLASSIC_NAMES: dict[str, type[Optimizer]] = {
+    "sgd": SGD, "momentum": Momentum, "momentumsgd": Momentum, "sgdmomentum": Momentum,
+    "nesterov": Nesterov, "nag": Nesterov, "adagrad": AdaGrad, "rmsprop": RMSprop, "adam": Adam,
+}
+"""Class names (lower case, letters only, without a leading ``my`` or a trailing
+``optimizer``) taken as the classic optimizer of that name."""
+
+_CLASSIC = (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam)
+
+
+def classic_for(cls: type) -> tuple[type[Optimizer] | None, str]:
+    """The scratch optimizer ``cls`` is checked as, and how it was found: its nearest classic
+    base class (``"subclass of Adam"``) or, for a class of its own, its name (``"named like
+    the classic Adam"``); ``(None, "")`` when neither."""
+    base = next((b for b in cls.__mro__ if b in _CLASSIC), None)
+    if base is not None:
+        return base, f"subclass of {base.__name__}"
+    key = "".join(ch for ch in cls.__name__.lower() if ch.isalpha())
+    key = key.removeprefix("my").removesuffix("optimizer") or key
+    classic = CLASSIC_NAMES.get(key)
+    return (classic, "matched by its class name") if classic else (None, "")
+
+
+def like_classic(opt: Any, classic: type[Optimizer]) -> tuple[Optimizer, list[str]]:
+    """A scratch ``classic`` optimizer with ``opt``'s hyper-parameters (its attributes of the
+    same names: ``lr``, ``momentum``, ``beta1``, ``eps``, ...) and the classic defaults for the
+    ones ``opt`` does not have, listed as notes (the book's AdaGrad, RMSprop and Adam write
+    their ``1e-7`` inline)."""
+    template = classic()
+    notes = []
+    for key, default in vars(template).items():
+        if isinstance(default, (dict, list)) or key == "iter":
+            continue
+        value = getattr(opt, key, None)
+        if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, str, np.number)):
+            notes.append(f"{key}={default!r} (no {key} attribute: the classic value)")
+            continue
+        if key == "form" and value not in getattr(template, "FORMS", (value,)):
+            notes.append(f"form={default!r} (its form {value!r} is not one of "
+                         f"{template.FORMS}: the classic value)")
+            continue
+        setattr(template, key, value.item() if isinstance(value, np.generic) else value)
+    return template, notes
 
 
 # ---------------------------------------------------------------------------------------
