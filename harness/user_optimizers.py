@@ -23,6 +23,7 @@ eps, gradients of about 1e-7, where the place of eps shows.
 from __future__ import annotations
 
 import copy
+import inspect
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +43,17 @@ LONG_STEPS = 300
 
 
 def is_optimizer_class(obj: Any) -> bool:
-    return (isinstance(obj, type) and callable(getattr(obj, "update", None))
-            and not hasattr(obj, "forward") and not hasattr(obj, "gradient"))
+    """A class with an ``update(params, grads)`` method that is not a layer or a net."""
+    update = getattr(obj, "update", None) if isinstance(obj, type) else None
+    if not callable(update) or hasattr(obj, "forward") or hasattr(obj, "gradient"):
+        return False
+    try:
+        inspect.signature(update).bind(None, {}, {})  # self, params, grads
+    except TypeError:
+        return False  # update() of something else (a trainer's update(), a counter's)
+    except ValueError:
+        return True  # no signature to read (a builtin): take it at its word
+    return True
 
 
 def shapes_for(batch: int) -> dict[str, tuple[int, ...]]:

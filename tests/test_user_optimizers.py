@@ -79,6 +79,8 @@ def test_discovery_kinds_and_classes_without_a_twin(tmp_path: Path) -> None:
             def update(self, params, grads): pass
         register_optimizer(Sophia, lambda opt, ps: torch.optim.SGD(ps, lr=opt.lr))
         class Relu(scratch.Relu): pass   # a layer, not an optimizer
+        class Trainer:
+            def update(self): pass   # no (params, grads): not an optimizer
     """)
     specs, no_twin = discover_optimizers(import_user_module(str(path)))
     assert [(s.name, s.how) for s in specs] == [
