@@ -1497,28 +1497,20 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
     rng = np.random.default_rng([seed, 0x6E7])
     x_w = rng.permutation(xs.reshape(-1)).reshape(xs.shape)  # the warm-up call's inputs
     t_w = ts if ts.ndim == 0 else rng.permutation(ts)
-    check_gradient = True
+    own_term = False  # the net's loss adds a term of the weights the twin does not know
     if hasattr(work, "gradient") and hasattr(work, "loss") and not _has_state(tnet):
-        # the net's loss must be the twin's: a term the twin does not know (weight decay
-        # under another name than weight_decay_lambda) would make every gradient differ.
         # Only for nets without dropout or BatchNorm, whose loss() may run in either mode.
+        row, own_term = _loss_row(net, work, tnet, name, ((xs, ts), (x_w, t_w)), skipped)
+        if row is not None:
+            rows.append(row)
+    if own_term and hasattr(work, "gradient"):
         try:
-            with torch.no_grad():
-                t_loss = float(tnet.loss(torch.from_numpy(np.ascontiguousarray(xs)),
-                                         torch.from_numpy(np.ascontiguousarray(ts))))
-            n_loss = float(clone(work, name).loss(xs, ts))
-        except Exception:  # a loss() that needs more: judged by gradient() alone
-            t_loss = n_loss = math.nan
-        if math.isfinite(t_loss) and math.isfinite(n_loss) \
-                and abs(n_loss - t_loss) > 1e-9 * max(1.0, abs(t_loss)) \
-                and not hasattr(net, "weight_decay_lambda"):
-            if skipped is not None:
-                skipped.append(f"{name}.gradient() not checked: its loss(x, t) is {n_loss:.9g}, "
-                               f"the twin's {t_loss:.9g}: the net adds a term the twin does not "
-                               "know (weight decay? the twin adds 0.5 * weight_decay_lambda * "
-                               "sum(W**2) from net.weight_decay_lambda)")
-            check_gradient = False
-    if check_gradient and hasattr(work, "gradient"):
+            work.gradient(x_w, t_w)
+            grads = work.gradient(xs, ts)
+            rows += _numerical_gradient_rows(work, name, grads, xs, ts, seed)
+        except Exception as exc:
+            rows.append(_error(name, "gradient()", exc, f64, f"{name}.gradient(x, t) raised "))
+    elif hasattr(work, "gradient"):
         try:
             for xi, ti in ((x_w, t_w), (xs, ts)):
                 tnet.train()
@@ -1532,6 +1524,11 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
             scale = max((float(np.abs(g).max()) for g in expected.values() if g.size), default=0.0)
             base = DEFAULT_TOLERANCES["float64"]
             tol = Tolerance(base.rtol, base.atol * scale, scaled=False)
+            extra = sorted(set(grads) - set(work.params)) if isinstance(grads, dict) else []
+            if extra and skipped is not None:
+                skipped.append(f"{name}.gradient() also returned {extra}, which are not keys of "
+                               f"net.params (keys: {list(work.params)}): an optimizer never "
+                               f"applies them")
             for k in work.params:
                 got = grads.get(k) if isinstance(grads, dict) else None
                 r = compare(got, expected[k], tensor=f"gradient()[{k!r}]", layer=name,
@@ -1574,10 +1571,14 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
                and bool((ts.sum(axis=1) == 1).all()))
     # classification only: integer labels or one-hot rows (a regression net's accuracy() is
     # its own definition, nothing to hold it against)
-    labels = ts if ts.ndim == 1 and ts.dtype.kind in "iu" else (
-        ts.argmax(axis=1) if one_hot else None)
-    if callable(getattr(work, "accuracy", None)) and labels is not None and np.ndim(pred) == 2:
-        r = check_accuracy(work.accuracy, xs, labels, np.asarray(pred), layer=name)
+    classify = (ts.ndim == 1 and ts.dtype.kind in "iu") or one_hot
+    if callable(getattr(work, "accuracy", None)) and classify and np.ndim(pred) == 2:
+        # labels right on every other row (from the second on): an accuracy() that counts
+        # nothing, or everything, or the first row only, is wrong on any batch of 2 or more
+        scores = np.asarray(pred)
+        labels = scores.argmax(axis=1)
+        labels[::2] = (labels[::2] + 1) % scores.shape[1]
+        r = check_accuracy(work.accuracy, xs, labels, scores, layer=name)
         if r.message:
             r.message = f"{name}.{r.message}"
         if r.status == VACUOUS:  # an accuracy() this check cannot call: a note, not a row
@@ -1585,6 +1586,98 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
                 skipped.append(f"not checked: {r.message}")
         else:
             rows.append(r)
+    return rows
+
+
+def _loss_pair(work: Any, tnet: Any, name: str, x: np.ndarray, t: np.ndarray) -> tuple[float, float]:
+    with torch.no_grad():
+        theirs = float(tnet.loss(torch.from_numpy(np.ascontiguousarray(x)),
+                                 torch.from_numpy(np.ascontiguousarray(t))))
+    return float(np.asarray(clone(work, name).loss(x, t))), theirs
+
+
+def _loss_row(net: Any, work: Any, tnet: Any, name: str,
+              batches: tuple[tuple[np.ndarray, np.ndarray], ...],
+              notes: list[str] | None) -> tuple[TensorResult | None, bool]:
+    """The row comparing ``net.loss(x, t)`` with the twin's loss, and whether the net's loss
+    adds a term of the weights alone that the twin does not know (weight decay stored under
+    another name than ``weight_decay_lambda``): a difference that is the same on two batches.
+    That is a note, and ``gradient()`` is then checked against central differences of the
+    net's own ``loss()``; a difference that changes with the batch is a FAIL."""
+    try:
+        pairs = [_loss_pair(work, tnet, name, x, t) for x, t in batches]
+    except Exception:  # a loss() that needs more than (x, t): judged by gradient() alone
+        return None, False
+    (ours, theirs), (ours2, theirs2) = pairs
+    row = compare(np.asarray(ours), np.asarray(theirs), tensor="loss(x, t)", layer=name,
+                  dtype=np.dtype(np.float64))
+    if row.status != FAIL or not all(map(math.isfinite, (ours, theirs, ours2, theirs2))):
+        return row, False
+    d1, d2 = ours - theirs, ours2 - theirs2
+    same = abs(d1 - d2) <= 1e-9 * max(1.0, abs(theirs), abs(theirs2), abs(d1))
+    lam = getattr(net, "weight_decay_lambda", None)
+    if same and not lam:
+        if notes is not None:
+            notes.append(f"{name}.loss(x, t) adds {d1:.9g} to the twin's loss, the same on two "
+                         f"batches: a term of the weights alone that the twin does not know "
+                         f"(weight decay? the twin adds 0.5 * weight_decay_lambda * sum(W**2) "
+                         f"from net.weight_decay_lambda); gradient() is checked against central "
+                         f"differences of the net's own loss() instead of the twin")
+        return None, True
+    row.message = (f"{name}.loss(x, t) is {ours:.9g}, the twin's {theirs:.9g}" + (
+        f": the same difference {d1:.9g} on a second batch, a term of the weights alone: the "
+        f"twin adds 0.5 * weight_decay_lambda * sum(W**2) (weight_decay_lambda={lam!r}); does "
+        f"loss() add it?" if same else
+        f"; on a second batch {ours2:.9g} vs {theirs2:.9g}: a difference that changes with the "
+        f"data ({d1:.3g}, then {d2:.3g}), so not a term of the weights like weight decay: the "
+        f"data term of loss() is wrong (predict() and the loss layer pass on their own: look at "
+        f"how loss() combines them)"))
+    return row, False
+
+
+NUMERICAL_SAMPLES = 6
+"""Entries per parameter of the central-difference check of ``gradient()``."""
+
+
+def _numerical_gradient_rows(work: Any, name: str, grads: Any, x: np.ndarray, t: np.ndarray,
+                             seed: int) -> list[TensorResult]:
+    """``gradient()`` at a few entries of each parameter against central differences of the
+    net's own ``loss()`` (float64, h = 1e-6): for a loss with a term the twin does not know."""
+    rng = np.random.default_rng([seed, 0x9A])
+    rows = []
+    for key, param in work.params.items():
+        got_all = grads.get(key) if isinstance(grads, dict) else None
+        if got_all is not None:
+            got_all = np.array(got_all, dtype=np.float64)  # before loss() runs again
+        if got_all is None or np.shape(got_all) != np.shape(param):
+            rows.append(compare(got_all, np.zeros_like(param), tensor=f"gradient()[{key!r}]",
+                                layer=name, dtype=np.dtype(np.float64)))
+            rows[-1].message = (f"{name}.gradient() returned no gradient of shape "
+                                f"{np.shape(param)} under the key {key!r}")
+            continue
+        idx = rng.choice(param.size, size=min(NUMERICAL_SAMPLES, param.size), replace=False)
+        numerical = np.empty(idx.size)
+        for i, j in enumerate(idx):  # .flat: in place, whatever the layout (layers share it)
+            old = float(param.flat[j])
+            h = 1e-6 * max(1.0, abs(old))
+            param.flat[j] = old + h
+            plus = float(np.asarray(work.loss(x, t)))
+            param.flat[j] = old - h
+            minus = float(np.asarray(work.loss(x, t)))
+            param.flat[j] = old
+            numerical[i] = (plus - minus) / (2 * h)
+        got = got_all.reshape(-1)[idx]
+        scale = max(float(np.abs(numerical).max()), 1e-12)
+        r = compare(got, numerical, tensor=f"gradient()[{key!r}] vs numerical",
+                    layer=name, dtype=np.dtype(np.float64),
+                    tol=Tolerance(1e-5, 1e-6 * scale, scaled=False))
+        r.tolerance_text += (f" ({idx.size} entries, central differences of {name}.loss with "
+                             f"h = 1e-6)")
+        if r.status == FAIL:
+            r.message = (f"{name}.gradient()[{key!r}] at flat indices {idx.tolist()} is not "
+                         f"the derivative of {name}.loss(x, t): a term of the loss left out of "
+                         f"gradient() (or added to it twice)")
+        rows.append(r)
     return rows
 
 

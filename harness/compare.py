@@ -259,26 +259,44 @@ def check_accuracy(fn: Any, x: np.ndarray, labels: np.ndarray, pred: np.ndarray,
                    ) -> TensorResult:
     """A net's own ``accuracy(x, t)`` (``fn``) against the argmax of its prediction ``pred``
     on the same rows: the same count of correct rows (a value computed in float32 may differ
-    from the exact fraction in its last bits). Integer ``labels`` are given first; if that
-    raises, one-hot rows (the book's ``accuracy`` takes either, some take one-hot only). An
-    ``accuracy`` that raises both ways, or wants other arguments, is VACUOUS (not compared),
-    not a disagreement."""
+    from the exact fraction in its last bits). It is called with integer ``labels`` and with
+    the same labels as one-hot rows (the book's ``accuracy`` takes either; a user's data may
+    be either): every form it accepts must count right. One that raises is not judged in that
+    form (some take one form only); an ``accuracy`` that raises both ways, or wants other
+    arguments, is VACUOUS (not compared), not a disagreement."""
     n = int(labels.shape[0])
     correct = int(np.count_nonzero(np.asarray(pred).argmax(axis=1) == labels))
     res = TensorResult(layer=layer, tensor=tensor, status=PASS, dtype="float64", total=1,
                        tolerance_text="the same count of correct rows", extra=dict(extra or {}))
-    errors = []
-    for t in (labels, np.eye(np.asarray(pred).shape[1], dtype=np.float64)[labels]):
+    errors, answers = [], []
+    one_hot = np.eye(np.asarray(pred).shape[1], dtype=np.float64)[labels]
+    for form, t in (("integer labels", labels), ("one-hot rows", one_hot)):
         try:
-            got = float(fn(x, t))
-            break
+            answers.append((form, float(fn(x, t))))
         except Exception as exc:
             errors.append(f"{type(exc).__name__}: {exc}")
-    else:
+    if not answers:
         res.status = VACUOUS
         res.message = (f"accuracy(x, t) raised with integer labels ({errors[0]}) and with "
                        f"one-hot rows ({errors[1]}): not compared")
         return res
+    want = correct / n
+    wrong = [(form, got) for form, got in answers
+             if not math.isfinite(got) or round(got * n) != correct]
+    form, got = wrong[0] if wrong else max(answers, key=lambda a: abs(a[1] - want))
+    res.max_abs = abs(got - want)
+    res.max_rel = res.max_abs / want if want else (math.inf if res.max_abs else 0.0)
+    if wrong:
+        res.status, res.mismatched = FAIL, 1
+        res.actual_at_worst, res.expected_at_worst = got, want
+        hint = (" (a percentage? accuracy() should return a fraction of 1)"
+                if math.isfinite(got) and round(got) == round(100 * want) and want else "")
+        other = [f for f, _ in answers if f != form]
+        also = (f"; with {other[0]} it counts right" if other and len(wrong) == 1 else "")
+        res.message = (f"accuracy(x, t) on these {n} rows returns {got:.9g} given {form}, "
+                       f"but the argmax of predict(x) is right on {correct} of them ({want:.9g})"
+                       f"{hint}{also}")
+    return res
     want = correct / n
     res.max_abs = abs(got - want)
     res.max_rel = res.max_abs / want if want else (math.inf if res.max_abs else 0.0)

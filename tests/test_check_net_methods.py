@@ -144,10 +144,72 @@ class HoldsItsArrayModule(TwoLayerNet):  # the usual CuPy/NumPy switch
         self.xp = np
 
 
-def test_a_loss_term_the_twin_does_not_know_is_a_note_not_a_failure() -> None:
+def test_a_loss_term_the_twin_does_not_know_is_a_note_and_gradient_is_checked_numerically():
     r = check_net(WeightDecayNamedWd(24, 9, 10))
     assert r.ok and any("weight_decay_lambda" in n for n in r.info["notes"])
-    assert not any(x.tensor.startswith("gradient()") for x in r.results)
+    assert {x.tensor for x in r.results} >= {f"{G}['W1'] vs numerical", f"{G}['b2'] vs numerical"}
+
+
+class WdForgottenInGradient(WeightDecayNamedWd):  # the term in loss() only
+    def gradient(self, x, t):
+        return TwoLayerNet.gradient(self, x, t)
+
+
+class WdForgottenInLoss(TwoLayerNet):  # weight_decay_lambda in gradient() only
+    weight_decay_lambda = 0.1
+
+    def gradient(self, x, t):
+        g = super().gradient(x, t)
+        return {**g, **{k: g[k] + 0.1 * self.params[k] for k in ("W1", "W2")}}
+
+
+class DoubleLoss(TwoLayerNet):
+    def loss(self, x, t):
+        return 2 * super().loss(x, t)
+
+
+class AlwaysZeroAccuracy(TwoLayerNet):
+    def accuracy(self, x, t):
+        return 0.0
+
+
+class OneHotArgmaxOverBatch(TwoLayerNet):  # right for integer labels, wrong for one-hot rows
+    def accuracy(self, x, t):
+        y = np.argmax(self.predict(x), axis=1)
+        if t.ndim != 1:
+            t = np.argmax(t, axis=0)[: len(y)]
+        return float(np.sum(y == t)) / x.shape[0]
+
+
+class ExtraKey(TwoLayerNet):
+    def gradient(self, x, t):
+        return {**super().gradient(x, t), "W3": np.zeros(3)}
+
+
+def test_a_term_left_out_of_gradient_fails_against_the_nets_own_loss() -> None:
+    assert failing(WdForgottenInGradient(24, 9, 10)) == {f"{G}['W1'] vs numerical",
+                                                         f"{G}['W2'] vs numerical"}
+
+
+def test_a_wrong_loss_fails_its_own_row() -> None:
+    r = check_net(WdForgottenInLoss(24, 9, 10))
+    assert "loss(x, t)" in failing(WdForgottenInLoss(24, 9, 10))
+    assert "does loss() add it?" in next(x.message for x in r.results if x.tensor == "loss(x, t)")
+    r = check_net(DoubleLoss(24, 9, 10))
+    assert failing(DoubleLoss(24, 9, 10)) == {"loss(x, t)"}
+    assert "changes with the data" in next(x.message for x in r.results if x.tensor == "loss(x, t)")
+
+
+def test_accuracy_that_counts_nothing_or_misreads_one_hot_rows_fails() -> None:
+    assert failing(AlwaysZeroAccuracy(24, 9, 10)) == {"accuracy()"}
+    assert failing(AlwaysZeroAccuracy(24, 9, 10), batch=2) == {"accuracy()"}
+    r = check_net(OneHotArgmaxOverBatch(24, 9, 10), batch=6)
+    assert not r.ok and "given one-hot rows" in r.results[-1].message
+
+
+def test_extra_gradient_keys_are_a_note() -> None:
+    r = check_net(ExtraKey(24, 9, 10))
+    assert r.ok and any("also returned ['W3']" in n for n in r.info["notes"])
 
 
 def test_a_regression_nets_own_accuracy_is_not_judged_as_argmax() -> None:
