@@ -113,6 +113,8 @@ class OptimizerSpec:
             return kwargs
         like, assumed = like_classic(opt, self.classic)
         if issubclass(self.cls, self.classic):
+            for line in assumed:  # an attribute the twin does not take (a weight decay)
+                self._note(line)
             return kwargs
         kwargs["like"] = like
         note = (f"checked as the classic {self.classic.__name__} ({self.how}) against its "
@@ -145,7 +147,10 @@ class OptimizerSpec:
             opt = self.build()
             kwargs.update(self._twin_kwargs(opt))
             kwargs.update(options)
-            report = check_optimizer(opt, dtype=dtype, seed=seed, name=self.name, **kwargs)
+            if self._momentum_of_unknown_form(kwargs, options):
+                report = self._momentum_forms(opt, kwargs, dtype, seed)
+            else:
+                report = check_optimizer(opt, dtype=dtype, seed=seed, name=self.name, **kwargs)
             if report.status != "PASS" and "like" in kwargs and self.classic is Adam:
                 report = self._torch_form_adam(opt, kwargs, dtype, seed) or report
         except CheckError:
@@ -157,6 +162,49 @@ class OptimizerSpec:
             notes += [n for n in self.notes if n not in notes]
         return report
 
+
+    def _momentum_of_unknown_form(self, kwargs: dict[str, Any], options: dict[str, Any]) -> bool:
+        return ("like" in kwargs and self.classic is Momentum and "lr_schedule" not in options
+                and not isinstance(getattr(self.instance or self.cls, "form", None), str))
+
+    def _momentum_forms(self, opt: Any, kwargs: dict[str, Any], dtype: np.dtype,
+                        seed: int) -> LayerReport:
+        """A Momentum of the user's own, form unknown, under an lr change at step 7: torch's
+        form against ``optim.SGD(lr, momentum)``, else the classic form against its exact
+        twin under a schedule (:func:`reference.optimizers.classic_momentum_twin`); if
+        neither, at a constant lr (where both forms are torch's) to tell a wrong update from
+        one that mishandles the lr change."""
+        from reference.optimizers import check_optimizer, classic_momentum_twin
+
+        like = kwargs["like"]
+        steps = kwargs["steps"]
+        schedule = {7: 0.3 * float(like.lr)} if steps >= 7 else None
+        run = {**kwargs, "like": None, "lr_schedule": schedule}
+        torch_form = copy.copy(like)
+        torch_form.form = "torch"
+        report = check_optimizer(opt, dtype=dtype, seed=seed, name=self.name,
+                                 **{**run, "like": torch_form})
+        if report.status == "PASS":
+            self._note("torch's form (lr outside the velocity buffer): also checked under an lr "
+                       "change at step 7")
+            return report
+        factory, before = classic_momentum_twin(like.lr, like.momentum)
+        classic = check_optimizer(opt, dtype=dtype, seed=seed, name=self.name,
+                                  **{**run, "torch_optimizer": factory, "before_step": before})
+        if classic.status == "PASS":
+            self._note("the classic form (v = momentum*v - lr*g; p += v): checked under an lr "
+                       "change at step 7 against optim.SGD(lr=1, momentum) fed lr*g, its exact "
+                       "twin under a schedule")
+            return classic
+        constant = check_optimizer(opt, dtype=dtype, seed=seed, name=self.name,
+                                   **{**kwargs, "lr_schedule": None})
+        if constant.status != "PASS" or schedule is None:
+            return constant
+        for r in classic.results:
+            if r.status != "PASS":
+                r.message = (f"{r.message} It passes at a constant lr, and after the change "
+                             f"matches neither torch's form nor the classic one.").strip()
+        return classic
 
     def _torch_form_adam(self, opt: Any, kwargs: dict[str, Any], dtype: np.dtype,
                          seed: int) -> LayerReport | None:

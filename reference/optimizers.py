@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,8 +38,17 @@ import numpy as np
 import torch
 
 import reference.extra_layers  # noqa: F401  (registers the layer twins and their cases)
-from harness.check import TORCH_DTYPE, as_float_dtype
-from harness.compare import FAIL, TensorResult, Tolerance, compare, default_tolerance
+from harness.check import TORCH_DTYPE, CheckError, as_float_dtype
+from harness.compare import (
+    ERROR,
+    FAIL,
+    PASS,
+    VACUOUS,
+    TensorResult,
+    Tolerance,
+    compare,
+    default_tolerance,
+)
 from harness.report import LayerReport
 from scratch.optimizers import SGD, AdaGrad, Adam, Momentum, Nesterov, Optimizer, RMSprop
 
@@ -163,6 +173,8 @@ def check_optimizer(
     which it differs. A last result checks that ``update`` changed the arrays in place.
     """
     dtype = as_float_dtype(dtype)
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
+        raise CheckError(f"check_optimizer: steps must be a positive integer, got {steps!r}")
     opt = copy.deepcopy(optimizer)
     conv = opt if like is None else like
     label = name or type(opt).__name__
@@ -192,7 +204,10 @@ def check_optimizer(
         grads = {k: (grad_scale * rng.standard_normal(s)).astype(dtype) for k, s in shapes.items()}
         for k, p in tparams.items():
             p.grad = torch.from_numpy(grads[k].copy()).to(TORCH_DTYPE[dtype])
-        opt.update(params, grads)
+        try:
+            opt.update(params, grads)
+        except Exception as exc:  # the user's update() raised: an ERROR naming where
+            return _update_error(label, dtype, seed, steps, t, exc)
         if before_step is not None:
             before_step(topt, t)
         topt.step()
@@ -200,9 +215,19 @@ def check_optimizer(
             ours[k].append(np.array(params[k], copy=True))
             theirs[k].append(tparams[k].detach().numpy().copy())
     report = LayerReport(layer=label, dtype=dtype.name, input_shape=(steps,), seed=seed)
+    report.info["steps"] = steps
     for k in params:
-        report.results.append(compare_steps(ours[k], theirs[k], tensor=k, layer=label,
-                                            dtype=dtype))
+        r = compare_steps(ours[k], theirs[k], tensor=k, layer=label, dtype=dtype)
+        if r.status == PASS and _unmoved(theirs[k], originals[k], dtype):
+            r.status = VACUOUS
+            r.message = (f"torch's {k} never moves from its start by more than the tolerance "
+                         f"in {steps} steps: an update() that does nothing would pass too "
+                         f"(raise lr or grad_scale, or check in float64)")
+        report.results.append(r)
+    if not params:
+        report.results.append(TensorResult(
+            layer=label, tensor="parameters", status=VACUOUS, dtype=dtype.name,
+            message="no parameters to update (shapes is empty): nothing was compared"))
     rebound = [k for k in params if params[k] is not originals[k]]
     res = TensorResult(layer=label, tensor="params updated in place", status="PASS",
                        total=len(params))
@@ -213,6 +238,15 @@ def check_optimizer(
     report.results.append(res)
     if report.status != "PASS":
         note = form_note(conv, lr_schedule is not None)
+        changed = _schedule_steps(lr_schedule, steps)
+        if not note and changed and any(
+                r.status == FAIL and _first_step(r) is not None and _first_step(r) >= changed[0]
+                for r in report.results):
+            note = (f"(the learning rate was changed on both sides before step {changed[0]} "
+                    f"(lr_schedule {report_schedule(lr_schedule, steps)}), where they part: an "
+                    f"update() that caches lr, or a form that keeps the old lr in its state "
+                    f"(the classic Momentum), differs there; lr_schedule=None checks at a "
+                    f"constant lr)")
         if note:
             report.info["note"] = note
             for r in report.results:
@@ -224,6 +258,46 @@ def check_optimizer(
     report.info["lr_schedule"] = (repr(lr_schedule) if isinstance(lr_schedule, dict) else
                                   "function" if lr_schedule is not None else None)
     return report
+
+
+def _unmoved(theirs: list[np.ndarray], start: np.ndarray, dtype: np.dtype) -> bool:
+    """Whether torch's trajectory stays within the tolerance of its starting point, so that
+    a parameter that never moves would pass the comparison."""
+    if not theirs or start.size == 0:
+        return True
+    still = np.broadcast_to(start, (len(theirs), *start.shape))
+    return compare(np.stack(theirs), still, tensor="moved", dtype=dtype,
+                   vacuous_check=False).status == PASS
+
+
+def _schedule_steps(lr_schedule: Any, steps: int) -> list[int]:
+    if lr_schedule is None:
+        return []
+    return [t for t in range(1, steps + 1) if _schedule(lr_schedule, t) is not None]
+
+
+def report_schedule(lr_schedule: Any, steps: int) -> str:
+    return ", ".join(f"step {t}: lr={_schedule(lr_schedule, t):g}"
+                     for t in _schedule_steps(lr_schedule, steps)[:3])
+
+
+def _first_step(r: TensorResult) -> int | None:
+    m = re.match(r".*first differs after step (\d+)", r.message or "")
+    return int(m.group(1)) if m else None
+
+
+def _update_error(label: str, dtype: np.dtype, seed: int, steps: int, t: int,
+                  exc: BaseException) -> LayerReport:
+    import traceback
+
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = frames[-1] if frames else None
+    at = f" (at {where.filename}:{where.lineno}, in {where.name})" if where else ""
+    res = TensorResult(layer=label, tensor="update", status=ERROR, dtype=dtype.name,
+                       message=f"update(params, grads) raised {type(exc).__name__}: {exc} at "
+                               f"step {t}{at}")
+    return LayerReport(layer=label, dtype=dtype.name, input_shape=(steps,), seed=seed,
+                       results=[res])
 
 
 def form_note(opt: Optimizer, scheduled: bool) -> str:
@@ -336,6 +410,28 @@ def classic_for(cls: type) -> tuple[type[Optimizer] | None, str]:
     return (classic, "matched by its class name") if classic else (None, "")
 
 
+def classic_momentum_twin(lr: float, momentum: float) -> tuple[TorchFactory, BeforeStep]:
+    """A torch twin of the classic Momentum form (``v = m*v - lr*g; p += v``) under any
+    learning-rate schedule: ``optim.SGD(lr=1, momentum=m)`` fed ``lr_t * g``, so that its
+    buffer is ``-v`` at every step (the stock ``SGD(lr, momentum)`` is the classic form only
+    while lr is constant). The schedule's lr, set on the param groups before step t, is read
+    and replaced by 1 before torch's step."""
+    current = {"lr": float(lr)}
+
+    def factory(ps: list[torch.Tensor]) -> torch.optim.Optimizer:
+        return torch.optim.SGD(ps, lr=1.0, momentum=momentum, dampening=0.0)
+
+    def before(topt: torch.optim.Optimizer, t: int) -> None:
+        for group in topt.param_groups:
+            if group["lr"] != 1.0:  # the schedule set a new lr before this step
+                current["lr"], group["lr"] = float(group["lr"]), 1.0
+            for p in group["params"]:
+                if p.grad is not None:
+                    p.grad.mul_(current["lr"])
+
+    return factory, before
+
+
 def like_classic(opt: Any, classic: type[Optimizer]) -> tuple[Optimizer, list[str]]:
     """A scratch ``classic`` optimizer with ``opt``'s hyper-parameters (its attributes of the
     same names: ``lr``, ``momentum``, ``beta1``, ``eps``, ...) and the classic defaults for the
@@ -343,10 +439,23 @@ def like_classic(opt: Any, classic: type[Optimizer]) -> tuple[Optimizer, list[st
     their ``1e-7`` inline)."""
     template = classic()
     notes = []
+    known = set(vars(template))
+    extra = sorted(k for k, v in vars(opt).items()
+                   if k not in known and not k.startswith("_") and k not in ("t", "step", "iter")
+                   and isinstance(v, (int, float, np.floating, np.integer))
+                   and not isinstance(v, (bool, np.bool_)))
+    if extra:
+        notes.append(f"its attribute{'s' if len(extra) > 1 else ''} "
+                     f"{', '.join(f'{k}={getattr(opt, k)!r}' for k in extra)} "
+                     f"{'have' if len(extra) > 1 else 'has'} no counterpart in the classic "
+                     f"{classic.__name__} and its twin (a weight decay? register_optimizer "
+                     f"with a twin that takes it, e.g. torch.optim.AdamW)")
     for key, default in vars(template).items():
         if isinstance(default, (dict, list)) or key == "iter":
             continue
         value = getattr(opt, key, None)
+        if key == "form" and value is None:  # a form is not a hyper-parameter: not noted
+            continue
         if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, str, np.number)):
             notes.append(f"{key}={default!r} (no {key} attribute: the classic value)")
             continue

@@ -311,7 +311,7 @@ def test_instance_hyper_parameters_are_the_ones_checked() -> None:
     opt = module.Momentum(lr=0.3, momentum=0.5)
     report = optimizer_spec(opt).check("float64")
     assert report.ok
-    assert "lr=0.3" in report.info["torch"] and "momentum=0.5" in report.info["torch"]
+    assert "momentum=0.5" in report.info["torch"] and report.info["lr_schedule"] == "{7: 0.09}"
     assert np.isclose(opt.lr, 0.3) and opt.v is None  # the user's instance is not touched
 
 
@@ -324,3 +324,58 @@ def test_files_of_the_same_name_are_modules_of_their_own(tmp_path: Path) -> None
     a, b, c = (import_user_module(str(p)) for p in paths)
     assert len({id(a), id(b), id(c)}) == 3 and import_user_module(str(paths[0])) is a
     assert [s.name for s in discover_optimizers(c)[0]] == ["my_opt.Momentum"]
+
+
+MOMENTUM = """
+    class {name}:
+        def __init__(self, lr=0.01, momentum=0.9):
+            self.lr, self.momentum, self.v = lr, momentum, {{}}
+        def update(self, params, grads):
+            self.lr0 = getattr(self, "lr0", self.lr)
+            for k, p in params.items():
+                {body}
+"""
+CLASSIC_STEP = "self.v[k] = self.momentum * self.v.get(k, 0) - {lr} * grads[k]; p += self.v[k]"
+TORCH_STEP = "self.v[k] = self.momentum * self.v.get(k, 0) + grads[k]; p -= {lr} * self.v[k]"
+
+
+@pytest.mark.parametrize(("step", "form"), [(CLASSIC_STEP, "the classic form"),
+                                            (TORCH_STEP, "torch's form")])
+def test_momentum_of_either_form_is_checked_under_an_lr_change(step, form, tmp_path) -> None:
+    ok = write(tmp_path, MOMENTUM.format(name="Momentum", body=step.format(lr="self.lr")))
+    code, js = run(ok, tmp_path)
+    assert code == 0 and any(n.startswith(form) for n in js["summary"]["notes"]["my_opt.Momentum"])
+    forget_user_modules()
+    cached = write(tmp_path, MOMENTUM.format(name="Momentum", body=step.format(lr="self.lr0")),
+                   "cached.py")
+    code, js = run(cached, tmp_path)
+    assert code == 1 and "cached.Momentum" in failed(js)
+    msg = next(r["message"] for r in js["layers"] if r["layer"] == "cached.Momentum"
+               for r in r["results"] if r["status"] == "FAIL")
+    assert "first differs after step 7" in msg and "passes at a constant lr" in msg
+
+
+def test_an_attribute_the_twin_ignores_is_a_note(tmp_path: Path) -> None:
+    path = write(tmp_path, """
+        class SGDWD(scratch.SGD):
+            def __init__(self, lr=0.1, weight_decay=0.0):
+                super().__init__(lr)
+                self.weight_decay = weight_decay
+    """)
+    code, js = run(path, tmp_path)
+    assert code == 0
+    assert any("weight_decay=0.0 has no counterpart" in n for n in js["summary"]["notes"]["my_opt.SGDWD"])
+
+
+def test_check_optimizer_calls_a_check_that_cannot_see_the_update_vacuous() -> None:
+    from reference.optimizers import check_optimizer
+    from scratch import SGD
+
+    class NoOp(SGD):
+        def update(self, params, grads): pass
+
+    assert check_optimizer(NoOp(0.01), dtype="float32", grad_scale=1e-4).status == "VACUOUS"
+    assert check_optimizer(SGD(0.0)).status == "VACUOUS"
+    assert check_optimizer(NoOp(0.01), dtype="float32").status == "FAIL"
+    with pytest.raises(CheckError, match="steps must be a positive integer"):
+        check_optimizer(SGD(0.1), steps=0)
