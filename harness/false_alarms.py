@@ -284,16 +284,18 @@ def _optimizer(cls_name: str) -> Case:
             opt = so.Adam(lr, beta1=float(r.uniform(0.8, 0.95)), beta2=float(r.uniform(0.99, 0.9999)))
         else:
             opt = getattr(so, cls_name)(lr)
-        steps = size(r, 1, 12)
+        steps = size(r, 2, 12)
         # the classic Momentum and Bengio-form Nesterov fold lr into the velocity: with a lr
         # change the two sides are different optimizers (documented), not a false alarm
         schedule = ({int(r.integers(1, steps + 1)): lr / 3} if form not in ("classic", "bengio")
                     and r.random() < 0.3 else None)
         shapes = {"W1": (size(r, 1, 30), size(r, 1, 30)), "b1": (size(r, 1, 30),)}
-        # SGD-like steps of lr * grad must stay above float32 resolution (a parameter that
-        # never moves is a vacuous trajectory); adaptive ones also get grads ~1e-7 (eps matters)
+        # SGD-like steps of lr * grad must stay above float32 resolution (a trajectory that
+        # never leaves its start is VACUOUS: a no-op update would pass), so lr * grad_scale
+        # >= 0.03; adaptive ones step ~lr whatever the grads, and also get grads ~1e-7 (where
+        # eps matters)
         grad_scale = (1e-7 if adaptive and r.random() < 0.2 else
-                      magnitude(r, -3 if adaptive else -1, 1))
+                      magnitude(r, -3, 1) if adaptive else max(magnitude(r, -1, 1), 0.03 / lr))
         return check_optimizer(opt, dtype=dtype, seed=seed, steps=steps, shapes=shapes,
                                lr_schedule=schedule, grad_scale=grad_scale, name=cls_name)
     return case
