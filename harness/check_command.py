@@ -6,12 +6,13 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import sys
+import time
 from collections import OrderedDict
 
 import numpy as np
 
-from harness.compare import ERROR, FAIL, PASS, VACUOUS
-from harness.report import RunReport
+from harness.compare import ERROR, FAIL, PASS, VACUOUS, TensorResult
+from harness.report import LayerReport, RunReport
 from harness.suite import BATCHES, DTYPES, SEEDS, all_cases
 
 SEVERITY = {PASS: 0, VACUOUS: 1, FAIL: 2, ERROR: 3}
@@ -39,24 +40,46 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_suite(cases, dtypes, seeds, batches, progress=None, numerical: bool = False) -> RunReport:
+    """Every case x dtype x batch x seed. A case that cannot be checked at all (a CheckError:
+    a registration to fix, a layer that cannot be built) is one ERROR row with the message,
+    listed in ``summary["setup_errors"]``; the other cases still run (the command then exits
+    2 after writing its reports)."""
+    from harness.check import CheckError
+
     report = RunReport(command="check")
+    setup_errors: dict[str, str] = {}
     for case in cases:
         opts = {"numerical": True} if numerical and case.numerical else {}
-        for dtype in dtypes:
-            for batch in batches:
-                for seed in range(seeds):
-                    lr = _run_case(case, np.dtype(dtype), seed, batch, opts)
-                    lr.info.setdefault("component", case.name)
-                    lr.info.setdefault("group", case.group)
-                    lr.info.setdefault("batch", batch)
-                    report.layers.append(lr)
-                    if progress:
+        runs = [(np.dtype(d), b, s) for d in dtypes for b in batches for s in range(seeds)]
+        for i, (dtype, batch, seed) in enumerate(runs):
+            start = time.perf_counter()
+            try:
+                lr = _run_case(case, dtype, seed, batch, opts)
+            except CheckError as exc:
+                setup_errors[case.name] = str(exc)
+                lr = LayerReport(layer=case.name, dtype=dtype.name, seed=seed, results=[
+                    TensorResult(layer=case.name, tensor="setup", status=ERROR, dtype=dtype.name,
+                                 message=str(exc))])
+                lr.info["skipped_runs"] = len(runs) - i - 1  # they would fail the same way
+            lr.info.setdefault("elapsed", time.perf_counter() - start)
+            lr.info.setdefault("component", case.name)
+            lr.info.setdefault("group", case.group)
+            lr.info.setdefault("batch", batch)
+            report.layers.append(lr)
+            if progress:
+                progress()
+            if case.name in setup_errors:
+                if progress:
+                    for _ in range(len(runs) - i - 1):
                         progress()
+                break
     report.summary = {"dtypes": [np.dtype(d).name for d in dtypes], "seeds": seeds,
                       "batches": list(batches), "components": [c.name for c in cases],
                       "checks": len(report.layers)}
     if numerical:
         report.summary["numerical"] = [c.name for c in cases if c.numerical]
+    if setup_errors:
+        report.summary["setup_errors"] = setup_errors
     return report
 
 
@@ -208,4 +231,7 @@ def run(args: argparse.Namespace) -> RunReport:
                     print(f"note: {name}: {line}")
     print_table(rows, report, args)
     sys.stdout.flush()
+    for name, message in report.summary.get("setup_errors", {}).items():
+        print(f"nn-parity check: error: {message}" if name in message else
+              f"nn-parity check: error: {name}: {message}", file=sys.stderr)
     return report

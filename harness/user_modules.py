@@ -160,7 +160,13 @@ class LayerSpec:
         dtype = np.dtype(dtype)
         if self.base_twin is None:
             if self.twin.example is not None:
-                return self.twin.example(rng, dtype)
+                layer = self.twin.example(rng, dtype)
+                if not isinstance(layer, self.cls):
+                    raise CheckError(
+                        f"{self.name}: the registration's example(rng, dtype) built a "
+                        f"{type(layer).__name__}, not a {self.cls.__name__} (copied from another "
+                        f"registration?): the check would test the wrong class")
+                return layer
             if _required_args(self.cls):
                 raise CheckError(
                     f"{self.name}: cannot build it: its constructor needs "
@@ -296,14 +302,34 @@ def spec_for_class(cls: type, name: str | None = None) -> LayerSpec | None:
 def discover(module: ModuleType, prefix: str | None = None) -> list[LayerSpec]:
     """The layer classes defined in ``module`` that can be checked, in definition order."""
     prefix = display_name(module) if prefix is None else prefix
-    found = []
+    found, seen = [], set()
+    table = registered()
     for attr, obj in vars(module).items():
-        if not isinstance(obj, type) or obj.__module__ != module.__name__ or attr.startswith("_"):
+        if not isinstance(obj, type) or attr.startswith("_") or obj in seen:
             continue
+        # its own classes, and classes it imports and registers (twins kept in a file of their
+        # own: from my_layers import Swish; register(Swish, ...)), not the built-ins it imports
+        imported_and_registered = obj in table and obj.__module__.split(".")[0] not in BUILTIN
+        if obj.__module__ != module.__name__ and not imported_and_registered:
+            continue
+        seen.add(obj)
         spec = spec_for_class(obj, f"{prefix}.{obj.__name__}" if prefix else obj.__name__)
         if spec is not None:
             found.append(spec)
     return found
+
+
+BUILTIN = ("scratch", "reference", "harness")
+"""Packages whose registered classes a user module may import without checking them."""
+
+
+def unchecked_layers(module: ModuleType) -> list[str]:
+    """Classes defined in ``module`` that look like layers (``forward`` and ``backward``) but
+    have no twin: neither registered nor subclassing a registered layer."""
+    return [obj.__name__ for attr, obj in vars(module).items()
+            if isinstance(obj, type) and obj.__module__ == module.__name__
+            and not attr.startswith("_") and callable(getattr(obj, "forward", None))
+            and callable(getattr(obj, "backward", None)) and lookup(obj) is None]
 
 
 # ---------------------------------------------------------------------------------------
@@ -347,14 +373,29 @@ def load_user_modules(specs: list[str], *, input_shape: Iterable[int] | None = N
         layers = discover(module)
         optimizers, no_twin = discover_optimizers(module)
         if not layers and not optimizers:
+            unchecked = unchecked_layers(module)
+            which = (f": {', '.join(unchecked)} {'has' if len(unchecked) == 1 else 'have'} "
+                     f"forward/backward but no PyTorch twin" if unchecked else "")
             also = (f"; {', '.join(no_twin)} {NO_TWIN_NOTE}" if no_twin else
                     "; optimizers (an update(params, grads) method) are found too when they "
                     "subclass a scratch optimizer, are named like one or are registered with "
                     "reference.register_optimizer")
+            nets = [n for n, o in vars(module).items() if isinstance(o, type)
+                    and o.__module__ == module.__name__ and callable(getattr(o, "gradient", None))
+                    and callable(getattr(o, "predict", None))]
+            net_hint = (f"; {', '.join(nets)} {'is a net' if len(nets) == 1 else 'are nets'}: "
+                        f"check a net from Python with harness.check_net(net) (it needs the "
+                        f"sizes its constructor takes)" if nets else "")
             raise CheckError(
-                f"--module {spec}: no layers found in {module.__name__}: define classes that "
-                f"subclass a scratch layer (e.g. class Affine(scratch.Affine)) or register them "
-                f"with reference.register(cls, torch_factory, weight_map){also}")
+                f"--module {spec}: no layers found in {display_name(module)}{which}: define "
+                f"classes that subclass a scratch layer (e.g. class Affine(scratch.Affine)) or "
+                f"register them with reference.register(cls, torch_factory, weight_map)"
+                f"{also}{net_hint}")
+        for name in unchecked_layers(module):
+            _LOADED.notes[f"{display_name(module)}.{name}"] = [
+                "has forward/backward but no PyTorch twin, so it was not checked: subclass the "
+                "scratch layer it implements or register it with reference.register(cls, "
+                "torch_factory, weight_map)"]
         for name in no_twin:
             _LOADED.notes[name] = [NO_TWIN_NOTE]
         for os_ in optimizers:
@@ -362,7 +403,10 @@ def load_user_modules(specs: list[str], *, input_shape: Iterable[int] | None = N
                 add_case(run_spec.name, run_spec.check, group="user")
                 _LOADED.case_names.append(run_spec.name)
             _LOADED.specs.append(os_)
+        done = {getattr(s, "cls", None) for s in _LOADED.specs}
         for ls in layers:
+            if ls.cls in done:  # imported by another --module that registers it: once
+                continue
             ls.input_shape = shape
             add_case(ls.name, _case_runner(ls), group="user", numerical=True)
             _LOADED.specs.append(ls)

@@ -370,3 +370,103 @@ def test_settings_a_variant_does_not_change_are_the_subclass_own(tmp_path: Path)
     components = {lr["info"]["component"]
                   for lr in json.loads((tmp_path / "r.json").read_text())["layers"]}
     assert {"convs.MyDropout (eval)", "convs.ExactCE (logits in the hundreds)"} <= components
+
+
+# ---------------------------------------------------------------------------------------
+# A registration to fix does not stop the others; registrations kept in their own file
+
+DENSE = """
+    import numpy as np
+    from torch import nn
+    from reference import register, WeightSpec, transpose
+
+    class Dense:
+        def __init__(self, W, b):
+            self.params = {"W": W, "b": b}
+            self.grads = {}
+        def forward(self, x):
+            self.x = x
+            return x @ self.params["W"] + self.params["b"]
+        def backward(self, dout):
+            self.grads = {"W": self.x.T @ dout, "b": dout.sum(axis=0)}
+            return dout @ self.params["W"].T
+
+    class DenseNoBiasGrad(Dense):
+        def backward(self, dout):
+            dx = super().backward(dout)
+            self.grads["b"] = dout[0]
+            return dx
+
+    def make(cls):
+        return lambda rng, dtype: Dense(rng.standard_normal((6, 4)).astype(dtype), np.zeros(4, dtype))
+
+    for cls in (Dense, DenseNoBiasGrad):   # the same example copied for both: a Dense each time
+        register(cls, lambda layer: nn.Linear(6, 4),
+                 {"W": WeightSpec("weight", transpose, transpose), "b": "bias"},
+                 input_shape=lambda layer, n: (n, 6), example=make(cls))
+"""
+
+
+def test_an_example_of_another_class_is_an_error_and_the_others_still_run(tmp_path, capsys):
+    path = write(tmp_path, "copied.py", DENSE)
+    out = tmp_path / "r.json"
+    assert main(["check", "--module", str(path), *FAST, "--json", str(out), "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "copied.DenseNoBiasGrad: the registration's example(rng, dtype) built a Dense" in err
+    js = json.loads(out.read_text())
+    assert set(js["summary"]["setup_errors"]) == {"copied.DenseNoBiasGrad"}
+    assert {r["component"]: r["status"] for r in js["summary"]["rows"]}["copied.Dense"] == "PASS"
+
+
+def test_layers_registered_in_a_file_of_their_own(tmp_path, capsys):
+    (tmp_path / "pure.py").write_text(textwrap.dedent("""
+        import numpy as np
+        class Swish:
+            def forward(self, x):
+                self.x, self.s = x, 1 / (1 + np.exp(-x))
+                return x * self.s
+            def backward(self, dout):
+                return dout * self.s * (1 + self.x * (1 - self.s))
+    """))
+    twins = write(tmp_path, "twins.py", """
+        from torch import nn
+        from reference import register
+        from pure import Swish
+        import scratch   # a built-in it imports is not checked as its own
+        from scratch import Affine
+        register(Swish, lambda layer: nn.SiLU(), input_shape=lambda layer, n: (n, 7))
+    """)
+    assert main(["check", "--module", str(twins), *FAST, "-q"]) == 0
+    assert capsys.readouterr().out.startswith("PASS: 2 checks")
+    assert main(["check", "--module", str(twins), "--module", str(tmp_path / "pure.py"),
+                 "--list"]) == 0
+    assert capsys.readouterr().out.split() == ["user", "twins.Swish"]  # once, not twice
+
+
+def test_no_layers_found_names_what_the_module_has(tmp_path, capsys):
+    path = write(tmp_path, "nothing.py", """
+        class Swish:
+            def forward(self, x): return x
+            def backward(self, dout): return dout
+        class Net:
+            def predict(self, x): ...
+            def gradient(self, x, t): ...
+    """)
+    assert main(["check", "--module", str(path), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "Swish has forward/backward but no PyTorch twin" in err
+    assert "Net is a net: check a net from Python with harness.check_net(net)" in err
+
+
+def test_an_unregistered_layer_beside_checked_ones_is_a_note(tmp_path):
+    path = write(tmp_path, "mixed.py", """
+        import scratch
+        class Relu(scratch.Relu): pass
+        class Swish:
+            def forward(self, x): return x
+            def backward(self, dout): return dout
+    """)
+    out = tmp_path / "r.json"
+    assert main(["check", "--module", str(path), *FAST, "-q", "--json", str(out)]) == 0
+    notes = json.loads(out.read_text())["summary"]["notes"]
+    assert "no PyTorch twin, so it was not checked" in notes["mixed.Swish"][0]
