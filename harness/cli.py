@@ -100,6 +100,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or EXIT_USAGE)
     if result.output_errors:  # a figure or curves file the command could not write
         return EXIT_USAGE
+    if result.summary.get("setup_errors"):  # components that could not be checked at all
+        return EXIT_USAGE
     return EXIT_OK if result.ok else EXIT_MISMATCH
 
 
