@@ -137,49 +137,54 @@ def assert_parity(layer: Any, module: Any = None, *, batches: Iterable[int] | No
                   **kwargs: Any) -> Any:
     """Check ``layer`` against its twin (``module`` if given); raise :class:`ParityError` with
     the precise report unless every tensor passes. Returns the LayerReport when it does (of
-    the last batch size).
+    the last dtype and batch size).
 
-    It runs at each of ``batches`` (default :data:`DEFAULT_BATCHES`, those of
-    ``nn-parity check``), unless ``batch``, ``input_shape`` or ``x`` fixes the input (a
-    given ``dout`` or ``t`` fixes the batch size to its first dimension). A
-    FAIL or ERROR at any batch size fails; a batch that proves nothing (VACUOUS: BatchNorm on
-    a batch of 1) only fails when no batch size passes.
+    It runs in float64 and float32 (as ``nn-parity check`` does; ``dtype=`` picks one) at
+    each of ``batches`` (default :data:`DEFAULT_BATCHES`, those of ``nn-parity check``),
+    unless ``batch``, ``input_shape`` or ``x`` fixes the input (a given ``dout`` or ``t``
+    fixes the batch size to its first dimension). A FAIL or ERROR at any dtype and batch
+    size fails; a batch that proves nothing (VACUOUS: BatchNorm on a batch of 1) only fails
+    when no batch size of that dtype passes. A mistake in the call or the registration is a
+    :class:`~harness.check.CheckError` raised from here, without the harness's own frames.
 
     ``kwargs`` go to :func:`harness.check_layer` (``dtype``, ``seed``, ``batch``,
     ``input_shape``, ``x``, ``t``, ``tol``, ``weight_map``, ``numerical``...) or, for a net,
     :func:`harness.check_net`.
     """
     __tracebackhide__ = True
+    from harness.check import CheckError
+
     fixed = any(k in kwargs for k in ("batch", "input_shape", "x"))
     given = next((kwargs[k] for k in ("dout", "t") if kwargs.get(k) is not None), None)
     if not fixed and batches is None and np.ndim(given) >= 1:
         batches = [int(np.shape(given)[0])]  # a given dout or t fixes the batch size
     sizes = [None] if fixed else list(DEFAULT_BATCHES if batches is None else batches)
     if not sizes:
-        from harness.check import CheckError
-
         raise CheckError("assert_parity: batches is empty")
+    # float64 first: a bug of every dtype is reported with float64's clean numbers, one of
+    # the float32 path alone (a float16 product) by the float32 run
+    dtypes = [kwargs.pop("dtype")] if "dtype" in kwargs else ["float64", "float32"]
     looped = len(sizes) > 1
-    passed, vacuous = None, None
-    for size in sizes:
-        try:
-            report = check_any(layer, module, **kwargs,
-                               **({} if size is None else {"batch": size}))
-        except Exception as exc:
-            if looped:  # say why this batch size ran at all
-                if hasattr(exc, "add_note"):  # Python >= 3.11
-                    exc.add_note(_BATCHES_NOTE.format(size=size, sizes=sizes))
-            raise
-        if report.ok:
-            passed = report
-        elif report.status == "VACUOUS":
-            vacuous = vacuous or report
-        else:
-            msg = failure_message(report)
-            raise ParityError(msg + ("\n" + _BATCHES_NOTE.format(size=size, sizes=sizes)
-                                     if looped else ""), report)
-    if passed is None:
-        raise ParityError(failure_message(vacuous), vacuous)
+    passed = None
+    for dtype in dtypes:
+        passed_here, vacuous = None, None
+        for size in sizes:
+            try:
+                report = check_any(layer, module, dtype=dtype, **kwargs,
+                                   **({} if size is None else {"batch": size}))
+            except CheckError as exc:  # what to fix, told once, without our frames
+                raise CheckError(str(exc)) from None
+            if report.ok:
+                passed_here = report
+            elif report.status == "VACUOUS":
+                vacuous = vacuous or report
+            else:
+                msg = failure_message(report)
+                raise ParityError(msg + ("\n" + _BATCHES_NOTE.format(size=size, sizes=sizes)
+                                         if looped else ""), report)
+        if passed_here is None:
+            raise ParityError(failure_message(vacuous), vacuous)
+        passed = passed_here
     return passed
 
 

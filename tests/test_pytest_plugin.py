@@ -172,3 +172,34 @@ def test_a_failure_at_a_default_batch_size_says_where_the_size_came_from() -> No
     with pytest.raises(ParityError) as exc:
         assert_parity(SoftmaxNoMean(), input_shape=(4, 10), seed=3)
     assert "by default" not in str(exc.value), "a fixed input needs no such note"
+
+
+def test_a_mistake_in_the_call_shows_no_harness_frames(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_misuse="""
+        import numpy as np
+        class Plain:                       # no twin registered, none given
+            def forward(self, x): return x
+            def backward(self, dout): return dout
+        def test_no_twin(parity): parity(Plain())
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider")
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    assert "CheckError: no PyTorch twin registered for Plain" in out
+    for internal in ("harness/check.py", "def check_any", "def resolve_twin", "parity runs batch sizes"):
+        assert internal not in out, internal
+
+
+class Float16OnTheFloat32Path(scratch.Affine):  # right in float64, rounds to float16 in float32
+    def forward(self, x):
+        if x.dtype == np.float32:
+            self.original_x_shape, self.x = x.shape, x
+            return (x.astype(np.float16) @ self.W.astype(np.float16)).astype(np.float32) + self.b
+        return super().forward(x)
+
+
+def test_parity_runs_both_dtypes_unless_told() -> None:
+    layer = Float16OnTheFloat32Path(np.random.default_rng(0).standard_normal((12, 7)), np.zeros(7))
+    with pytest.raises(ParityError, match=r"\[float32, input"):
+        assert_parity(layer)
+    assert assert_parity(layer, dtype="float64").ok
