@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, TextIO
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
 
@@ -57,6 +59,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_data_warnings(show: Callable[..., Any]) -> Callable[..., Any]:
+    """A ``warnings.showwarning`` printing a DataWarning as ``warning: <message>`` on stderr
+    (no file name, line number or source line); other warnings go to ``show``."""
+    try:
+        from harness.data import DataWarning
+    except ImportError:  # pragma: no cover - data module always ships
+        return show
+
+    def showwarning(message: Warning | str, category: type[Warning], filename: str,
+                    lineno: int, file: TextIO | None = None, line: str | None = None) -> None:
+        if issubclass(category, DataWarning):
+            print(f"warning: {message}", file=sys.stderr if file is None else file)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from harness.check import CheckError
 
@@ -83,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:  # the message is on stderr
         return int(exc.code or EXIT_USAGE)
     try:
-        result = args._run(args)
+        with warnings.catch_warnings():  # restores warnings.showwarning afterwards
+            warnings.showwarning = _one_line_data_warnings(warnings.showwarning)
+            result = args._run(args)
     except (CheckError, DataError, FileNotFoundError, TorchSideError) as exc:
         print(f"nn-parity {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -22,6 +22,7 @@ import hashlib
 import http.client
 import math
 import os
+import secrets
 import struct
 import tempfile
 import time
@@ -62,11 +63,19 @@ class DataError(Exception):
 
 
 class DownloadError(DataError):
-    """Every mirror failed for some file; ``attempts`` holds ``(url, error)`` for each try."""
+    """Every mirror failed for some files. ``attempts`` holds ``(url, error)`` for each try;
+    ``failed`` maps each file that could not be downloaded to its ``(url, error)`` pairs (a
+    mirror found unreachable for an earlier file appears by its base URL, not asked again)."""
 
-    def __init__(self, message: str, attempts: Sequence[tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        message: str,
+        attempts: Sequence[tuple[str, str]],
+        failed: dict[str, list[tuple[str, str]]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.attempts: list[tuple[str, str]] = list(attempts)
+        self.failed: dict[str, list[tuple[str, str]]] = dict(failed or {})
 
 
 # --------------------------------------------------------------------------------------------
@@ -260,8 +269,24 @@ def _read_exact(f: BinaryIO, n: int) -> bytes:
     return b"".join(parts)
 
 
-def _parse_header(path: Path, f: BinaryIO, where: str) -> tuple[int, np.dtype, tuple[int, ...]]:
-    """Read and check the idx magic number and dimensions; return (magic, dtype, dims)."""
+_MAGIC_KINDS: dict[int, str] = {
+    IDX_MAGIC_IMAGES: "images (uint8, 3 dimensions)",
+    IDX_MAGIC_LABELS: "labels (uint8, 1 dimension)",
+}
+
+
+def _expected_magic(stem: str) -> int:
+    return IDX_MAGIC_IMAGES if "-images-" in stem else IDX_MAGIC_LABELS
+
+
+def _parse_header(
+    path: Path, f: BinaryIO, where: str, expect: int | None = None
+) -> tuple[int, np.dtype, tuple[int, ...]]:
+    """Read and check the idx magic number and dimensions; return (magic, dtype, dims).
+
+    With ``expect`` (the loader knows whether the file holds images or labels) the magic
+    number must be that one, checked before the dimensions are read or trusted.
+    """
     head = _read_exact(f, 4)
     if len(head) < 4:
         raise DataError(
@@ -269,6 +294,15 @@ def _parse_header(path: Path, f: BinaryIO, where: str) -> tuple[int, np.dtype, t
             "needs at least 8"
         )
     magic = int.from_bytes(head, "big")
+    if expect is not None and magic != expect:
+        hint = ""
+        if magic in _MAGIC_KINDS:
+            kind = "label" if magic == IDX_MAGIC_LABELS else "image"
+            hint = f": 0x{magic:08X} is the magic of a {kind} file"
+        raise DataError(
+            f"{path}: wrong idx magic 0x{magic:08X}, expected 0x{expect:08X} for "
+            f"{_MAGIC_KINDS[expect]}{hint}"
+        )
     type_code, ndim = head[2], head[3]
     if head[:2] != b"\x00\x00" or type_code not in _IDX_TYPES:
         known = ", ".join(f"0x{c:02X}" for c in _IDX_TYPES)
@@ -313,15 +347,17 @@ def read_errors(path: Path) -> Iterator[None]:
         raise DataError(f"{path}: cannot read file ({e.strerror or e})") from None
 
 
-def _read_idx_with_magic(path: Path) -> tuple[np.ndarray, int]:
-    """Decode an idx file; return (array in native byte order, magic number)."""
+def _read_idx_with_magic(path: Path, expect: int | None = None) -> tuple[np.ndarray, int]:
+    """Decode an idx file; return (array in native byte order, magic number).
+
+    ``expect``: the magic number the file must have (see :func:`_parse_header`)."""
     gz = _is_gzip(path)
     with read_errors(path):
         if gz:
             with gzip.open(path, "rb") as f:
-                return _decode_gzip(path, f)
+                return _decode_gzip(path, f, expect)
         with open(path, "rb") as f:
-            return _decode_raw(path, f)
+            return _decode_raw(path, f, expect)
 
 
 def _payload(dtype: np.dtype, dims: tuple[int, ...]) -> int:
@@ -335,9 +371,9 @@ def _finish(data: bytearray | np.ndarray, dtype: np.dtype, dims: tuple[int, ...]
     return arr
 
 
-def _decode_raw(path: Path, f: BinaryIO) -> tuple[np.ndarray, int]:
+def _decode_raw(path: Path, f: BinaryIO, expect: int | None) -> tuple[np.ndarray, int]:
     size = os.fstat(f.fileno()).st_size
-    magic, dtype, dims = _parse_header(path, f, "")
+    magic, dtype, dims = _parse_header(path, f, "", expect)
     header = 4 + 4 * len(dims)
     expected = header + _payload(dtype, dims)
     if size != expected:
@@ -357,9 +393,9 @@ def _decode_raw(path: Path, f: BinaryIO) -> tuple[np.ndarray, int]:
     return _finish(buf, dtype, dims), magic
 
 
-def _decode_gzip(path: Path, f: BinaryIO) -> tuple[np.ndarray, int]:
+def _decode_gzip(path: Path, f: BinaryIO, expect: int | None) -> tuple[np.ndarray, int]:
     where = " after decompression"
-    magic, dtype, dims = _parse_header(path, f, where)
+    magic, dtype, dims = _parse_header(path, f, where, expect)
     header = 4 + 4 * len(dims)
     payload = _payload(dtype, dims)
     expected = header + payload
@@ -398,14 +434,14 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
 
 @functools.lru_cache(maxsize=16)
 def _read_idx_cached(
-    resolved: str, mtime_ns: int, size: int, inode: int, ctime_ns: int
+    resolved: str, mtime_ns: int, size: int, inode: int, ctime_ns: int, expect: int | None
 ) -> tuple[np.ndarray, int]:
-    arr, magic = _read_idx_with_magic(Path(resolved))
+    arr, magic = _read_idx_with_magic(Path(resolved), expect)
     arr.flags.writeable = False
     return arr, magic
 
 
-def _read_idx_shared(path: Path) -> tuple[np.ndarray, int]:
+def _read_idx_shared(path: Path, expect: int | None = None) -> tuple[np.ndarray, int]:
     """Like read_idx, but cached in-process by (resolved path, mtime, size, inode, ctime);
     read-only result. ctime and the inode change whenever the file is rewritten or replaced,
     even by a copy that keeps the size and the mtime (``cp -p``, ``rsync -t``, ``tar x``)."""
@@ -414,9 +450,17 @@ def _read_idx_shared(path: Path) -> tuple[np.ndarray, int]:
         st = resolved.stat()
     except OSError as e:
         raise DataError(f"{path}: cannot read file ({e.strerror or e})") from None
-    return _read_idx_cached(
-        str(resolved), st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns
-    )
+    try:
+        return _read_idx_cached(
+            str(resolved), st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns, expect
+        )
+    except DataError as e:
+        msg = str(e)
+        if resolved != path.absolute() and msg.startswith(f"{resolved}: "):
+            # name the file as the user knows it (a link into another folder, ...)
+            msg = f"{path} (a link to {resolved}): " + msg[len(f"{resolved}: "):]
+            raise DataError(msg) from None
+        raise
 
 
 def clear_cache() -> None:
@@ -576,40 +620,87 @@ def _files_in(directory: Path) -> tuple[dict[str, Path], list[str]]:
     return found, missing
 
 
+_PRETTY = {"mnist": "MNIST", "fashion-mnist": "Fashion-MNIST"}
+
+
+def _owner(path: Path, stem: str) -> str | None:
+    """The known data set whose ``stem`` file ``path`` is (by content), or None.
+
+    Unreadable and corrupt files are None: the checks on loading say what is wrong."""
+    try:
+        digest = _sha256_file(path)
+        for ds, files in CHECKSUMS.items():
+            if digest in files[stem].gz_sha256 or digest == files[stem].raw_sha256:
+                return ds
+        if not _is_gzip(path):
+            return None
+        digest = _sha256_gunzip(path)
+    except DataError:
+        return None
+    return next((ds for ds, files in CHECKSUMS.items() if digest == files[stem].raw_sha256), None)
+
+
 def _other_dataset_in(directory: Path, name: str) -> str | None:
-    """The other known data set's name if ``directory``'s two label files are its, else None.
+    """The other known data set's name if ``directory`` holds it, else None.
 
     MNIST and Fashion-MNIST use the same file names, so a folder given as ``data_dir`` or
-    ``$NN_PARITY_DATA`` may hold the other one. The label files (70 KB) identify it by content;
-    a folder that mixes the two is not skipped (loading it names the wrong file).
+    ``$NN_PARITY_DATA`` may hold the other one. The label files (70 KB) identify it by content,
+    and when both are the other data set's, the test images (1.6 MB) tell a folder of the other
+    data set from one that mixes the two: a mixed folder is not skipped (loading it names the
+    wrong file and says which files are which data set's).
     """
     found = _files_in(directory)[0]
-    others: set[str | None] = set()
-    for stem in (FILES[1], FILES[3]):
-        path = found.get(stem)
-        if path is None:
-            return None
-        try:
-            digest = _sha256_gunzip(path) if _is_gzip(path) else _sha256_file(path)
-        except DataError:
-            return None  # unreadable: the checks on loading say what is wrong
-        others.add(next((o for o, files in CHECKSUMS.items()
-                         if o != name and digest == files[stem].raw_sha256), None))
-    return others.pop() if len(others) == 1 else None
+    if any(stem not in found for stem in FILES):
+        return None
+    owners = {_owner(found[stem], stem) for stem in (FILES[1], FILES[3])}
+    if len(owners) != 1:
+        return None
+    other = owners.pop()
+    if other is None or other == name or _owner(found[FILES[2]], FILES[2]) == name:
+        return None
+    return other
 
 
-def _check_data_dir(data_dir: str | os.PathLike[str] | None) -> None:
+def _mixed_note(files: dict[str, Path]) -> str | None:
+    """``mixed folder: ...`` when the files belong to different known data sets, else None."""
+    owners = {stem: _owner(path, stem) for stem, path in files.items()}
+    if len({o for o in owners.values() if o}) < 2:
+        return None
+    images = {owners[stem] for stem in FILES if "-images-" in stem}
+    labels = {owners[stem] for stem in FILES if "-labels-" in stem}
+    if len(images) == 1 and len(labels) == 1 and None not in images | labels:
+        i, lab = images.pop(), labels.pop()
+        return f"mixed folder: the images are {_PRETTY[i]}'s, the labels {_PRETTY[lab]}'s"
+    whose = {stem: f"{_PRETTY[o]}'s" if o else "neither data set's" for stem, o in owners.items()}
+    return "mixed folder: " + ", ".join(f"{files[s].name} is {w}" for s, w in whose.items())
+
+
+def _os_reason(e: OSError) -> str:
+    return e.strerror or str(e)
+
+
+def _check_data_dir(name: str, data_dir: str | os.PathLike[str] | None) -> None:
     if data_dir is None:
         return
     p = Path(data_dir).expanduser()
-    if not p.exists():
-        broken = " (a broken symbolic link)" if p.is_symlink() else ""
-        raise DataError(f"data_dir {p}: no such directory{broken}")
-    if not p.is_dir():
-        raise DataError(f"data_dir {p}: not a directory")
+    try:
+        if not p.exists():
+            broken = " (a broken symbolic link)" if p.is_symlink() else ""
+            raise DataError(f"data_dir {p}: no such directory{broken}")
+        if not p.is_dir():
+            raise DataError(f"data_dir {p}: not a directory")
+    except OSError as e:  # permission denied on a parent, name too long, ...
+        raise DataError(f"data_dir {p}: cannot access it ({_os_reason(e)})") from None
+    try:  # can names inside it be looked up? (a directory without x permission cannot)
+        os.stat(p / name)
+    except PermissionError as e:
+        raise DataError(f"data_dir {p}: cannot read the directory ({_os_reason(e)})") from None
+    except OSError:
+        pass  # no such entry, or a problem with DIR/<name> itself: the lookup names that
 
 
 def _usable(directory: Path, name: str, why: str) -> bool:
+    """Whether ``directory`` holds the data set; an OSError (unreadable, ...) propagates."""
     if not directory.is_dir() or _files_in(directory)[1]:
         return False
     # A folder named after the data set is taken as it is (a wrong file in it is an error
@@ -625,13 +716,22 @@ def find_dataset(name: str, data_dir: str | os.PathLike[str] | None = None) -> P
     ``/usr/share/datasets/fashion-mnist``. In each pair the ``<name>`` subdirectory comes first.
     ``data_dir`` itself or ``$NN_PARITY_DATA`` itself is skipped when its files are the other
     data set's (e.g. ``NN_PARITY_DATA`` pointing at MNIST while Fashion-MNIST is asked for).
-    Raises :class:`DataError` when ``data_dir`` is given but is not a directory.
+    Raises :class:`DataError` when ``data_dir`` is given but is not a directory or cannot be
+    read; any other location that cannot be read (permission denied, a symbolic link loop,
+    ...) is skipped.
     """
     _check_name(name)
-    _check_data_dir(data_dir)
+    _check_data_dir(name, data_dir)
     for directory, why in search_locations(name, data_dir):
-        if _usable(directory, name, why):
-            return directory
+        try:
+            if _usable(directory, name, why):
+                return directory
+        except OSError as e:
+            if why.startswith("data_dir"):
+                raise DataError(
+                    f"data_dir {directory}: cannot read the directory ({_os_reason(e)})"
+                ) from None
+            # another location that cannot be read is skipped; the not-found message says why
     return None
 
 
@@ -648,23 +748,27 @@ def _file_state(directory: Path, stem: str) -> str:
 def _describe_search(name: str, data_dir: str | os.PathLike[str] | None) -> list[str]:
     lines = []
     for directory, why in search_locations(name, data_dir):
-        if not directory.exists():
-            state = "does not exist"
-        elif not directory.is_dir():
-            state = "not a directory"
-        else:
-            missing = _files_in(directory)[1]
-            other = None if missing or why.endswith(f"/{name}") else _other_dataset_in(
-                directory, name
-            )
-            if missing:
-                state = ", ".join(_file_state(directory, m) for m in missing)
-            elif other:
-                state = f"holds {other}, not {name}: skipped"
-            else:
-                state = "ok"
+        try:
+            state = _directory_state(directory, name, why)
+        except OSError as e:
+            state = f"cannot read ({_os_reason(e)})"
         lines.append(f"  - {directory} ({why}): {state}")
     return lines
+
+
+def _directory_state(directory: Path, name: str, why: str) -> str:
+    """What the lookup found in ``directory``; an OSError (unreadable, ...) propagates."""
+    if not directory.exists():
+        return "does not exist"
+    if not directory.is_dir():
+        return "not a directory"
+    missing = _files_in(directory)[1]
+    if missing:
+        return ", ".join(_file_state(directory, m) for m in missing)
+    other = None if why.endswith(f"/{name}") else _other_dataset_in(directory, name)
+    if other:
+        return f"holds {other}, not {name}: skipped"
+    return "ok"
 
 
 # --------------------------------------------------------------------------------------------
@@ -711,6 +815,24 @@ def _describe_error(e: BaseException) -> str:
     return f"{type(e).__name__}: {e}"
 
 
+def _create_part_file(target: Path) -> tuple[int, str]:
+    """Create ``.<target>.<random>.part`` beside ``target`` (exclusively); return (fd, path).
+
+    Unlike :func:`tempfile.mkstemp` (always mode 0600) the file is created with mode 0666
+    filtered by the umask, as ``open(path, "wb")`` would create it, so the downloaded data
+    file gets the permissions the user's other files get (0644 under the usual umask 022).
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    flags |= getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        path = target.parent / f".{target.name}.{secrets.token_hex(4)}.part"
+        try:
+            return os.open(path, flags, 0o666), str(path)
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{target.parent}: no free temporary file name for {target.name}")
+
+
 def _fetch(url: str, target: Path, name: str, stem: str, timeout: float) -> None:
     """Download ``url`` to a temp file beside ``target``, verify it, then rename it into place.
 
@@ -718,7 +840,7 @@ def _fetch(url: str, target: Path, name: str, stem: str, timeout: float) -> None
     it is deleted on every failure (including KeyboardInterrupt).
     """
     request = urllib.request.Request(url, headers={"User-Agent": "nn-parity data loader"})
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    fd, tmp_name = _create_part_file(target)
     tmp: Path | None = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
@@ -782,8 +904,9 @@ def download_dataset(
     checksum are kept. Each download goes to a temp file in ``dest_dir``, is checked against
     the known sha256, and only then is renamed into place (atomic); a bad or incomplete
     download is deleted and the next mirror is tried. A mirror that cannot be reached is not
-    asked again for the other files. Raises :class:`DownloadError` (listing every URL and its
-    error) when all mirrors fail for a file.
+    asked again for the other files. When every mirror fails for a file, the other files are
+    still fetched; then :class:`DownloadError` lists each file that failed, with every URL
+    tried and its error.
     """
     _check_name(name)
     dest = Path(dest_dir).expanduser()
@@ -794,19 +917,26 @@ def download_dataset(
     bases = _mirrors_for(name, mirrors)
     _check_writable(dest)
     attempts: list[tuple[str, str]] = []
+    failed: dict[str, list[tuple[str, str]]] = {}
     unreachable: set[str] = set()
     for stem in FILES:
         target = dest / f"{stem}.gz"
-        if target.exists() and not target.is_file():
-            raise DataError(f"{target}: not a file, cannot download {name} {stem}.gz there")
-        if target.is_file():
+        try:
+            present = target.is_file()
+            if not present and target.exists():
+                raise DataError(f"{target}: not a file, cannot download {name} {stem}.gz there")
+        except OSError as e:
+            raise DataError(f"{target}: cannot check the file ({_os_reason(e)})") from None
+        if present:
             try:
                 verify_file(target, name, stem)
                 continue
             except DataError:
                 pass  # replaced below, atomically
+        tries: list[tuple[str, str]] = []
         for base in bases:
             if base in unreachable:
+                tries.append((base, _SKIPPED))
                 continue
             url = _url(base, target.name)
             try:
@@ -814,16 +944,38 @@ def download_dataset(
                 break
             except (OSError, http.client.HTTPException, ValueError, DataError) as e:
                 attempts.append((url, _describe_error(e)))
+                tries.append(attempts[-1])
                 if isinstance(e, urllib.error.URLError | TimeoutError) and not isinstance(
                     e, urllib.error.HTTPError
                 ):
                     unreachable.add(base)
         else:
-            tried = "\n".join(f"  - {u}: {err}" for u, err in attempts) or "  (no mirrors)"
-            raise DownloadError(
-                f"could not download {name} {stem}.gz into {dest}; tried:\n{tried}", attempts
-            )
+            failed[target.name] = tries  # the other files are still fetched
+    if failed:
+        raise DownloadError(
+            f"could not download {name} ({', '.join(failed)}) into {dest}; tried:\n"
+            + "\n".join(_failure_lines(failed)),
+            attempts,
+            failed,
+        )
     return dest
+
+
+_SKIPPED = "not asked again (unreachable for an earlier file)"
+
+
+def _failure_lines(failed: dict[str, list[tuple[str, str]]]) -> list[str]:
+    """For each file that failed: one line per URL tried (the URL names the file), and one
+    line naming the mirrors not asked again because they were unreachable before."""
+    lines: list[str] = []
+    for filename, tries in failed.items():
+        skipped = [base for base, err in tries if err == _SKIPPED]
+        lines += [f"  - {url}: {err}" for url, err in tries if err != _SKIPPED]
+        if skipped:
+            lines.append(f"  - {filename}: {_SKIPPED}: {', '.join(skipped)}")
+        if not tries:
+            lines.append(f"  - {filename}: no mirrors configured")
+    return lines
 
 
 # --------------------------------------------------------------------------------------------
@@ -861,15 +1013,24 @@ def _check_dtype(dtype: npt.DTypeLike) -> np.dtype:
 def _not_found_message(
     name: str,
     data_dir: str | os.PathLike[str] | None,
-    attempts: Sequence[tuple[str, str]] | None,
+    failure: DownloadError | None,
     extra: str = "",
 ) -> str:
-    lines = [f"{name}: data set not found" + (" and the download failed." if attempts else ".")]
+    lines = [f"{name}: data set not found" + (" and the download failed." if failure else ".")]
     lines.append("Looked in (in this order):")
     lines += _describe_search(name, data_dir)
-    if attempts is not None:
-        lines.append("Tried to download:")
-        lines += [f"  - {url}: {err}" for url, err in attempts] or ["  (no mirrors configured)"]
+    if failure is not None:
+        if failure.failed:
+            lines.append(
+                f"Tried to download ({len(failure.failed)} of {len(FILES)} files failed: "
+                f"{', '.join(failure.failed)}):"
+            )
+            lines += _failure_lines(failure.failed)
+        else:
+            lines.append("Tried to download:")
+            lines += [f"  - {url}: {err}" for url, err in failure.attempts] or [
+                "  (no mirrors configured)"
+            ]
     if extra:
         lines.append(extra)
     lines.append("What to do:")
@@ -892,24 +1053,8 @@ def _not_found_message(
     return "\n".join(lines)
 
 
-def _check_pair(
-    images: np.ndarray,
-    img_magic: int,
-    img_path: Path,
-    labels: np.ndarray,
-    lab_magic: int,
-    lab_path: Path,
-) -> None:
-    if img_magic != IDX_MAGIC_IMAGES:
-        raise DataError(
-            f"{img_path}: expected an image file (idx magic 0x{IDX_MAGIC_IMAGES:08X}: uint8, "
-            f"3 dimensions), got magic 0x{img_magic:08X} (shape {_shape_str(images.shape)})"
-        )
-    if lab_magic != IDX_MAGIC_LABELS:
-        raise DataError(
-            f"{lab_path}: expected a label file (idx magic 0x{IDX_MAGIC_LABELS:08X}: uint8, "
-            f"1 dimension), got magic 0x{lab_magic:08X} (shape {_shape_str(labels.shape)})"
-        )
+def _check_pair(images: np.ndarray, img_path: Path, labels: np.ndarray, lab_path: Path) -> None:
+    """Image shape, counts and label range (the magic numbers were checked when decoding)."""
     if images.shape[1:] != IMAGE_SHAPE:
         raise DataError(
             f"{img_path}: images of shape {_shape_str(images.shape[1:])}, expected "
@@ -1007,23 +1152,32 @@ def load_dataset(
         try:
             directory = download_dataset(name, cache, mirrors=mirrors)
         except DownloadError as e:
-            raise DataError(_not_found_message(name, data_dir, e.attempts)) from None
+            raise DataError(_not_found_message(name, data_dir, e)) from None
         except DataError as e:
             raise DataError(_not_found_message(name, data_dir, None, str(e))) from None
     _warn_if_elsewhere(name, data_dir, directory)
-    files, missing = _files_in(directory)
+    try:
+        files, missing = _files_in(directory)
+    except OSError as e:  # pragma: no cover - only if the directory changes under us
+        raise DataError(f"{directory}: cannot read the directory ({_os_reason(e)})") from None
     if missing:  # pragma: no cover - only if files vanish between lookup and use
         raise DataError(f"{directory}: missing {', '.join(missing)}")
     if verify:
         for stem, path in files.items():
-            verify_file(path, name, stem)
-    decoded = {stem: _read_idx_shared(path) for stem, path in files.items()}
-    x_tr, x_tr_magic = decoded[FILES[0]]
-    t_tr, t_tr_magic = decoded[FILES[1]]
-    x_te, x_te_magic = decoded[FILES[2]]
-    t_te, t_te_magic = decoded[FILES[3]]
-    _check_pair(x_tr, x_tr_magic, files[FILES[0]], t_tr, t_tr_magic, files[FILES[1]])
-    _check_pair(x_te, x_te_magic, files[FILES[2]], t_te, t_te_magic, files[FILES[3]])
+            try:
+                verify_file(path, name, stem)
+            except DataError as e:
+                note = _mixed_note(files)
+                if note:
+                    raise DataError(f"{directory}: {note}, not all {name}.\n{e}") from None
+                raise
+    # The magic number (images or labels) is checked before the rest of the header is used.
+    decoded = {
+        stem: _read_idx_shared(path, _expected_magic(stem))[0] for stem, path in files.items()
+    }
+    x_tr, t_tr, x_te, t_te = (decoded[stem] for stem in FILES)
+    _check_pair(x_tr, files[FILES[0]], t_tr, files[FILES[1]])
+    _check_pair(x_te, files[FILES[2]], t_te, files[FILES[3]])
     return Dataset(
         name=name,
         x_train=_convert_images(x_tr, dt, normalize, flatten),

@@ -16,6 +16,8 @@ import re
 import shutil
 import socket
 import struct
+import subprocess
+import sys
 import threading
 import time
 import warnings
@@ -595,9 +597,11 @@ def test_image_label_count_mismatch_is_rejected(mnist_dir: Path, tmp_path: Path)
 def test_label_file_in_place_of_images_is_rejected(mnist_dir: Path, tmp_path: Path) -> None:
     d = _link_files(mnist_dir, tmp_path / "d", FILES[:2] + FILES[3:])
     (d / "t10k-images-idx3-ubyte.gz").symlink_to(mnist_dir / "t10k-labels-idx1-ubyte.gz")
-    with pytest.raises(DataError, match=r"expected an image file \(idx magic 0x00000803") as info:
+    expected = "wrong idx magic 0x00000801, expected 0x00000803 for images"
+    with pytest.raises(DataError, match=re.escape(expected)) as info:
         load_dataset("mnist", data_dir=d, verify=False)
-    assert "got magic 0x00000801" in str(info.value)
+    assert str(d / "t10k-images-idx3-ubyte.gz") in str(info.value), "the name the user gave"
+    assert "is the magic of a label file" in str(info.value)
     with pytest.raises(DataError, match=re.escape("It is the mnist t10k-labels-idx1-ubyte.gz file")):
         load_dataset("mnist", data_dir=d)  # verification says what the file really is
 
@@ -972,3 +976,184 @@ def test_images_of_the_wrong_shape_are_rejected_without_verification(
     (d / "t10k-images-idx3-ubyte").write_bytes(raw[:4] + struct.pack(">3I", 10000, 784, 1) + raw[16:])
     with pytest.raises(DataError, match=r"images of shape 784x1, expected 28x28"):
         load_dataset("mnist", data_dir=d, verify=False)
+
+
+# --------------------------------------------------------------------------------------------
+# second new-user probe: unreadable places, file modes, CLI warnings, messages
+# --------------------------------------------------------------------------------------------
+
+
+def _too_long(parent: Path, letter: str) -> Path:
+    """A path whose last component is longer than NAME_MAX: every stat() of it fails with
+    ENAMETOOLONG, for root as well (pathlib does not swallow that error)."""
+    return parent / (letter * 300)
+
+
+def test_a_data_dir_that_cannot_be_accessed_is_a_data_error(tmp_path: Path) -> None:
+    bad = _too_long(tmp_path, "d")
+    with pytest.raises(DataError, match=re.escape(f"data_dir {bad}: cannot access it (")):
+        load_dataset("mnist", data_dir=bad, download=False)
+    with pytest.raises(DataError, match="cannot access it"):
+        find_dataset("mnist", bad)
+
+
+def test_unreadable_fallback_locations_are_listed_with_their_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.setenv("XDG_CACHE_HOME", str(_too_long(tmp_path, "c")))
+    monkeypatch.setenv("NN_PARITY_DATA", str(_too_long(tmp_path, "e")))
+    assert find_dataset("mnist", empty) is None
+    for download in (False, True):
+        with pytest.raises(DataError) as info:
+            load_dataset("mnist", data_dir=empty, download=download,
+                         mirrors=[_closed_port_url()])
+        msg = str(info.value)
+        for why in ("$NN_PARITY_DATA/mnist", "$NN_PARITY_DATA", "user cache"):
+            assert f"({why}): cannot read (File name too long)" in msg, msg
+        if download:
+            assert "cannot create download directory (File name too long)" in msg, msg
+
+
+def _unprivileged(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m harness.cli ARGV`` where file permissions apply: as this user when it is
+    not root, else as root mapped to uid 1000 in a user namespace (no CAP_DAC_OVERRIDE)."""
+    prefix: list[str] = []
+    if os.geteuid() == 0:
+        unshare = shutil.which("unshare")
+        ok = unshare and subprocess.run([unshare, "-U", "--map-user=1000", "true"],
+                                        capture_output=True).returncode == 0
+        if not ok:
+            pytest.skip("running as root and no user namespace (unshare -U) to drop privileges")
+        prefix = [str(unshare), "-U", "--map-user=1000"]
+    repo = str(Path(__file__).resolve().parents[1])
+    return subprocess.run(
+        [*prefix, sys.executable, "-m", "harness.cli", *argv], capture_output=True, text=True,
+        env={**os.environ, "PYTHONPATH": repo, **env}, cwd=repo, timeout=120,
+    )
+
+
+def test_permission_denied_on_the_search_path_is_exit_2_not_a_traceback(
+    mnist_dir: Path, tmp_path: Path
+) -> None:
+    permdir = _link_files(mnist_dir, tmp_path / "permdir")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    xdg = tmp_path / "xdg"
+    (xdg / "nn-parity").mkdir(parents=True)
+    env = {"XDG_CACHE_HOME": str(xdg), "NN_PARITY_DATA": "", "NN_PARITY_MIRRORS": ""}
+    permdir.chmod(0)
+    (xdg / "nn-parity").chmod(0)
+    try:
+        runs = {
+            "data_dir": _unprivileged(["train", "--data-dir", str(permdir), "--no-download"], env),
+            "cache": _unprivileged(["train", "--data-dir", str(empty), "--no-download"], env),
+            "env": _unprivileged(["train", "--no-download"], {**env, "NN_PARITY_DATA": str(permdir)}),
+        }
+    finally:
+        permdir.chmod(0o755)
+        (xdg / "nn-parity").chmod(0o755)
+    for what, run in runs.items():
+        assert run.returncode == 2, (what, run.stderr)
+        assert "Traceback" not in run.stderr, (what, run.stderr)
+    assert f"data_dir {permdir}: cannot read the directory (Permission denied)" in runs[
+        "data_dir"].stderr
+    cache = xdg / "nn-parity" / "mnist"
+    assert f"{cache} (user cache): cannot read (Permission denied)" in runs["cache"].stderr
+    assert f"{permdir} ($NN_PARITY_DATA): cannot read (Permission denied)" in runs["env"].stderr
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077], ids=["022", "002", "077"])
+def test_downloaded_files_get_the_mode_the_umask_gives(
+    umask: int, mnist_dir: Path, tmp_path: Path, http_mirror: Callable[..., Mirror]
+) -> None:
+    url, _ = http_mirror(mnist_dir)
+    old = os.umask(umask)
+    try:
+        dest = download_dataset("mnist", tmp_path / "dl", mirrors=[url])
+    finally:
+        os.umask(old)
+    for stem in FILES:
+        mode = (dest / f"{stem}.gz").stat().st_mode & 0o777
+        assert mode == 0o666 & ~umask, f"{stem}.gz: {oct(mode)} under umask {oct(umask)}"
+
+
+def test_cli_prints_a_data_warning_as_one_line(
+    mnist_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from harness.cli import main
+
+    elsewhere = _link_files(mnist_dir, tmp_path / "elsewhere", FILES[:3])
+    (elsewhere / "t10k-labels-idx1-ubyte.gz").write_bytes(b"half a file")  # fails fast, no run
+    monkeypatch.setenv("NN_PARITY_DATA", str(elsewhere))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    rc = main(["train", "--data-dir", str(empty), "--no-download"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    lines = err.splitlines()
+    assert lines[0].startswith("warning: mnist is not in data_dir ("), err
+    assert lines[0].endswith(f"; using {elsewhere}"), err
+    assert lines[1].startswith("nn-parity train: error: "), err
+    warning = err.split("nn-parity train: error: ")[0]
+    assert warning == lines[0] + "\n", "the warning is one line"
+    for python_format in ("DataWarning", "load_dataset(", ".py:"):
+        assert python_format not in warning, err
+
+
+def test_folder_with_mnist_images_and_fashion_labels_is_called_mixed(
+    mnist_dir: Path, fashion_dir: Path, tmp_path: Path
+) -> None:
+    d = _link_files(mnist_dir, tmp_path / "mixed", (FILES[0], FILES[2]))
+    _link_files(fashion_dir, d, (FILES[1], FILES[3]))
+    for name in ("mnist", "fashion-mnist"):
+        with pytest.raises(DataError) as info:
+            load_dataset(name, data_dir=d, download=False)
+        msg = str(info.value)
+        assert "mixed folder: the images are MNIST's, the labels Fashion-MNIST's" in msg, msg
+        assert "holds fashion-mnist" not in msg, msg
+
+
+def test_wrong_magic_is_reported_before_the_dimensions(mnist_dir: Path, tmp_path: Path) -> None:
+    raw = gzip.decompress((mnist_dir / "t10k-images-idx3-ubyte.gz").read_bytes())
+    d = _link_files(mnist_dir, tmp_path / "images", (FILES[0], FILES[1], FILES[3]))
+    # float32 type code and 8 dimensions: 10000x28x28x0x0x0x0x0 would say 36 bytes
+    (d / FILES[2]).write_bytes(struct.pack(">I8I", 0x0D08, 10000, 28, 28, 0, 0, 0, 0, 0) + raw[16:])
+    with pytest.raises(DataError, match=re.escape(
+            f"{d / FILES[2]}: wrong idx magic 0x00000D08, expected 0x00000803 for images")):
+        load_dataset("mnist", data_dir=d, verify=False)
+    labels = gzip.decompress((mnist_dir / "t10k-labels-idx1-ubyte.gz").read_bytes())
+    d = _link_files(mnist_dir, tmp_path / "labels", FILES[:3])
+    (d / FILES[3]).write_bytes(struct.pack(">II", 0x0C01, 2502) + labels[8:])  # int32 labels
+    with pytest.raises(DataError, match=re.escape(
+            f"{d / FILES[3]}: wrong idx magic 0x00000C01, expected 0x00000801 for labels")):
+        load_dataset("mnist", data_dir=d, verify=False)
+
+
+def test_every_file_that_could_not_be_downloaded_is_listed(
+    mnist_dir: Path, tmp_path: Path, http_mirror: Callable[..., Mirror]
+) -> None:
+    labels_only = _link_files(mnist_dir, tmp_path / "labels-only", (FILES[1], FILES[3]))
+    url, _ = http_mirror(labels_only)
+    dead = _closed_port_url()
+    with pytest.raises(hd.DownloadError) as info:
+        download_dataset("mnist", tmp_path / "dl", mirrors=[url, dead])
+    msg = str(info.value)
+    for stem in (FILES[0], FILES[2]):
+        assert f"{url}{stem}.gz: HTTP 404" in msg, msg
+    assert f"{dead}{FILES[0]}.gz: cannot connect" in msg, msg
+    assert f"{FILES[2]}.gz: not asked again (unreachable for an earlier file): {dead}" in msg
+    assert list(info.value.failed) == [f"{FILES[0]}.gz", f"{FILES[2]}.gz"]
+    for stem in (FILES[1], FILES[3]):  # what could be downloaded was
+        assert _sha256(tmp_path / "dl" / f"{stem}.gz") == _sha256(mnist_dir / f"{stem}.gz")
+    # the same through load_dataset, offline: all four files, each with every mirror
+    dead2 = _closed_port_url().replace("/mnist/", "/other/")
+    with pytest.raises(DataError) as info2:
+        load_dataset("mnist", mirrors=[dead, dead2])
+    msg = str(info2.value)
+    assert "4 of 4 files failed" in msg, msg
+    for stem in FILES[1:]:
+        assert f"{stem}.gz: not asked again (unreachable for an earlier file): {dead}, {dead2}" \
+            in msg, msg
