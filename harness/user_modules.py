@@ -153,6 +153,7 @@ class LayerSpec:
     # ""); for the subclass in one of the built-in's other settings (variant_specs), that one
     default: Any = None
     settings: bool = False  # build with the variant's settings, not the subclass's defaults
+    large: bool = False  # a registered layer on inputs large enough to overflow a naive formula
 
     def build(self, dtype: Any = np.float64, seed: int = 0) -> Any:
         """A fresh instance (the built-in suite's convention: example rng seeded 1000 + seed)."""
@@ -193,6 +194,8 @@ class LayerSpec:
             res = TensorResult(layer=self.name, tensor="construct", status=ERROR, dtype=dtype.name,
                                message=f"building the layer raised {type(exc).__name__}: {exc}")
             return LayerReport(layer=self.name, dtype=dtype.name, seed=seed, results=[res])
+        if self.large:
+            return self._check_large(layer, dtype, seed, batch, input_shape, **kwargs)
         if input_shape is None and self.twin.input_shape is None:
             per_sample = self.input_shape
             if per_sample is None:
@@ -202,6 +205,27 @@ class LayerSpec:
             input_shape = (batch, *per_sample)
         return check_layer(layer, dtype=dtype, seed=seed, batch=batch, input_shape=input_shape,
                            name=self.name, **kwargs)
+
+
+    def _check_large(self, layer: Any, dtype: np.dtype, seed: int, batch: int,
+                     input_shape: tuple[int, ...] | None, **kwargs: Any) -> LayerReport:
+        """The layer on :func:`reference.extra_layers.large_inputs` (half the values x40,
+        part of one row near 320; a loss's logits x100), as the built-in Sigmoid, Tanh and
+        SoftmaxWithLoss are checked: a naive exp or log overflows there."""
+        from reference.extra_layers import large_inputs
+
+        kwargs.pop("numerical", None)  # central differences are meaningless at this scale
+        batch = max(batch, 2)  # the first row is pushed to saturation: not the only one
+        if input_shape is None:
+            input_shape = (tuple(self.twin.input_shape(layer, batch))
+                           if self.twin.input_shape is not None else
+                           (batch, *self.input_shape) if self.input_shape else None)
+        if input_shape is None:
+            raise CheckError(f"{self.name}: no input shape: its registration has no "
+                             f"input_shape= and no --input-shape was given")
+        scale = 100.0 if self.twin.kind == "loss" else 40.0
+        x = large_inputs(scale)(np.random.default_rng([seed, batch, 0x1A]), input_shape, dtype)
+        return check_layer(layer, dtype=dtype, seed=seed, x=x, name=self.name, **kwargs)
 
 
 def _required_args(cls: type) -> list[str]:
@@ -411,8 +435,9 @@ def load_user_modules(specs: list[str], *, input_shape: Iterable[int] | None = N
             add_case(ls.name, _case_runner(ls), group="user", numerical=True)
             _LOADED.specs.append(ls)
             _LOADED.case_names.append(ls.name)
-            for vs in variant_specs(ls):  # a subclass of a built-in in its other settings
-                add_case(vs.name, _case_runner(vs), group="user", numerical=vs.default.numerical)
+            for vs in variant_specs(ls):  # a built-in's other settings; large inputs
+                add_case(vs.name, _case_runner(vs), group="user",
+                         numerical=not vs.large and vs.default.numerical)
                 _LOADED.case_names.append(vs.name)
         modules.append(module)
         _LOADED.modules.append(module)
@@ -445,7 +470,13 @@ def variant_specs(ls: LayerSpec) -> list[LayerSpec]:
     note (:func:`user_notes`)."""
     from harness.suite import variants_for
 
-    if ls.settings or (ls.base_twin is None and ls.default is None):
+    if ls.how == "registered" and not ls.large and ls.cls.__module__.split(".")[0] not in BUILTIN:
+        # a layer of the user's own: the built-ins' large-input setting (a custom make_input
+        # chose the inputs on purpose: not overridden)
+        fits = ls.twin.kind in ("layer", "loss") and ls.twin.make_input is None
+        return [replace(ls, name=f"{ls.name} (large inputs)", how=f"{ls.how}, large inputs",
+                        large=True)] if fits else []
+    if ls.settings or ls.large or (ls.base_twin is None and ls.default is None):
         return []
     usable = []
     rng0, f64 = np.random.default_rng(1000), np.dtype(np.float64)

@@ -99,9 +99,10 @@ def test_registered_user_layers() -> None:
 def test_load_adds_user_cases_and_forget_removes_them() -> None:
     load_user_modules([str(EXAMPLES / "user_registered.py")])
     names = [c.name for c in user_cases()]
-    assert names == ["user_registered.LeakyRelu", "user_registered.Dense"]
+    assert names == ["user_registered.LeakyRelu", "user_registered.LeakyRelu (large inputs)",
+                     "user_registered.Dense", "user_registered.Dense (large inputs)"]
     assert any(cls.__name__ == "Dense" for cls in registered())
-    report = user_cases()[1].run(np.dtype("float32"), 0, 3)
+    report = user_cases()[2].run(np.dtype("float32"), 0, 3)
     assert report.ok and report.input_shape == (3, 6)
     forget_user_modules()
     assert user_cases() == []
@@ -132,7 +133,7 @@ def test_input_shape_from_the_option(tmp_path: Path, capsys) -> None:
     assert "no input shape" in capsys.readouterr().err
     forget_user_modules()
     assert main(["check", "--module", str(path), *FAST, "--input-shape", "2,3", "-q"]) == 0
-    assert capsys.readouterr().out.startswith("PASS: 2 checks")
+    assert capsys.readouterr().out.startswith("PASS: 4 checks")  # and on large inputs
     with pytest.raises(SystemExit) as exc:
         main(["check", "--module", str(path), "--input-shape", "2,-3"])
     assert exc.value.code == 2
@@ -414,7 +415,8 @@ def test_an_example_of_another_class_is_an_error_and_the_others_still_run(tmp_pa
     err = capsys.readouterr().err
     assert "copied.DenseNoBiasGrad: the registration's example(rng, dtype) built a Dense" in err
     js = json.loads(out.read_text())
-    assert set(js["summary"]["setup_errors"]) == {"copied.DenseNoBiasGrad"}
+    assert set(js["summary"]["setup_errors"]) == {"copied.DenseNoBiasGrad",
+                                                  "copied.DenseNoBiasGrad (large inputs)"}
     assert {r["component"]: r["status"] for r in js["summary"]["rows"]}["copied.Dense"] == "PASS"
 
 
@@ -437,10 +439,11 @@ def test_layers_registered_in_a_file_of_their_own(tmp_path, capsys):
         register(Swish, lambda layer: nn.SiLU(), input_shape=lambda layer, n: (n, 7))
     """)
     assert main(["check", "--module", str(twins), *FAST, "-q"]) == 0
-    assert capsys.readouterr().out.startswith("PASS: 2 checks")
+    assert capsys.readouterr().out.startswith("PASS: 4 checks")  # and on large inputs
     assert main(["check", "--module", str(twins), "--module", str(tmp_path / "pure.py"),
                  "--list"]) == 0
-    assert capsys.readouterr().out.split() == ["user", "twins.Swish"]  # once, not twice
+    assert capsys.readouterr().out.splitlines() == ["user       twins.Swish",  # once, not twice
+                                                    "user       twins.Swish (large inputs)"]
 
 
 def test_no_layers_found_names_what_the_module_has(tmp_path, capsys):
@@ -470,3 +473,41 @@ def test_an_unregistered_layer_beside_checked_ones_is_a_note(tmp_path):
     assert main(["check", "--module", str(path), *FAST, "-q", "--json", str(out)]) == 0
     notes = json.loads(out.read_text())["summary"]["notes"]
     assert "no PyTorch twin, so it was not checked" in notes["mixed.Swish"][0]
+
+
+SOFTPLUS = """
+    import numpy as np
+    from torch import nn
+    from reference import register
+
+    class Softplus:
+        def forward(self, x):
+            self.x = x
+            return {forward}
+        def backward(self, dout):
+            return dout / (1 + np.exp(-self.x))
+
+    register(Softplus, lambda layer: nn.Softplus(), input_shape=lambda layer, n: (n, 7){extra})
+"""
+
+
+def test_registered_layers_also_get_large_inputs(tmp_path, capsys):
+    naive = write(tmp_path, "naive.py", SOFTPLUS.format(forward="np.log(1 + np.exp(x))", extra=""))
+    out = tmp_path / "r.json"
+    assert main(["check", "--module", str(naive), *FAST, "-q", "--json", str(out)]) == 1
+    status = {(r["component"], r["dtype"]): r["status"]
+              for r in json.loads(out.read_text())["summary"]["rows"] if r["tensor"] == "out"}
+    assert status == {("naive.Softplus", "float32"): "PASS", ("naive.Softplus", "float64"): "PASS",
+                      ("naive.Softplus (large inputs)", "float32"): "FAIL",  # exp(320) = inf
+                      ("naive.Softplus (large inputs)", "float64"): "PASS"}
+    forget_user_modules()
+    stable = write(tmp_path, "stable.py", SOFTPLUS.format(
+        forward="np.maximum(x, 0) + np.log1p(np.exp(-np.abs(x)))", extra=""))
+    assert main(["check", "--module", str(stable), *FAST, "-q"]) == 0
+    forget_user_modules()
+    capsys.readouterr()
+    chosen = write(tmp_path, "chosen.py", SOFTPLUS.format(
+        forward="np.log(1 + np.exp(x))",
+        extra=", make_input=lambda layer, shape, dtype, rng: rng.standard_normal(shape).astype(dtype)"))
+    assert main(["check", "--module", str(chosen), "--list"]) == 0
+    assert capsys.readouterr().out.splitlines() == ["user       chosen.Softplus"]  # no large case
