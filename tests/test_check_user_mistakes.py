@@ -362,3 +362,15 @@ def test_integer_one_hot_targets_are_one_hot_rows() -> None:
     assert check_layer(scratch.SoftmaxWithLoss(), x=RNG.standard_normal((4, 10)), t=one_hot).ok
     with pytest.raises(CheckError, match="one-hot rows of the scores' shape"):
         check_layer(scratch.SoftmaxWithLoss(), x=RNG.standard_normal((4, 10)), t=np.zeros((2, 3), int))
+
+
+def test_output_cut_off_by_a_closed_pipe_is_not_a_traceback() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "check", "--list"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            cwd=Path(__file__).resolve().parents[1])
+    proc.stdout.close()  # the reader is gone before the first line (| head -0)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
