@@ -61,7 +61,14 @@ import torch
 
 from harness.compare import DEFAULT_TOLERANCES, TensorResult, Tolerance, check_accuracy, compare
 from harness.report import LayerReport, RunReport
-from reference.nets import TORCH_DTYPE, TorchNet, load_from_scratch, to_torch
+from reference.nets import (
+    TORCH_DTYPE,
+    TorchNet,
+    clear_injected,
+    injected_layers,
+    load_from_scratch,
+    to_torch,
+)
 
 FRAMEWORKS = ("numpy", "torch")
 MODES = ("free", "lockstep")
@@ -384,7 +391,11 @@ def sync_net(dst: Any, src: Any) -> None:
 
 
 class NumpySide:
-    """The scratch net, its optimizer, and the loss of its last forward pass."""
+    """The scratch net, its optimizer, and the loss of its last forward pass.
+
+    A twin with a ``prepare`` hook installs something in its scratch layer before torch's
+    forward (Dropout: the mask both sides use); it is cleared after NumPy's forward and
+    backward of that step, and by :meth:`close`, so the net never keeps a mask of its own."""
 
     framework = "numpy"
 
@@ -402,15 +413,19 @@ class NumpySide:
 
         net.loss = loss
         self.grads: dict[str, np.ndarray] = {}
+        self._injected = injected_layers(net)
 
     def forward_backward(self, x: np.ndarray, t: np.ndarray) -> float:
         self._loss_box.clear()
-        self.grads = self.net.gradient(x, t)
-        params = self.net.params
-        if not isinstance(self.grads, dict) or self.grads.keys() != params.keys():
-            self._bad_gradient_keys()
-        if not self._loss_box:  # a net whose gradient() does not call self.loss
-            self._loss_box.append(self.net.loss(x, t))
+        try:
+            self.grads = self.net.gradient(x, t)
+            params = self.net.params
+            if not isinstance(self.grads, dict) or self.grads.keys() != params.keys():
+                self._bad_gradient_keys()
+            if not self._loss_box:  # a net whose gradient() does not call self.loss
+                self._loss_box.append(self.net.loss(x, t))
+        finally:  # the step's mask has been used: later forwards draw their own
+            clear_injected(self._injected)
         return float(self._loss_box[-1])
 
     def _bad_gradient_keys(self) -> None:
@@ -438,8 +453,9 @@ class NumpySide:
                 "optimizer computes. Update in place (p -= lr * g, or p[...] = ...)")
 
     def close(self) -> None:
-        """Give the net its own ``loss`` method back."""
+        """Give the net its own ``loss`` method back, with no mask left installed."""
         self.net.__dict__.pop("loss", None)
+        clear_injected(self._injected)
 
     def params(self) -> dict[str, np.ndarray]:
         return self.net.params
@@ -735,6 +751,9 @@ class TrainConfig:
     train_size: int = 0
     test_size: int = 0
     iter_per_epoch: float = 0.0
+    targets: str = "labels"
+    """What the loss gets: integer 'labels', or 'one-hot' float rows in the net's dtype (a
+    regression loss such as MeanSquaredError)."""
 
 
 @dataclass
@@ -765,6 +784,11 @@ class TrainResult:
     eval_checks: list[TensorResult] = field(default_factory=list)
     """Every evaluation's checks (:class:`EvalProbe`): evaluation-mode output, net.accuracy,
     running statistics."""
+    loss_term: dict[str, Any] | None = None
+    """Where the losses differ at step 0: the net's ``loss(x, t)`` minus the twin's on step
+    0's batch and on another one, from the initial weights (:func:`weights_term`), when the
+    difference is the same on both: a term of the weights alone (weight decay stored under
+    another name); None otherwise."""
 
     @property
     def frameworks(self) -> tuple[str, ...]:
@@ -842,6 +866,71 @@ def _labels(t: np.ndarray) -> np.ndarray:
     return t.astype(np.int64, copy=False)
 
 
+def _n_classes(t_train: np.ndarray, t_test: np.ndarray) -> int:
+    """The number of classes: the width of one-hot rows, else the largest label + 1."""
+    t_train, t_test = np.asarray(t_train), np.asarray(t_test)
+    if t_train.ndim == 2:
+        return int(t_train.shape[1])
+    return int(max(t_train.max(initial=0), t_test.max(initial=0))) + 1
+
+
+def regression_loss(net: Any, n_classes: int) -> Any | None:
+    """The net's loss layer if it is a regression loss, which takes float targets of the
+    output's shape instead of labels: scratch's ``MeanSquaredError`` (or a subclass), or a
+    layer whose twin is of kind 'loss' and makes float targets shaped like its input
+    (``make_target``, tried on a (2, n_classes) input). None otherwise."""
+    from reference.nets import last_layer
+    from reference.registry import lookup
+
+    try:
+        last = last_layer(net)
+    except TypeError:
+        return None
+    try:
+        from scratch.layers import MeanSquaredError
+    except ImportError:
+        MeanSquaredError = None
+    if MeanSquaredError is not None and isinstance(last, MeanSquaredError):
+        return last
+    twin = lookup(type(last))
+    if twin is None or twin.kind != "loss" or twin.make_target is None:
+        return None
+    x = np.zeros((2, n_classes))
+    try:
+        t = np.asarray(twin.make_target(last, x, np.random.default_rng(0)))
+    except Exception:  # a target maker for other inputs: not ours to judge
+        return None
+    return last if t.dtype.kind == "f" and t.shape == x.shape else None
+
+
+def _one_hot_targets(net: Any, dt: np.dtype, n_classes: int, x_row: np.ndarray
+                     ) -> np.ndarray | None:
+    """For a net with a regression loss (:func:`regression_loss`), the rows that turn labels
+    into its targets: ``eye(n_classes)`` in the net's dtype (both sides then get one-hot float
+    targets of the output's shape); None for a net that takes labels. A ValueError, before
+    training, names the loss layer and the target shape it needs when one-hot rows cannot
+    be its targets (an output that is not one column per class)."""
+    last = regression_loss(net, n_classes)
+    if last is None:
+        return None
+    try:  # the output's shape, from the twin: predict() could change a user's net
+        tnet = to_torch(net, dt)
+    except (LookupError, TypeError, ValueError):
+        tnet = None  # no twin (a NumPy-only run): the loss layer checks the shape itself
+    if tnet is not None:
+        tnet.eval()
+        with torch.no_grad():
+            shape = tuple(tnet.forward(torch.from_numpy(x_row), inject=False).shape)
+        if len(shape) != 2 or shape[1] != n_classes:
+            raise ValueError(
+                f"{type(net).__name__}.last_layer is {type(last).__name__}, a regression loss: "
+                f"it needs float targets of the output's shape (batch, "
+                f"{', '.join(map(str, shape[1:]))}); side-by-side training gives it one-hot "
+                f"rows of the data's {n_classes} classes, shape (batch, {n_classes}), so the "
+                f"net's output must be (batch, {n_classes}): one score per class")
+    return np.eye(n_classes, dtype=dt)
+
+
 def _input_shape(net: Any) -> tuple[int, ...] | None:
     dim = getattr(net, "input_dim", None)
     return tuple(dim) if dim is not None else None
@@ -874,9 +963,13 @@ def train_side_by_side(
 
     * ``net``: a scratch net, or a factory ``(dtype) -> net`` (e.g. ``lambda dtype:
       TwoLayerNet(dtype=dtype, seed=0)``), or None for the classic TwoLayerNet(784, 50, 10).
-      A net instance is used as is (its dtype wins) and is trained in place.
+      A net instance is used as is (its dtype wins) and is trained in place; it is given back
+      with its own ``loss`` and no Dropout mask installed, also when training raises.
     * ``data``: an object with ``x_train, t_train, x_test, t_test`` (``harness.data.Dataset``);
-      images (N, 784) in any float dtype, labels integers (or one-hot).
+      images (N, 784) in any float dtype, labels integers (or one-hot). A net whose loss
+      layer is a regression loss (:func:`regression_loss`: MeanSquaredError) trains on
+      one-hot float rows in its dtype, on both sides; a ValueError before the first step
+      when its output is not one score per class.
     * ``optimizer``: a name (``OPTIMIZER_NAMES``, with ``lr``, default :data:`DEFAULT_LR`:
       0.1 for SGD, 0.01 for momentum, nesterov and adagrad, 0.001 for rmsprop and adam; and
       ``optimizer_kwargs``), or a scratch optimizer instance (e.g. ``Adam(lr=0.001)``, or an
@@ -952,11 +1045,16 @@ def train_side_by_side(
         raise ValueError("lockstep mode needs both frameworks")
 
     x_train, t_train, x_test, t_test = _data_arrays(data)
+    n_classes = _n_classes(t_train, t_test)
     t_train, t_test = _labels(t_train), _labels(t_test)
     n_train = int(x_train.shape[0])
     ipe = iter_per_epoch(n_train, batch)
     eval_at = set(evaluation_steps(iters, ipe))
     in_shape = _input_shape(net)
+    x_row = x_test[:1].astype(dt)
+    # a regression loss (MSE) learns one-hot float rows; accuracies still count labels
+    one_hot = _one_hot_targets(net, dt, n_classes, x_row.reshape(-1, *in_shape) if in_shape
+                               else x_row)
     if eval_chunk is None:
         eval_chunk = DEFAULT_EVAL_CHUNK // 10 if in_shape else DEFAULT_EVAL_CHUNK
 
@@ -982,7 +1080,8 @@ def train_side_by_side(
                          record_param_diff=record, record_grad_diff=record_grads,
                          shadow_steps=shadow_steps, threads=threads, parallel=parallel,
                          eval_chunk=eval_chunk, train_size=n_train,
-                         test_size=int(x_test.shape[0]), iter_per_epoch=float(ipe))
+                         test_size=int(x_test.shape[0]), iter_per_epoch=float(ipe),
+                         targets="labels" if one_hot is None else "one-hot")
 
     # --- build the sides (shadows first: cast_net must copy the net before it is wrapped)
     shadow_np = shadow_t = None
@@ -1071,10 +1170,14 @@ def train_side_by_side(
     eval_threads = dict(zip(FRAMEWORKS, _current_threads(), strict=True)) if threads else None
     sides = {"shadow_np": shadow_np, "shadow_t": shadow_t}  # freed after the shadow window
 
-    def draw(s: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        """Step s's batch: the scratch-dtype input, the labels, the float64 shadow input."""
-        idx = batch_indices(rng, n_train, batch)
+    def draw(s: int, gen: np.random.Generator | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """Step s's batch: the scratch-dtype input, the targets, the float64 shadow input
+        (``gen``: a batch from another generator than the run's)."""
+        idx = batch_indices(rng if gen is None else gen, n_train, batch)
         xb, tb = x_train[idx], t_train[idx]
+        if one_hot is not None:
+            tb = one_hot[tb]
         x64 = as_input(xb, np.dtype(np.float64)) if s < shadow_steps else None
         return as_input(xb, dt), tb, x64
 
@@ -1134,6 +1237,10 @@ def train_side_by_side(
 
     if parallel:
         result.threads["parallel"] = "process"
+    # given back however the run ends: the net's own loss(), and no mask left in a layer
+    # (a torch-only run's twin installs masks in the net's layers too)
+    owned = [side for side in (np_side, shadow_np) if side is not None]
+    masked = injected_layers(net)
     try:
         with (limit_threads(threads, threads) if threads else _null_threads()) as thread_info:
             result.threads.update(thread_info)
@@ -1202,6 +1309,11 @@ def train_side_by_side(
                                 diff(gap[name], s, shadow_np.grads[k], sg[k])
                             share_scale(gap, groups, s, "d")
                     tm["compare"] += perf() - t0
+                    if s == 0 and np_side is not None and \
+                            not result.diffs["loss"].abs[0] <= limit_for("loss", 0):
+                        # before the update: the net still holds its initial weights
+                        x1, t1, _ = draw(0, np.random.default_rng([seed, 1]))
+                        result.loss_term = weights_term(net, ((xr, tb), (x1, t1)), ln - lt)
                 # NumPy's update (torch's is part of its step above)
                 if np_side is not None:
                     t0 = perf()
@@ -1305,13 +1417,45 @@ def train_side_by_side(
     finally:
         if worker is not None:  # stopped early: an error here, or Ctrl-C
             worker.kill()
-    tm["total"] = perf() - t_start
-    for side in (np_side, shadow_np):
-        if side is not None:
+        for side in owned:
             side.close()
+        clear_injected(masked)
+    tm["total"] = perf() - t_start
     for cb in callbacks:
         cb(TrainEvent("end", iters - 1, result))
     return result
+
+
+def weights_term(net: Any, batches: Sequence[tuple[np.ndarray, np.ndarray]],
+                 seen: float) -> dict[str, Any] | None:
+    """How much ``net.loss(x, t)`` exceeds its twin's loss, in float64 from the net's current
+    weights, on two batches, when that is the same on both (a term of the weights alone, like
+    weight decay stored under another name than ``weight_decay_lambda``) and is the
+    difference ``seen`` in training: {'batch0', 'batch1', 'weight_decay_lambda'}. None
+    otherwise, or when the losses cannot be computed this way (as harness.check's
+    ``_loss_row`` judges ``net.loss`` in check_net)."""
+    from harness.check import _loss_pair
+
+    name = type(net).__name__
+    try:
+        work = cast_net(net, np.float64)
+        work.__dict__.pop("loss", None)  # the trainer's recorder: the net's own loss()
+        clear_injected(injected_layers(work))
+        tnet = to_torch(work, np.float64)
+        pairs = [_loss_pair(work, tnet, name, x.astype(np.float64), t) for x, t in batches]
+    except Exception:  # a loss() that needs more than (x, t), say: no hint, no harm
+        return None
+    (ours, theirs), (ours2, theirs2) = pairs
+    if not all(map(math.isfinite, (ours, theirs, ours2, theirs2, seen))):
+        return None
+    d1, d2 = ours - theirs, ours2 - theirs2
+    scale = max(1.0, abs(theirs), abs(theirs2), abs(d1))
+    same = abs(d1 - d2) <= 1e-9 * scale
+    # the difference training saw (float32: rounded) must be this one
+    if not same or abs(d1) <= 1e-9 * scale or abs(seen - d1) > 1e-4 * scale:
+        return None
+    return {"batch0": d1, "batch1": d2,
+            "weight_decay_lambda": getattr(net, "weight_decay_lambda", None)}
 
 
 def _param_layers(net: Any) -> tuple[list[str], dict[str, str], list[str]]:
@@ -1950,7 +2094,8 @@ def analyse(result: TrainResult, *, loss_atol: float = LOSS_ATOL_FLOAT64) -> Ana
         else:
             an.first_ratio = an.first_abs / u if u > 0 else math.inf
     an.warnings = _warnings(result, an)
-    an.hint = _chaos_hint(result, an)
+    hints = [h for h in (_loss_term_hint(result, an), _chaos_hint(result, an)) if h]
+    an.hint = " ".join(hints) or None
     an.verdict = _verdict_text(result, an)
     return an
 
@@ -1984,6 +2129,25 @@ def instability(result: TrainResult) -> dict[str, Any] | None:
             return {"framework": f, "start": start, "end": end, "last_steps": k,
                     "peak": peak, "peak_step": peak_step}
     return None
+
+
+def _loss_term_hint(result: TrainResult, an: Analysis) -> str | None:
+    """The runs part at step 0 in the loss, by the same amount on two batches: the net's
+    loss has a term of the weights alone that the twin does not know, or not as the twin
+    has it (:func:`weights_term`)."""
+    lt = result.loss_term
+    if lt is None or an.agree is not False or an.first_step != 0 or an.first_tensor != "loss":
+        return None
+    d, lam = lt["batch0"], lt.get("weight_decay_lambda")
+    if lam:
+        return (f"HINT: the net's loss differs from the twin's by a term of the weights alone "
+                f"({d:.6g} on two batches): the twin adds 0.5 * weight_decay_lambda * "
+                f"sum(W**2) with the net's weight_decay_lambda={lam:g}; does loss() add "
+                "exactly that?")
+    return (f"HINT: the net's loss adds a term of the weights alone that the twin does not "
+            f"know ({d:.6g} on two batches): weight decay stored as something other than "
+            "weight_decay_lambda? The twin adds 0.5 * weight_decay_lambda * sum(W**2) (over "
+            "the weights named W...) when the net has a weight_decay_lambda attribute.")
 
 
 def _chaos_hint(result: TrainResult, an: Analysis) -> str | None:

@@ -55,6 +55,34 @@ def _twin(layer: Any) -> Twin:
     return twin
 
 
+def injected_layers(net: Any) -> list[Any]:
+    """The net's layers whose twin has a ``prepare`` hook: the twin's forward installs
+    something in them (Dropout: a fixed mask, used by every training forward until cleared).
+    Empty for a net without ``layers`` or with a layer no twin is registered for."""
+    try:
+        layers = net_layers(net)
+    except TypeError:
+        return []
+    out = []
+    for _, layer in layers:
+        twin = lookup(type(layer))
+        if twin is not None and twin.prepare is not None:
+            out.append(layer)
+    return out
+
+
+def clear_injected(layers: list[Any]) -> None:
+    """Remove what the twins' ``prepare`` hooks installed in these scratch layers (Dropout's
+    fixed mask: left in place, the next training forward would reuse it, and one on a batch
+    of another size would raise)."""
+    for layer in layers:
+        clear = getattr(layer, "clear_mask", None)
+        if callable(clear):
+            clear()
+        elif getattr(layer, "fixed_mask", None) is not None:
+            layer.fixed_mask = None
+
+
 def link_params(net: Any) -> list[ParamLink]:
     """Find, for every ``net.params`` key, the layer and parameter that share its array."""
     links: list[ParamLink] = []
