@@ -27,10 +27,13 @@ from harness.reports import (
     _now,
     component_of,
     fmt_num,
+    note_lines,
+    row_unmeasured,
     run_label,
     tool_version,
+    unmeasured_label,
     verdict_line,
-    worst,
+    worst_cells,
 )
 
 IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
@@ -124,6 +127,9 @@ def _cell(v: Any) -> str:
         return f"<td><pre>{esc(v)}</pre></td>"
     if isinstance(v, (int, float)) and not isinstance(v, bool):
         return f'<td class="num">{esc(fmt_num(v, 6))}</td>'
+    if isinstance(v, (list, tuple)) and all(isinstance(x, str) for x in v) and any(
+            len(x) > 40 for x in v):  # sentences (notes), one a line
+        return "<td><ul>" + "".join(f"<li>{esc(x)}</li>" for x in v) + "</ul></td>"
     if isinstance(v, (list, tuple)) and all(not isinstance(x, (dict, list, tuple)) for x in v):
         return f"<td>{esc(', '.join(fmt_num(x, 6) for x in v))}</td>"
     if isinstance(v, dict):
@@ -147,9 +153,17 @@ def _records_table(records: list[dict[str, Any]]) -> str:
     for r in records:
         status = str(r.get("status", ""))
         cls = f' class="{esc(status)}"' if status in (PASS, FAIL, VACUOUS, ERROR) else ""
-        cells = "".join(
-            f"<td>{pill(r[c])}</td>" if c == "status" and r.get(c) in (PASS, FAIL, VACUOUS, ERROR)
-            else _cell(r.get(c)) for c in cols)
+        # a 0 that is no measured difference (shape/dtype mismatch, error) reads as such
+        label = unmeasured_label(row_unmeasured(r))
+
+        def cell(c: str, r: dict[str, Any] = r, label: str | None = label) -> str:
+            if c == "status" and r.get(c) in (PASS, FAIL, VACUOUS, ERROR):
+                return f"<td>{pill(r[c])}</td>"
+            if label is not None and c in ("max_abs", "max_rel"):
+                return f'<td class="num">{esc(label)}</td>'
+            return _cell(r.get(c))
+
+        cells = "".join(cell(c) for c in cols)
         body.append(f"<tr{cls}>{cells}</tr>")
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
@@ -171,14 +185,14 @@ def _layer_rows(layers: list[LayerReport]) -> str:
     ncol = 9
     for i, lr in enumerate(layers):
         first = lr.first_divergence
-        a, r = worst(lr)
+        a, r = worst_cells(lr)
         n_bad = len(lr.failures)
         rows.append(
             f'<tr class="{esc(lr.status)}" id="layer-{i}" data-status="{esc(lr.status)}">'
             f'<td class="num">{i}</td><td>{esc(component_of(lr))}</td><td>{esc(lr.dtype)}</td>'
             f"<td>{esc(run_label(lr))}</td><td>{pill(lr.status)}</td>"
             f"<td>{esc(first.name) if first else ''}</td>"
-            f'<td class="num">{esc(fmt_num(a))}</td><td class="num">{esc(fmt_num(r))}</td>'
+            f'<td class="num">{esc(a)}</td><td class="num">{esc(r)}</td>'
             f'<td class="num">{len(lr.results) - n_bad}/{len(lr.results)}</td></tr>')
         if not lr.ok:
             rows.append(f'<tr class="detail {esc(lr.status)}" data-status="{esc(lr.status)}">'
@@ -220,6 +234,8 @@ def render_html(report: RunReport, title: str | None = None) -> str:
         more = f" and {len(bad) - 25} more" if len(bad) > 25 else ""
         parts.append(f'<p class="jump">Not passing: {links}{more}.</p>')
     scalars = {k: v for k, v in report.summary.items() if not _is_table(v)}
+    if isinstance(scalars.get("notes"), dict):  # {component: [note, ...]}: "component: note"
+        scalars["notes"] = note_lines(scalars["notes"])
     if scalars:
         parts.append(_kv_table(scalars))
     parts.append("</section>")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.compare import ERROR, FAIL, PASS, VACUOUS, TensorResult
-from harness.report import LayerReport, RunReport
+from harness.report import LayerReport, RunReport, unmeasured
 
 SCHEMA_VERSION = 1
 TOOL = "nn-parity"
@@ -124,12 +124,24 @@ def jsonable(obj: Any) -> Any:
     return str(obj)
 
 
-def result_dict(r: TensorResult) -> dict[str, Any]:
+def result_dict(r: TensorResult, lr: LayerReport | None = None) -> dict[str, Any]:
     d = r.to_dict()
     out = {k: jsonable(d.get(k)) for k in RESULT_KEYS}
+    out["unmeasured"] = unmeasured(r)
     out["name"] = r.name
-    out["text"] = str(r)
+    out["text"] = lr.result_text(r) if lr is not None else str(r)
     return out
+
+
+def run_info(lr: LayerReport) -> dict[str, Any]:
+    """``lr.info`` with ``batch`` the batch size the check ran at; where that differs from the
+    one the run asked for (a layer's minimum batch), the asked one as ``batch_requested``."""
+    info = dict(lr.info)
+    asked, ran = lr.batch_requested, lr.batch
+    if asked is not None and ran is not None and ran != asked:
+        info["batch"] = ran
+        info["batch_requested"] = asked
+    return info
 
 
 def layer_dict(lr: LayerReport) -> dict[str, Any]:
@@ -142,8 +154,9 @@ def layer_dict(lr: LayerReport) -> dict[str, Any]:
         "status": lr.status,
         "ok": lr.ok,
         "first_divergence": first.name if first else None,
-        "info": jsonable(lr.info),
-        "results": [result_dict(r) for r in lr.results],
+        "info": jsonable(run_info(lr)),
+        "elapsed": jsonable(layer_elapsed(lr)),
+        "results": [result_dict(r, lr) for r in lr.results],
         "text": str(lr),
     }
 
@@ -184,9 +197,13 @@ def component_of(lr: LayerReport) -> str:
 def run_label(lr: LayerReport) -> str:
     """What distinguishes this run of a component: ``batch=3, seed=1`` (plus any scalar info)."""
     parts = []
-    for k, v in lr.info.items():
-        if k in ("component", "group") or isinstance(v, (dict, list, tuple)):
+    info = run_info(lr)
+    for k, v in info.items():
+        if k in ("component", "group", "batch_requested", "elapsed") or isinstance(
+                v, (dict, list, tuple)):  # elapsed: a time is no name for a run
             continue
+        if k == "batch" and "batch_requested" in info:
+            v = f"{v} (requested {info['batch_requested']})"
         parts.append(f"{k}={v}")
     if lr.seed is not None:
         parts.append(f"seed={lr.seed}")
@@ -199,6 +216,64 @@ def worst(lr: LayerReport) -> tuple[float, float]:
     finite = [r for r in lr.results if r.total]
     return (max((r.max_abs for r in finite), default=0.0),
             max((r.max_rel for r in finite), default=0.0))
+
+
+NO_DIFF = "\u2014"  # an em dash: no difference was computed
+
+
+def unmeasured_label(why: str | None) -> str | None:
+    """The table cell for a difference that was not measured (``unmeasured``): ``shape``,
+    ``dtype`` or an em dash (an error, nothing compared); None for a measured one."""
+    if why is None:
+        return None
+    return why if why in ("shape", "dtype") else NO_DIFF
+
+
+def diff_cells(r: TensorResult, digits: int = 3) -> tuple[str, str]:
+    """A result's max abs and max rel diff as table cells: the numbers, or ``shape``/
+    ``dtype``/an em dash where no difference was computed (never a misleading 0)."""
+    label = unmeasured_label(unmeasured(r))
+    if label is not None:
+        return label, label
+    return fmt_num(r.max_abs, digits), fmt_num(r.max_rel, digits)
+
+
+def worst_cells(lr: LayerReport, digits: int = 3) -> tuple[str, str]:
+    """The largest max abs/rel diff over a run's measured results, as cells. Where nothing
+    was measured, or the tensors that do not pass were not (a passing tensor's tiny difference
+    beside a shape mismatch would hide it), the reason: ``shape``, ``dtype`` or an em dash."""
+    bad = [r for r in lr.results if r.status != PASS]
+    whys = [why for r in bad if (why := unmeasured(r)) is not None]
+    measured = [r for r in lr.results if unmeasured(r) is None and (r.total or r.status == PASS)]
+    if measured and not (bad and len(whys) == len(bad)):
+        return (fmt_num(max(r.max_abs for r in measured), digits),
+                fmt_num(max(r.max_rel for r in measured), digits))
+    label = unmeasured_label(whys[0]) if whys else NO_DIFF
+    return label or NO_DIFF, label or NO_DIFF
+
+
+def row_unmeasured(row: dict[str, Any]) -> str | None:
+    """For one row of check's table (``summary["rows"]``, ``harness.check_command.aggregate``):
+    why its largest differences are not measured, or None. A row's numbers are the largest
+    over its runs; they are unmeasured when they are 0 and its worst run (``detail``: a
+    TensorResult, or its text in the JSON) computed none."""
+    if row.get("status") in (None, PASS) or row.get("max_abs") or row.get("max_rel"):
+        return None
+    detail = row.get("detail")
+    if isinstance(detail, TensorResult):
+        return unmeasured(detail)
+    if not isinstance(detail, str):
+        return None
+    if row.get("status") == ERROR:
+        return "error"
+    text = detail.lower()
+    if "shape mismatch" in text or "changed the shape" in text:
+        return "shape"
+    if "dtype mismatch" in text or "non-numeric dtype" in text:
+        return "dtype"
+    if "mismatched elements:" in text or "proves nothing" in text:
+        return None  # measured (a real 0: both sides all zeros or constant)
+    return "not compared"
 
 
 def fmt_num(v: Any, digits: int = 3) -> str:
@@ -271,11 +346,28 @@ def _first_line(r: TensorResult) -> str:
     return f"{r.name}: {r.status}" + (f": {detail}" if detail else "")
 
 
-def _seconds(lr: LayerReport) -> str:
-    try:
-        return f"{max(float(lr.info.get('seconds', 0.0)), 0.0):.3f}"
-    except (TypeError, ValueError):
-        return "0.000"
+def layer_elapsed(lr: LayerReport) -> float | None:
+    """The run's wall-clock seconds: ``lr.elapsed``, else ``info["elapsed"]`` or
+    ``info["seconds"]`` (selftest); None when the run was not timed."""
+    for value in (lr.elapsed, lr.info.get("elapsed"), lr.info.get("seconds")):
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+            return max(float(value), 0.0)
+    return None
+
+
+def layer_seconds(lr: LayerReport) -> float:
+    """How long the run took (``layer_elapsed``), 0 when it was not timed."""
+    return layer_elapsed(lr) or 0.0
+
+
+def case_seconds(lr: LayerReport) -> float:
+    """One testcase's share of its run's time: a run's tensors are checked together, so its
+    time is split evenly between them (the suite's and the file's totals stay the run times)."""
+    return layer_seconds(lr) / max(len(lr.results), 1)
+
+
+def _secs(v: float) -> str:
+    return f"{v:.3f}"
 
 
 def junit_suites(report: RunReport) -> OrderedDict[tuple[str, str], list[tuple[LayerReport, TensorResult]]]:
@@ -299,6 +391,7 @@ def to_junit_xml(report: RunReport) -> str:
     host = _x(socket.gethostname())
     root = ET.Element("testsuites", name=f"nn_parity.{cmd}")
     totals = {"tests": 0, "failures": 0, "errors": 0}
+    total_seconds = 0.0
     suites = junit_suites(report)
     if not suites:  # e.g. a command whose report has only a summary: one testcase for the run
         suites[(report.command, "")] = []
@@ -309,6 +402,7 @@ def to_junit_xml(report: RunReport) -> str:
         for k, v in (("command", report.command), ("component", component), ("dtype", dtype)):
             ET.SubElement(props, "property", name=k, value=_x(v))
         n = {"tests": 0, "failures": 0, "errors": 0}
+        suite_seconds = sum(layer_seconds(lr) for lr in {id(lr): lr for lr, _ in cases}.values())
         runs_per_layer = len({id(lr) for lr, _ in cases})
         if not cases:
             tc = ET.SubElement(suite, "testcase", name=report.command, classname=cls, time="0")
@@ -322,9 +416,10 @@ def to_junit_xml(report: RunReport) -> str:
             if runs_per_layer > 1 and run_label(lr):
                 name += f" [{run_label(lr)}]"
             tc = ET.SubElement(suite, "testcase", name=_x(name), classname=cls,
-                               time=_seconds(lr))
+                               time=_secs(case_seconds(lr)))
             n["tests"] += 1
-            text = _x(f"{lr.layer} [{lr.dtype}, input {tuple(lr.input_shape)}, seed {lr.seed}]\n{r}")
+            text = _x(f"{lr.layer} [{lr.dtype}, input {tuple(lr.input_shape)}, seed {lr.seed}]\n"
+                      f"{lr.result_text(r)}")
             if r.status in (FAIL, VACUOUS):
                 n["failures"] += 1
                 kind = "mismatch" if r.status == FAIL else "vacuous"
@@ -342,7 +437,8 @@ def to_junit_xml(report: RunReport) -> str:
         suite.set("failures", str(n["failures"]))
         suite.set("errors", str(n["errors"]))
         suite.set("skipped", "0")
-        suite.set("time", "0.000")
+        suite.set("time", _secs(suite_seconds))
+        total_seconds += suite_seconds
         suite.set("timestamp", stamp)
         suite.set("hostname", host)
         for k in totals:
@@ -360,7 +456,7 @@ def to_junit_xml(report: RunReport) -> str:
         totals["failures"] += 1
     for k, v in totals.items():
         root.set(k, str(v))
-    root.set("time", "0.000")
+    root.set("time", _secs(total_seconds))
     ET.indent(root)
     return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(root, encoding="unicode") + "\n"
 
@@ -379,12 +475,35 @@ def _md(s: Any) -> str:
     return str(s).replace("\\", "\\\\").replace("|", "\\|").replace("\n", "<br>")
 
 
+def _flat(v: Any) -> bool:
+    return not isinstance(v, (dict, list, tuple))
+
+
 def _md_value(v: Any) -> str:
-    if isinstance(v, (list, tuple)) and all(not isinstance(x, (dict, list, tuple)) for x in v):
+    if isinstance(v, (list, tuple)) and all(_flat(x) for x in v):
         return ", ".join(fmt_num(x, 6) for x in v)
-    if isinstance(v, dict) and all(not isinstance(x, (dict, list, tuple)) for x in v.values()):
+    if isinstance(v, dict) and all(_flat(x) for x in v.values()):
         return ", ".join(f"{k}={fmt_num(x, 6)}" for k, x in v.items())
+    if isinstance(v, dict) and all(_flat(x) or (isinstance(x, (list, tuple)) and all(map(_flat, x)))
+                                   for x in v.values()):  # one line per key: "key: a, b"
+        return "\n".join(f"{k}: {_md_value(x)}" for k, x in v.items())
     return fmt_num(v, 6)
+
+
+def note_lines(notes: Any) -> list[str]:
+    """``summary["notes"]`` (``{component: [note, ...]}``, or a list) as ``component: note``
+    lines."""
+    if isinstance(notes, dict):
+        return [f"{k}: {n}" for k, v in notes.items()
+                for n in (v if isinstance(v, (list, tuple)) else [v])]
+    if isinstance(notes, (list, tuple)):
+        return [str(n) for n in notes]
+    return [str(notes)] if notes else []
+
+
+def _md_message(r: TensorResult, limit: int = 300) -> str:
+    msg = " ".join(r.message.split())
+    return msg if len(msg) <= limit else msg[:limit - 1] + "\u2026"
 
 
 def _is_table(v: Any) -> bool:
@@ -399,20 +518,25 @@ def to_markdown(report: RunReport) -> str:
     if report.layers:
         out += ["| PASS | FAIL | VACUOUS | ERROR |", "|---:|---:|---:|---:|",
                 f"| {c[PASS]} | {c[FAIL]} | {c[VACUOUS]} | {c[ERROR]} |", ""]
-    scalars = {k: v for k, v in report.summary.items() if not _is_table(v)}
+    scalars = {k: v for k, v in report.summary.items() if not _is_table(v) and k != "notes"}
     if scalars:
         out += ["### Summary", "", "| key | value |", "|---|---|"]
         out += [f"| {_md(k)} | {_md(_md_value(v))} |" for k, v in scalars.items()]
         out.append("")
+    notes = note_lines(report.summary.get("notes"))
+    if notes:
+        out += ["### Notes", ""] + [f"- {_md(n)}" for n in notes] + [""]
     bad = [(lr, r) for lr in report.layers for r in lr.results if r.status != PASS]
     if bad:
         out += [f"### Failures ({len(bad)})", "",
-                "| component | dtype | run | tensor | status | max abs diff | max rel diff | tolerance |",
-                "|---|---|---|---|---|---:|---:|---|"]
+                "| component | dtype | run | tensor | status | max abs diff | max rel diff | tolerance "
+                "| message |",
+                "|---|---|---|---|---|---:|---:|---|---|"]
         for lr, r in bad[:MARKDOWN_MAX_ROWS]:
+            d_abs, d_rel = diff_cells(r)
             out.append(f"| {_md(component_of(lr))} | {lr.dtype} | {_md(run_label(lr))} | {_md(r.name)} "
-                       f"| **{r.status}** | {fmt_num(r.max_abs)} | {fmt_num(r.max_rel)} "
-                       f"| {_md(r.tolerance_text.split(' (=')[0])} |")
+                       f"| **{r.status}** | {d_abs} | {d_rel} "
+                       f"| {_md(r.tolerance_text.split(' (=')[0])} | {_md(_md_message(r))} |")
         if len(bad) > MARKDOWN_MAX_ROWS:
             out.append(f"\n_{len(bad) - MARKDOWN_MAX_ROWS} more failures not shown (see the JSON "
                        "or HTML report)._")
@@ -429,10 +553,10 @@ def to_markdown(report: RunReport) -> str:
                 "max abs diff | max rel diff |", "|---:|---|---|---|---|---|---:|---:|"]
         for i, lr in enumerate(report.layers[:MARKDOWN_MAX_ROWS]):
             first = lr.first_divergence
-            a, r = worst(lr)
+            a, r = worst_cells(lr)
             st = lr.status if lr.ok else f"**{lr.status}**"
             out.append(f"| {i} | {_md(component_of(lr))} | {lr.dtype} | {_md(run_label(lr))} | {st} | "
-                       f"{_md(first.name) if first else ''} | {fmt_num(a)} | {fmt_num(r)} |")
+                       f"{_md(first.name) if first else ''} | {a} | {r} |")
         if len(report.layers) > MARKDOWN_MAX_ROWS:
             out.append(f"\n_{len(report.layers) - MARKDOWN_MAX_ROWS} more rows not shown._")
         out.append("")

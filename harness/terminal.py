@@ -13,11 +13,12 @@ import contextlib
 import os
 import sys
 from collections.abc import Callable, Iterator
-from typing import IO
+from typing import IO, Any
 
 from rich.console import Console
 
-from harness.compare import ERROR, FAIL, PASS, VACUOUS
+from harness.compare import ERROR, FAIL, PASS, VACUOUS, TensorResult
+from harness.report import RunReport
 
 _STYLE = {PASS: "green", FAIL: "bold red", VACUOUS: "yellow", ERROR: "bold magenta"}
 
@@ -50,6 +51,29 @@ def console(stderr: bool = False, file: IO[str] | None = None) -> Console:
 def print_text(con: Console, text: str, style: str | None = None) -> None:
     """Print ``text`` verbatim: no markup, no highlighting, long lines never re-wrapped."""
     con.print(text, markup=False, highlight=False, soft_wrap=True, style=style)
+
+
+def table_diff_cells(row: dict[str, Any]) -> tuple[str, str]:
+    """The "max abs diff" and "max rel diff" cells of one row of check's table (a row of
+    ``harness.check_command.aggregate``): ``2.38e-07``, or, where no difference was computed
+    (a shape or dtype mismatch, an exception, nothing compared), ``shape``, ``dtype`` or an em
+    dash instead of a ``0.00e+00`` that would read as "no difference"."""
+    from harness.reports import row_unmeasured, unmeasured_label
+
+    label = unmeasured_label(row_unmeasured(row))
+    if label is not None:
+        return label, label
+    return f"{row['max_abs']:.2e}", f"{row['max_rel']:.2e}"
+
+
+def detail_text(r: TensorResult, report: RunReport) -> str:
+    """A result's report as printed after the table: ``str(r)`` with the batch and seed of
+    the run it came from in its first line (``Affine.dx [float32, shape (1, 7), batch 1,
+    seed 1]: FAIL``), so it can be reproduced without ``-v``."""
+    for lr in report.layers:
+        if any(x is r for x in lr.results):
+            return lr.result_text(r)
+    return str(r)
 
 
 def status_text(status: str) -> str:

@@ -91,11 +91,11 @@ def test_json_schema_v1_is_strict_json_with_documented_keys() -> None:
     assert doc["summary"]["loss"] == 0.25 and doc["summary"]["n"] == 3
     layer = doc["layers"][2]
     assert set(layer) == {"layer", "dtype", "input_shape", "seed", "status", "ok",
-                          "first_divergence", "info", "results", "text"}
+                          "first_divergence", "info", "elapsed", "results", "text"}
     assert layer["status"] == FAIL and layer["first_divergence"] == "SoftmaxWithLoss.dx"
     assert layer["input_shape"] == [4, 10]
     for r in layer["results"]:
-        assert set(r) == {*RESULT_KEYS, "name", "text"}
+        assert set(r) == {*RESULT_KEYS, "name", "text", "unmeasured"}
     dx = next(r for r in layer["results"] if r["tensor"] == "dx")
     assert dx["status"] == FAIL and dx["mismatched"] == 40 and dx["shape"] == [4, 10]
     assert "Mismatched elements: 40 / 40" in dx["text"]
@@ -500,3 +500,147 @@ def test_quiet_and_verbose_together_is_a_usage_error(capsys) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["check", "--only", "Relu", "-q", "-v"])
     assert exc.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------------------------------
+# What a report says about rows with no measured difference, notes, reproduction, timing
+
+
+def unmeasured_report() -> RunReport:
+    """A shape mismatch, a dtype mismatch and an exception: FAIL/ERROR rows whose max abs/rel
+    are 0.0 only because no difference was computed; a run with notes in the summary."""
+    from harness.compare import compare
+
+    lr = LayerReport(layer="Mis", dtype="float32", input_shape=(2, 6), seed=1,
+                     info={"component": "Mis", "batch": 2})
+    lr.results = [
+        compare(np.arange(6, dtype=np.float32), np.arange(6, dtype=np.float32), tensor="out",
+                layer="Mis"),
+        compare(np.zeros(1, np.float32), np.ones(6, np.float32), tensor="dbeta", layer="Mis"),
+        compare(np.ones(6, np.float64), np.ones(6, np.float32), tensor="dgamma", layer="Mis"),
+        TensorResult(layer="Mis", tensor="dx", status=ERROR, dtype="float32",
+                     message="ValueError: operands could not be broadcast (at mis.py:9)"),
+    ]
+    return RunReport(command="check", layers=[lr], summary={
+        "seeds": 1, "notes": {"Mis": ["dx of integer indices is not compared", "second note"],
+                              "Other": ["checked as the classic Adam"]}})
+
+
+def test_unmeasured_differences_are_labelled_not_zero() -> None:
+    from harness.report import unmeasured
+
+    report = unmeasured_report()
+    lr = report.layers[0]
+    assert [unmeasured(r) for r in lr.results] == [None, "shape", "dtype", "error"]
+    md = to_markdown(report)
+    rows = {line.split(" | ")[3]: line for line in md.splitlines() if line.startswith("| Mis |")}
+    assert "| **FAIL** | shape | shape |" in rows["Mis.dbeta"]
+    assert "| **FAIL** | dtype | dtype |" in rows["Mis.dgamma"]
+    assert "| **ERROR** | — | — |" in rows["Mis.dx"]
+    assert "| 0 | 0 |" not in md  # no "no difference" where none was computed
+    html = render_html(report)
+    layer_row = re.search(r'<tr class="ERROR" id="layer-0".*?</tr>', html).group(0)
+    assert '<td class="num">shape</td><td class="num">shape</td>' in layer_row
+    doc = to_json_dict(report)["layers"][0]["results"]
+    assert [r["unmeasured"] for r in doc] == [None, "shape", "dtype", "error"]
+    assert doc[1]["max_abs"] == 0.0  # the number keeps its schema meaning
+
+
+def test_terminal_and_summary_rows_label_unmeasured_differences() -> None:
+    from harness.check_command import aggregate
+    from harness.terminal import table_diff_cells
+
+    report = unmeasured_report()
+    rows = {row["tensor"]: row for row in aggregate(report)}
+    assert table_diff_cells(rows["out"]) == ("0.00e+00", "0.00e+00")  # measured: equal
+    assert table_diff_cells(rows["dbeta"]) == ("shape", "shape")
+    assert table_diff_cells(rows["dgamma"]) == ("dtype", "dtype")
+    assert table_diff_cells(rows["dx"]) == ("—", "—")
+    # the JSON's summary rows carry the worst run's text, not the result: the HTML table of
+    # them labels the same rows
+    report.summary["rows"] = [{**r, "detail": str(r["detail"]) if r["detail"] else None}
+                              for r in rows.values()]
+    table = render_html(report).split('id="summary-rows"')[1]
+    cells = re.findall(r'<tr class="(\w+)">(.*?)</tr>', table, re.S)
+    assert len(cells) == 4
+    assert '<td class="num">shape</td><td class="num">shape</td>' in cells[1][1]
+    assert '<td class="num">—</td><td class="num">—</td>' in cells[3][1]
+
+
+def test_markdown_notes_are_a_list_and_errors_carry_their_message() -> None:
+    md = to_markdown(unmeasured_report())
+    assert "{'" not in md and "['" not in md  # no Python repr
+    notes = md.split("### Notes")[1].split("###")[0]
+    assert "- Mis: dx of integer indices is not compared\n- Mis: second note\n" in notes
+    assert "- Other: checked as the classic Adam" in notes
+    err = next(line for line in md.splitlines() if "| Mis.dx |" in line)
+    assert "ValueError: operands could not be broadcast (at mis.py:9)" in err
+    html = render_html(unmeasured_report())
+    assert "<li>Mis: dx of integer indices is not compared</li>" in html and "{&#x27;" not in html
+
+
+def test_a_failing_tensor_report_names_its_batch_and_seed() -> None:
+    from harness.terminal import detail_text
+
+    lr = check_layer(SoftmaxNoMean(), input_shape=(4, 10), seed=1, name="SoftmaxWithLoss")
+    text = str(lr)
+    assert "SoftmaxWithLoss.dx [float64, shape (4, 10)]: FAIL (batch 4, seed 1)\n" in text
+    assert "SoftmaxWithLoss.loss [float64, shape ()]: PASS" in text  # passing lines unchanged
+    report = RunReport(command="check", layers=[lr])
+    assert detail_text(lr["dx"], report).startswith(
+        "SoftmaxWithLoss.dx [float64, shape (4, 10)]: FAIL (batch 4, seed 1)\n")
+    err = unmeasured_report().layers[0]
+    assert "Mis.dx [float32]: ERROR (batch 2, seed 1)" in str(err)
+    assert "Mis.dx [float32]: ERROR (batch 2, seed 1)" in to_junit_xml(RunReport("check", [err]))
+
+
+def test_junit_time_is_the_runs_elapsed_time() -> None:
+    report = mixed_report()
+    relu0, relu1, soft, _ = report.layers
+    relu0.elapsed, relu1.elapsed = 1.2, 0.4
+    soft.info["elapsed"] = 0.9  # the suite runner's info key is read too
+    text = to_junit_xml(report)
+    validate_junit(text)
+    root = ET.fromstring(text)
+    relu = root.find("testsuite[@name='nn_parity.check.Relu.float64']")
+    per_case = 1.2 / len(relu0.results)
+    assert relu.find("testcase[@name='Relu.out [batch=3, seed=0]']").get("time") == f"{per_case:.3f}"
+    assert relu.get("time") == "1.600"
+    assert root.find("testsuite[@name='nn_parity.check.SoftmaxWithLoss.float64']").get("time") == "0.900"
+    assert root.find("testsuite[@name='nn_parity.check.Odd.float32']").get("time") == "0.000"
+    assert root.get("time") == "2.500"
+    assert to_json_dict(report)["layers"][0]["elapsed"] == 1.2
+    assert "elapsed" not in reports.run_label(soft)  # a time is no name for a run
+
+
+def test_reports_give_the_batch_the_check_ran_at() -> None:
+    """BatchNorm in training needs 3 rows: under --batches 1 it runs at batch 3; the reports say
+    3 (and that 1 was asked), and the two runs at batch 3 keep distinct JUnit names."""
+    from reference.optimizers import SGD, check_optimizer
+
+    asked1 = check_layer(scratch.Relu(), input_shape=(3, 6), seed=0)
+    asked1.info.update(component="Relu", batch=1)
+    asked3 = check_layer(scratch.Relu(), input_shape=(3, 6), seed=0)
+    asked3.info.update(component="Relu", batch=3)
+    opt = check_optimizer(SGD(lr=0.1), dtype="float64", seed=0, name="SGD")
+    opt.info.update(component="SGD", group="optimizer", batch=1)
+    report = RunReport(command="check", layers=[asked1, asked3, opt])
+    layers = to_json_dict(report)["layers"]
+    assert layers[0]["info"]["batch"] == 3 and layers[0]["info"]["batch_requested"] == 1
+    assert layers[1]["info"]["batch"] == 3 and "batch_requested" not in layers[1]["info"]
+    assert layers[2]["info"]["batch"] == 1 and "batch_requested" not in layers[2]["info"]
+    root = ET.fromstring(to_junit_xml(report))
+    names = [tc.get("name") for tc in root.iter("testcase") if tc.get("name").startswith("Relu.out")]
+    assert names == ["Relu.out [batch=3 (requested 1), seed=0]", "Relu.out [batch=3, seed=0]"]
+
+
+def test_headline_wording_follows_the_status() -> None:
+    def headline(status: str) -> str:
+        lr = LayerReport(layer="L", dtype="float64", input_shape=(1, 2), seed=0,
+                         results=[TensorResult(layer="L", tensor="out", status=status)])
+        return lr.headline()
+
+    assert headline(FAIL) == "L [float64, input (1, 2), seed 0]: FAIL: scratch differs from PyTorch"
+    assert "differs" not in headline(VACUOUS) and "proves nothing" in headline(VACUOUS)
+    assert "differs" not in headline(ERROR) and "could not be compared" in headline(ERROR)
+    assert headline(PASS).endswith("PASS: scratch matches PyTorch")
