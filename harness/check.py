@@ -13,7 +13,7 @@ import inspect
 import math
 import traceback
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
 from typing import Any
 
 import numpy as np
@@ -208,7 +208,7 @@ def _param_dict(layer: Any, attr: str, name: str) -> dict[Any, Any]:
     a missing or empty one is ``{}``. A list or tuple ("Deep Learning from Scratch 2" keeps
     ``self.params = [W, b]``) is a :class:`CheckError` that says how to convert it."""
     value = getattr(layer, attr, None)
-    if value is None or isinstance(value, dict):
+    if value is None or isinstance(value, (dict, MutableMapping)):  # a book layer's attributes
         return value or {}
     if isinstance(value, (list, tuple)) and not len(value):
         return {}
@@ -446,6 +446,10 @@ def resolve_twin(layer: Any, module: torch.nn.Module | None,
     """The twin for ``layer``: registered (MRO walk), or built around a user-given module."""
     twin = lookup(type(layer))
     if module is None and twin is None:
+        from harness.book_layers import twin_by_name
+
+        twin = twin_by_name(type(layer))  # class Affine: ... written from the book
+    if module is None and twin is None:
         raise CheckError(
             f"no PyTorch twin registered for {layer_name(layer)} (nor for its base classes "
             f"{[c.__name__ for c in type(layer).__mro__[1:-1]]}); pass module=<torch module> or "
@@ -464,6 +468,20 @@ def resolve_twin(layer: Any, module: torch.nn.Module | None,
         twin.weight_map = {k: WeightSpec(v) if isinstance(v, str) else v
                            for k, v in weight_map.items()}
     return twin, module is not None
+
+
+def adapt_layer(layer: Any, twin: Twin, module: torch.nn.Module | None) -> tuple[Any, list[str]]:
+    """``layer`` as the harness reads it, and notes on how: a class matched to a built-in by
+    its name, parameters kept as attributes (``self.W``/``self.dW``, the book's layout:
+    :mod:`harness.book_layers`)."""
+    from harness.book_layers import with_param_dicts
+
+    notes = []
+    if module is None and lookup(type(layer)) is None:
+        notes.append(f"no twin is registered for {layer_name(layer)}: checked against the "
+                     f"built-in {twin.name}'s twin, matched by its class name")
+    layer, note = with_param_dicts(layer, twin)
+    return layer, notes + ([note] if note else [])
 
 
 def build_module(twin: Twin, work: Any, name: str) -> torch.nn.Module:
@@ -608,6 +626,17 @@ def plain(v: Any) -> str:
         return repr(v)
 
 
+WHY_UNCHANGED = {
+    "dout": ("; the book's Relu.backward does this (dout[self.mask] = 0): harmless in a plain "
+             "chain, where nothing reads dout again, wrong wherever it is read twice (a branch, "
+             "a residual, a gradient kept for a plot); copy first (dx = dout.copy()) or use "
+             "np.where"),
+    "x": ("; the caller's array (a batch of the data set, a previous layer's output its "
+          "backward still needs) is corrupted; work on a copy"),
+}
+"""Why writing into an argument is a failure, per argument (the last word of ``what``)."""
+
+
 def _unchanged(layer: str, what: str, before: np.ndarray, after: np.ndarray) -> TensorResult:
     res = TensorResult(layer=layer, tensor=f"{what} unchanged", status=PASS,
                        dtype=str(before.dtype), shape=tuple(before.shape), total=int(before.size))
@@ -621,7 +650,8 @@ def _unchanged(layer: str, what: str, before: np.ndarray, after: np.ndarray) -> 
         res.status, res.mismatched = FAIL, int(changed.sum())
         first = tuple(int(i) for i in np.argwhere(changed)[0]) if before.ndim else ()
         res.message = (f"the layer modified its {what} in place: {res.mismatched} element(s) "
-                       f"changed, first at {first} ({plain(before[first])} -> {plain(after[first])})")
+                       f"changed, first at {first} ({plain(before[first])} -> {plain(after[first])})"
+                       + WHY_UNCHANGED.get(what.split()[-1], ""))
         res.worst_index = first
         res.max_abs, res.max_rel = largest_change(before, after)
     return res
@@ -1261,6 +1291,7 @@ def check_layer(
     name = name or layer_name(layer)
     seed, tol = validate_seed(seed), validate_tol(tol)
     twin, _ = resolve_twin(layer, module, weight_map)
+    layer, how = adapt_layer(layer, twin, module)
     work = copy_layer(layer, dtype, twin.buffer_map, name)
     generated = x is None
     # With a given x, the draws that remain (dout, targets) come from their own stream: from
@@ -1303,8 +1334,8 @@ def check_layer(
             return report
         raise
     report.results = results
-    if arrays.get("notes"):
-        report.info["notes"] = list(arrays["notes"])
+    if how or arrays.get("notes"):
+        report.info["notes"] = [*how, *arrays.get("notes", ())]
     explain_dtype_mismatch(results, layer, dtype)
     if is_index(x):
         report.info["not_compared"] = {"dx": DX_NOT_APPLICABLE}
@@ -1337,10 +1368,14 @@ def _net_input_shape(net: Any, first: Any, batch: int) -> tuple[tuple[int, ...],
             dim = (dim,)
         if isinstance(dim, (tuple, list)):
             return validate_shape(name, (batch, *dim), f"{attr} with the batch"), f"net.{attr}"
-    tw = lookup(type(first))
+    try:
+        tw, _ = resolve_twin(first, None, None)
+    except CheckError:
+        tw = None
     if tw is None or tw.input_shape is None:
         raise CheckError(f"{name}: pass x or input_shape (the net has no input_dim and its first "
                          f"layer no default input shape)")
+    first, _ = adapt_layer(first, tw, None)  # the book's Affine: W as an attribute
     return _default_shape(name, tw, first, batch), f"the first layer's ({type(first).__name__}) default"
 
 
@@ -1395,10 +1430,13 @@ def check_net(
     fwd: list[TensorResult] = []
     nonfinite: list[TensorResult] = []  # the first layer whose output has NaN/Inf
     staged = []
+    adapted_notes: list[str] = []
     h = x
     for lname, layer in layers:
         qual = f"{net_name}.{lname}"
         twin, _ = resolve_twin(layer, None, None)
+        layer, how = adapt_layer(layer, twin, None)
+        adapted_notes.extend(f"{qual}: {line}" for line in how)
         work = copy_layer(layer, dtype, twin.buffer_map, qual)
         mod = copy.deepcopy(build_module(twin, work, qual)).to(TORCH_DTYPE[dtype])
         load_weights(work, mod, twin, qual)
@@ -1427,7 +1465,7 @@ def check_net(
     dout: np.ndarray | None = None
     bwd: list[TensorResult] = []
     not_compared: dict[str, str] = {}
-    notes: list[str] = []
+    notes: list[str] = list(dict.fromkeys(adapted_notes))
     for lname, layer, work, mod, twin, h_in in reversed(staged):
         label = f"{lname}({type(work).__name__})"
         t = validate_targets(f"{net_name}.{lname}", twin, h_in, t, dtype)

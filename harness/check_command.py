@@ -231,7 +231,10 @@ def run(args: argparse.Namespace) -> RunReport:
                     print(f"note: {name}: {line}")
     print_table(rows, report, args)
     sys.stdout.flush()
-    for name, message in report.summary.get("setup_errors", {}).items():
+    errors = report.summary.get("setup_errors", {})
+    for name, message in errors.items():
+        if any(name.startswith(f"{other} (") for other in errors):
+            continue  # a setting of a component that fails the same way: told once
         print(f"nn-parity check: error: {message}" if name in message else
               f"nn-parity check: error: {name}: {message}", file=sys.stderr)
     return report

@@ -306,7 +306,13 @@ def spec_for_class(cls: type, name: str | None = None) -> LayerSpec | None:
         return LayerSpec(name, cls, table[cls], "registered")
     twin = lookup(cls)
     if twin is None:
-        return None
+        from harness.book_layers import twin_by_name
+
+        twin = twin_by_name(cls)  # class Affine: ... from the book, no registration
+        if twin is None:
+            return None
+        return LayerSpec(name, cls, twin, f"matched by its class name to the built-in "
+                         f"{twin.name}", base_twin=twin if twin.example is not None else None)
     base = next((b for b in cls.__mro__ if b in table and table[b].example is not None), None)
     if base is None:
         from harness.suite import variants_for
@@ -349,11 +355,14 @@ BUILTIN = ("scratch", "reference", "harness")
 
 def unchecked_layers(module: ModuleType) -> list[str]:
     """Classes defined in ``module`` that look like layers (``forward`` and ``backward``) but
-    have no twin: neither registered nor subclassing a registered layer."""
+    have no twin: neither registered nor subclassing a registered layer nor named like one."""
+    from harness.book_layers import twin_by_name
+
     return [obj.__name__ for attr, obj in vars(module).items()
             if isinstance(obj, type) and obj.__module__ == module.__name__
             and not attr.startswith("_") and callable(getattr(obj, "forward", None))
-            and callable(getattr(obj, "backward", None)) and lookup(obj) is None]
+            and callable(getattr(obj, "backward", None)) and lookup(obj) is None
+            and twin_by_name(obj) is None]
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,0 +1,125 @@
+"""Layers written the book's way (weights as attributes W, b; gradients dW, db; no params
+dict, no registration) are checked against the built-in of their name, and their bugs fail."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from harness import CheckError, check_layer, check_net
+from harness.cli import main
+from harness.user_modules import forget_user_modules, import_user_module
+
+REPO = Path(__file__).resolve().parents[1]
+book = import_user_module(str(REPO / "examples" / "book_layers.py"))
+RNG = np.random.default_rng(0)
+W, B = RNG.standard_normal((12, 7)), np.zeros(7)
+
+
+@pytest.fixture(autouse=True)
+def _forget():
+    yield
+    forget_user_modules()
+
+
+class Convolution:  # the book's attribute layout, a product over sliding windows
+    def __init__(self, W, b, stride=1, pad=0):
+        self.W, self.b, self.stride, self.pad = W, b, stride, pad
+        self.dW = self.db = None
+
+    def forward(self, x):
+        self.x = np.pad(x, [(0, 0), (0, 0), (self.pad,) * 2, (self.pad,) * 2])
+        win = np.lib.stride_tricks.sliding_window_view(self.x, self.W.shape[2:], axis=(2, 3))
+        self.win = win[:, :, ::self.stride, ::self.stride]
+        return np.einsum("nchwij,fcij->nfhw", self.win, self.W) + self.b[:, None, None]
+
+    def backward(self, dout):
+        self.dW = np.einsum("nchwij,nfhw->fcij", self.win, dout)
+        self.db = dout.sum(axis=(0, 2, 3))
+        dx = np.zeros_like(self.x)
+        fh, fw = self.W.shape[2:]
+        for i in range(fh):
+            for j in range(fw):
+                dx[:, :, i:i + self.stride * dout.shape[2]:self.stride,
+                   j:j + self.stride * dout.shape[3]:self.stride] += np.einsum(
+                    "nfhw,fc->nchw", dout, self.W[:, :, i, j])
+        h, w = dx.shape[2] - self.pad, dx.shape[3] - self.pad
+        return dx[:, :, self.pad:h, self.pad:w]
+
+
+class BiasSummedOverFeatures(book.Affine):
+    def backward(self, dout):
+        dx = super().backward(dout)
+        self.db = dout.sum(axis=1)[: self.b.size]
+        return dx
+
+
+class ReluWritingIntoDout(book.Relu):  # the book's own Relu.backward
+    def backward(self, dout):
+        dout[self.mask] = 0
+        return dout
+
+
+def conv() -> Convolution:
+    return Convolution(RNG.standard_normal((3, 2, 3, 3)), RNG.standard_normal(3), stride=2, pad=1)
+
+
+def test_book_affine(): assert check_layer(book.Affine(W, B), dtype="float32").ok
+def test_book_relu(): assert check_layer(book.Relu()).ok
+def test_book_sigmoid(): assert check_layer(book.Sigmoid(), dtype="float32").ok
+def test_book_softmax_with_loss(): assert check_layer(book.SoftmaxWithLoss()).ok
+def test_book_convolution(): assert check_layer(conv(), input_shape=(2, 2, 7, 7)).ok
+
+
+def test_the_notes_say_how_it_was_read() -> None:
+    notes = check_layer(book.Affine(W, B)).info["notes"]
+    assert "matched by its class name" in notes[0] and "attributes W, b" in notes[1]
+
+
+def test_a_bias_gradient_bug_fails_on_db() -> None:
+    r = check_layer(BiasSummedOverFeatures(W, B))
+    assert {x.tensor for x in r.failures} == {"db"}
+
+
+def test_the_books_relu_writing_into_dout_fails_and_says_why() -> None:
+    r = check_layer(ReluWritingIntoDout())
+    assert {x.tensor for x in r.failures} == {"upstream dout unchanged"}
+    assert "the book's Relu.backward does this" in r.failures[0].message
+
+
+def test_the_users_layer_is_not_touched() -> None:
+    layer = book.Affine(W.copy(), B.copy())
+    check_layer(layer)
+    assert layer.dW is None and np.array_equal(layer.W, W) and not hasattr(layer, "params")
+
+
+def test_an_unknown_name_still_needs_a_twin() -> None:
+    class Swish:
+        def forward(self, x): return x
+        def backward(self, dout): return dout
+
+    with pytest.raises(CheckError, match="no PyTorch twin registered for Swish"):
+        check_layer(Swish())
+
+
+def test_check_net_checks_a_book_net_layer_by_layer() -> None:
+    class Net:
+        def __init__(self):
+            self.params = {"W1": W, "b1": B, "W2": RNG.standard_normal((7, 10)), "b2": np.zeros(10)}
+            self.layers = {"Affine1": book.Affine(W, B), "Relu1": book.Relu(),
+                           "Affine2": book.Affine(self.params["W2"], self.params["b2"])}
+            self.lastLayer = book.SoftmaxWithLoss()
+
+    r = check_net(Net())
+    assert r.ok and {"dW", "db"} <= {x.tensor for x in r.results}
+
+
+def test_check_module_finds_them_by_name(tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    assert main(["check", "--module", str(REPO / "examples" / "book_layers.py"), "--seeds", "1",
+                 "--batches", "3", "-q", "--json", str(out)]) == 0
+    components = {r["component"] for r in json.loads(out.read_text())["summary"]["rows"]}
+    assert {"book_layers.Affine", "book_layers.Relu", "book_layers.SoftmaxWithLoss"} <= components
