@@ -892,7 +892,10 @@ def _mark_unexercised(results: list[TensorResult], x: np.ndarray, out: Any, dout
             r.status = VACUOUS
             r.message = ("the layer acted as the identity on this input (output == input, "
                          "dx == dout): its nonlinearity was never exercised, e.g. every ReLU "
-                         "input > 0; use inputs on both sides of the kink")
+                         "input > 0; use inputs on both sides of the kink (where the "
+                         "harness drew them: a make_input= in the registration that does; "
+                         "nn-parity check passes such a run when another batch or seed of the "
+                         "component passes)")
         return
     e_max = _amax(dx_torch)
     if dx_tol is not None and not dx_tol.scaled and e_max * (1 - dx_tol.rtol) <= dx_tol.atol:

@@ -66,8 +66,7 @@ def failure_message(report: Any) -> str:
         return r.tensor if r.layer in ("", report.layer) else f"{r.layer}.{r.tensor}"
 
     good = [label(r) for r in report.results if r.ok]
-    lines = [f"{report.layer} [{report.dtype}, input {tuple(report.input_shape)}, seed {report.seed}]: "
-             f"{report.status}: scratch differs from PyTorch"]
+    lines = [report.headline()]
     first = report.first_divergence
     if first is not None:
         lines.append(f"first divergence: {first.name}")

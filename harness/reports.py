@@ -171,8 +171,11 @@ def verdict_line(report: RunReport) -> str:
     word = "PASS" if report.ok else "FAIL"
     if not report.layers:
         return f"{word}: {report.command}"
+    covered = len(report.summary.get("vacuous_covered", ()))
     return (f"{word}: {len(report.layers)} checks, {c[PASS]} tensors passed, {c[FAIL]} failed, "
-            f"{c[VACUOUS]} vacuous, {c[ERROR]} errors")
+            f"{c[VACUOUS]} vacuous, {c[ERROR]} errors" + (
+                f" ({covered} run{'s' if covered > 1 else ''} proving nothing, each beside a "
+                f"passing run of the same component and dtype)" if covered and report.ok else ""))
 
 
 def tool_version() -> str | None:
@@ -306,7 +309,8 @@ def to_json_dict(report: RunReport) -> dict[str, Any]:
         "command": report.command,
         "created": _now(),
         "ok": report.ok,
-        "exit_code": EXIT_USAGE if report.output_errors else EXIT_OK if report.ok else EXIT_MISMATCH,
+        "exit_code": (EXIT_USAGE if report.output_errors or report.summary.get("setup_errors")
+                      else EXIT_OK if report.ok else EXIT_MISMATCH),
         "verdict": verdict_line(report),
         "output_errors": list(report.output_errors),
         "counts": report.counts(),

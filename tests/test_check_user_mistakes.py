@@ -11,6 +11,7 @@ import threading
 import types
 from collections import OrderedDict
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -374,3 +375,25 @@ def test_output_cut_off_by_a_closed_pipe_is_not_a_traceback() -> None:
     proc.stdout.close()  # the reader is gone before the first line (| head -0)
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
+
+
+def _run(status_by_batch: dict[int, str]) -> Any:
+    from harness.check_command import _judge_vacuous_runs
+    from harness.compare import TensorResult
+    from harness.report import LayerReport, RunReport
+
+    report = RunReport(command="check")
+    for batch, status in status_by_batch.items():
+        lr = LayerReport(layer="L", dtype="float32", seed=0, results=[
+            TensorResult(layer="L", tensor="dx", status=status)])
+        lr.info.update(component="L", batch=batch)
+        report.layers.append(lr)
+    _judge_vacuous_runs(report)
+    return report
+
+
+def test_a_vacuous_run_beside_a_passing_one_does_not_fail_the_command() -> None:
+    covered = _run({1: "VACUOUS", 3: "PASS", 8: "PASS"})
+    assert covered.ok and covered.summary["vacuous_covered"] == ["L [float32, batch 1, seed 0]"]
+    assert not _run({1: "VACUOUS", 3: "VACUOUS"}).ok  # nothing proved at all
+    assert not _run({1: "VACUOUS", 3: "PASS", 8: "FAIL"}).ok
