@@ -952,7 +952,10 @@ def run_pair(
         t = None
     if is_loss and t is None:
         if twin.make_target is None:
-            raise CheckError(f"{name}: a loss layer needs targets t")
+            raise CheckError(f"{name}: a loss layer needs targets t: pass t=..., or give its "
+                             f"registration make_target=lambda layer, x, rng: ... (integer "
+                             f"labels: rng.integers(0, x.shape[1], x.shape[0]); regression "
+                             f"targets: rng.standard_normal(x.shape).astype(x.dtype))")
         t = twin.make_target(work, x, rng)
     t = cast_targets(t, dtype)  # make_target's float targets, like given ones, in the check's dtype
     kwargs = dict(twin.forward_kwargs(work)) if twin.forward_kwargs else {}

@@ -18,12 +18,21 @@ from harness.suite import BATCHES, DTYPES, SEEDS, all_cases
 SEVERITY = {PASS: 0, VACUOUS: 1, FAIL: 2, ERROR: 3}
 
 
+def _ints(text: str) -> tuple[int, ...]:
+    """``"3"`` or ``"1,3,8"`` (argparse ``type=``): ``--batches 1 3 8`` and ``--batches 1,3,8``
+    mean the same."""
+    try:
+        return tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 3 or 1,3,8, got {text!r}") from None
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", metavar="PATTERN", action="append",
                    help="check only components whose name matches (glob; repeatable)")
     p.add_argument("--dtype", choices=["float32", "float64", "both"], default="both")
     p.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds per shape (default 2)")
-    p.add_argument("--batches", type=int, nargs="+", default=list(BATCHES),
+    p.add_argument("--batches", type=_ints, nargs="+", default=[tuple(BATCHES)],
                    help="batch sizes (default 1 3 8)")
     p.add_argument("--module", metavar="PATH_OR_MODULE", action="append",
                    help="import a user module (file path or dotted name) and check its layers "
@@ -187,6 +196,7 @@ def verdict_line(report: RunReport) -> str:
 def _check_arguments(args: argparse.Namespace) -> None:
     from harness.check import CheckError
 
+    args.batches = [b for part in args.batches for b in (part if isinstance(part, tuple) else (part,))]
     if args.seeds < 1:
         raise CheckError(f"--seeds must be >= 1, got {args.seeds} (nothing would be checked)")
     if any(b < 1 for b in args.batches):
@@ -212,7 +222,10 @@ def run(args: argparse.Namespace) -> RunReport:
 
             which = "no component matches" if len(unmatched) == len(args.only) else (
                 "no component matches the pattern(s)")
-            raise CheckError(f"{which} {unmatched} (see --list)")
+            near = sorted({c.name for p in unmatched for c in cases
+                           if fnmatch.fnmatch(c.name.lower(), p.lower())})[:5]
+            hint = (f"; matching is case-sensitive: did you mean {near}?" if near else "")
+            raise CheckError(f"{which} {unmatched} (see --list){hint}")
         cases = [c for c in cases if any(fnmatch.fnmatch(c.name, p) for p in args.only)]
     if args.list:
         for c in cases:

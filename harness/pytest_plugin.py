@@ -235,10 +235,15 @@ def _expand(target: Any) -> list[tuple[str, Any]]:
         optimizers, no_twin = discover_optimizers(target, prefix="")
         if not specs and not optimizers:
             from harness.check import CheckError
+            from harness.user_modules import unchecked_layers
 
-            also = f" ({', '.join(no_twin)}: no PyTorch twin)" if no_twin else ""
-            raise CheckError(f"parity_cases: no layers or optimizers found in module "
-                             f"{target.__name__}{also}")
+            untwinned = [*unchecked_layers(target), *no_twin]
+            also = f" ({', '.join(untwinned)}: no PyTorch twin)" if untwinned else ""
+            raise CheckError(
+                f"parity_cases: no layers or optimizers found in module {target.__name__}{also}: "
+                f"subclass the scratch layer or optimizer a class implements (class "
+                f"Affine(scratch.Affine)), name it like one (Affine, Relu, ..., Adam), or "
+                f"register it with reference.register / reference.register_optimizer")
         return [*with_variants(specs), *((o.name, o) for s in optimizers for o in with_long_run(s))]
     if isinstance(target, type) and is_optimizer_class(target):
         from harness.user_optimizers import with_long_run

@@ -384,8 +384,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
     """``"3,8,8"`` or ``"3x8x8"`` or ``"9"`` -> a per-sample shape (for argparse ``type=``)."""
     import argparse
 
-    try:
-        dims = tuple(int(p) for p in text.replace("x", ",").split(",") if p.strip())
+    parts = text.replace("x", ",").split(",")
+    try:  # every part a number: "3,x" or "3,,4" is a typo, not (3,) or (3, 4)
+        dims = tuple(int(p) for p in parts)
     except ValueError:
         dims = ()
     if not dims or any(d <= 0 for d in dims):

@@ -106,7 +106,12 @@ def torch_twin(opt: Optimizer) -> OptimizerTwin:
             lambda ps: torch.optim.Adam(ps, lr=opt.lr, betas=(opt.beta1, opt.beta2), eps=opt.eps),
             adam_eps_schedule(opt.eps, opt.beta2),
             "optim.Adam(lr, betas, eps=eps/sqrt(1-beta2**t) per step)")
-    raise TypeError(f"no torch twin for optimizer {type(opt).__name__}: pass torch_optimizer=")
+    raise TypeError(
+        f"no torch twin for optimizer {type(opt).__name__}: pass torch_optimizer=lambda params: "
+        f"torch.optim.X(params, lr=..., ...) (and before_step= where its conventions differ, e.g. "
+        f"adam_eps_schedule), subclass the scratch optimizer it implements, or register it with "
+        f"reference.register_optimizer and check it with nn-parity check --module or the pytest "
+        f"plugin")
 
 
 def compare_steps(ours: list[np.ndarray], theirs: list[np.ndarray], *, tensor: str, layer: str,

@@ -397,3 +397,30 @@ def test_a_vacuous_run_beside_a_passing_one_does_not_fail_the_command() -> None:
     assert covered.ok and covered.summary["vacuous_covered"] == ["L [float32, batch 1, seed 0]"]
     assert not _run({1: "VACUOUS", 3: "VACUOUS"}).ok  # nothing proved at all
     assert not _run({1: "VACUOUS", 3: "PASS", 8: "FAIL"}).ok
+
+
+def test_batches_take_commas_and_only_suggests_the_case(capsys: Any) -> None:
+    assert main(["check", "--only", "Relu", "--batches", "1,3", "--seeds", "1", "-q",
+                 "--dtype", "float64"]) == 0
+    assert capsys.readouterr().out.startswith("PASS: 2 checks")
+    assert main(["check", "--only", "relu", "-q"]) == 2
+    assert "case-sensitive: did you mean ['Relu'" in capsys.readouterr().err
+
+
+def test_input_shape_with_a_stray_letter_is_refused(capsys: Any) -> None:
+    with pytest.raises(SystemExit):
+        main(["check", "--module", "examples/user_registered.py", "--input-shape", "3,x"])
+    assert "expected positive integers" in capsys.readouterr().err
+
+
+def test_a_loss_without_targets_says_how_to_make_them() -> None:
+    class Half:
+        def forward(self, x, t): return (x - t).sum()
+        def backward(self, dout=1.0): ...
+
+    register(Half, lambda layer: nn.L1Loss(), kind="loss", input_shape=lambda la, n: (n, 3))
+    try:
+        with pytest.raises(CheckError, match="make_target=lambda layer, x, rng"):
+            check_layer(Half())
+    finally:
+        unregister(Half)
