@@ -1062,8 +1062,13 @@ def run_pair(
                               dtype=dtype), g_noise, expected)
         if g_text:
             r.tolerance_text = g_text
+        stray = sorted(str(g) for g in grads if g not in twin.weight_map)
         if got is None:
             r.message = f"grads[{k!r}] is missing after backward"
+        if stray and r.status != PASS:  # grads["bias"] where the parameter is "b"
+            r.message = (f"{r.message} grads also has {stray}, which are not parameter names "
+                         f"(params: {sorted(map(str, twin.weight_map))}): a gradient stored "
+                         f"under another key?").strip()
         results.append(r)
 
     if not is_loss and train and not index:

@@ -424,3 +424,15 @@ def test_a_loss_without_targets_says_how_to_make_them() -> None:
             check_layer(Half())
     finally:
         unregister(Half)
+
+
+class BiasUnderAnotherKey(scratch.Affine):
+    def backward(self, dout):
+        dx = super().backward(dout)
+        self.grads = {"W": self.grads["W"], "bias": self.grads["b"]}
+        return dx
+
+
+def test_a_gradient_under_another_key_is_named() -> None:
+    r = check_layer(BiasUnderAnotherKey(RNG.standard_normal((6, 4)), np.zeros(4)))
+    assert "grads also has ['bias'], which are not parameter names" in r["db"].message
