@@ -270,7 +270,7 @@ def _optimizer(cls_name: str) -> Case:
 
         r = np.random.default_rng(seed)
         adaptive = cls_name in ("AdaGrad", "RMSprop", "Adam")  # steps ~lr whatever the grads
-        lr, m = magnitude(r, -3 if adaptive else -2, -0.5), float(r.uniform(0.5, 0.95))
+        lr, m = magnitude(r, -2.5 if adaptive else -2, -0.5), float(r.uniform(0.5, 0.95))
         form = ""
         if cls_name == "Momentum":
             form = ("classic", "torch")[int(r.integers(2))]
@@ -290,12 +290,16 @@ def _optimizer(cls_name: str) -> Case:
         schedule = ({int(r.integers(1, steps + 1)): lr / 3} if form not in ("classic", "bengio")
                     and r.random() < 0.3 else None)
         shapes = {"W1": (size(r, 1, 30), size(r, 1, 30)), "b1": (size(r, 1, 30),)}
-        # SGD-like steps of lr * grad must stay above float32 resolution (a trajectory that
-        # never leaves its start is VACUOUS: a no-op update would pass), so lr * grad_scale
-        # >= 0.03; adaptive ones step ~lr whatever the grads, and also get grads ~1e-7 (where
-        # eps matters)
+        # Steps must stay above float32 resolution (a trajectory that never leaves its start
+        # is VACUOUS: a no-op update would pass): SGD-like ones get lr * grad_scale >= 0.03;
+        # adaptive ones step ~lr (>= 3e-3) whatever the grads, and also get grads ~1e-7 (where
+        # eps matters) with lr >= 0.05
         grad_scale = (1e-7 if adaptive and r.random() < 0.2 else
                       magnitude(r, -3, 1) if adaptive else max(magnitude(r, -1, 1), 0.03 / lr))
+        if grad_scale == 1e-7:  # eps then shrinks Adam's step to ~3% of lr: keep it visible
+            opt.lr, steps = max(opt.lr, 0.05), max(steps, 5)  # over a few steps and elements
+            shapes = {k: tuple(max(n, 2) for n in v) for k, v in shapes.items()}
+            schedule = None
         return check_optimizer(opt, dtype=dtype, seed=seed, steps=steps, shapes=shapes,
                                lr_schedule=schedule, grad_scale=grad_scale, name=cls_name)
     return case
