@@ -70,9 +70,10 @@ def param_attributes(layer: Any, twin: Twin) -> tuple[str, ...] | None:
     """The twin's parameter names when ``layer`` keeps them as array attributes and has no
     ``params`` dict of its own; None otherwise (nothing to adapt)."""
     names = tuple(twin.weight_map)
+    own = getattr(layer, "params", None)
     if (not names or not all(isinstance(k, str) for k in names)
-            or isinstance(getattr(layer, "params", None), (dict, MutableMapping))):
-        return None
+            or (isinstance(own, (dict, MutableMapping)) and len(own))):
+        return None  # an empty params dict (inherited from a base Layer) is no layout of its own
     if getattr(type(layer), "_book_param_names", None) is not None:
         return None  # already adapted
     if all(isinstance(getattr(layer, k, None), np.ndarray) for k in names):

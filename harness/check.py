@@ -474,12 +474,16 @@ def adapt_layer(layer: Any, twin: Twin, module: torch.nn.Module | None) -> tuple
     """``layer`` as the harness reads it, and notes on how: a class matched to a built-in by
     its name, parameters kept as attributes (``self.W``/``self.dW``, the book's layout:
     :mod:`harness.book_layers`)."""
-    from harness.book_layers import with_param_dicts
+    from harness.book_layers import BY_NAME, with_param_dicts
 
     notes = []
     if module is None and lookup(type(layer)) is None:
         notes.append(f"no twin is registered for {layer_name(layer)}: checked against the "
                      f"built-in {twin.name}'s twin, matched by its class name")
+    elif module is None and layer_name(layer) in BY_NAME and layer_name(layer) != twin.name:
+        notes.append(f"named {layer_name(layer)} but a subclass of {twin.name}: checked against "
+                     f"{twin.name}'s twin (subclass scratch's {layer_name(layer)} to be checked "
+                     f"as one)")
     layer, note = with_param_dicts(layer, twin)
     return layer, notes + ([note] if note else [])
 
@@ -1065,6 +1069,14 @@ def run_pair(
         stray = sorted(str(g) for g in grads if g not in twin.weight_map)
         if got is None:
             r.message = f"grads[{k!r}] is missing after backward"
+            book = getattr(type(work), "_book_param_names", None)
+            if book is not None:  # the book's layout: the gradient is an attribute d<name>
+                shape = np.shape(params_before[k])
+                near = sorted(a for a, v in vars(work).items() if isinstance(v, np.ndarray)
+                              and v.shape == shape and a not in book and a != f"d{k}")
+                r.message = (f"no attribute d{k} after backward (the book's layout: parameter "
+                             f"{k}, gradient d{k})" + (f"; arrays of its shape it did set: {near}"
+                                                       if near else ""))
         if stray and r.status != PASS:  # grads["bias"] where the parameter is "b"
             r.message = (f"{r.message} grads also has {stray}, which are not parameter names "
                          f"(params: {sorted(map(str, twin.weight_map))}): a gradient stored "

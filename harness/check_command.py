@@ -262,10 +262,16 @@ def run(args: argparse.Namespace) -> RunReport:
     notes = {k: v for k, v in notes.items() if v}
     if notes:
         report.summary["notes"] = notes
-        if not args.quiet:
-            for name, lines in notes.items():
-                for line in lines:
+        not_checked = sorted(n for n, lines in notes.items()
+                             if any("so it was not checked" in line for line in lines))
+        if not_checked:  # classes of a --module it found but could not check: even with -q
+            report.summary["not_checked"] = not_checked
+        for name, lines in notes.items():
+            for line in lines:
+                if not args.quiet:
                     print(f"note: {name}: {line}")
+                elif name in not_checked:
+                    print(f"warning: {name}: {line}", file=sys.stderr)
     print_table(rows, report, args)
     sys.stdout.flush()
     errors = report.summary.get("setup_errors", {})

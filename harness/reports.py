@@ -172,10 +172,13 @@ def verdict_line(report: RunReport) -> str:
     if not report.layers:
         return f"{word}: {report.command}"
     covered = len(report.summary.get("vacuous_covered", ()))
+    skipped = report.summary.get("not_checked", ())
+    unchecked = (f"; not checked (no PyTorch twin): {', '.join(skipped)}" if skipped else "")
     return (f"{word}: {len(report.layers)} checks, {c[PASS]} tensors passed, {c[FAIL]} failed, "
             f"{c[VACUOUS]} vacuous, {c[ERROR]} errors" + (
                 f" ({covered} run{'s' if covered > 1 else ''} proving nothing, each beside a "
-                f"passing run of the same component and dtype)" if covered and report.ok else ""))
+                f"passing run of the same component and dtype)" if covered and report.ok else "")
+            + unchecked)
 
 
 def tool_version() -> str | None:

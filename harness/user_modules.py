@@ -494,7 +494,10 @@ def variant_specs(ls: LayerSpec) -> list[LayerSpec]:
     # pad, mode), not what the subclass may choose freely (a dropout ratio, a loss's eps)
     base = _settings(ls.base_twin.example(rng0, f64) if ls.base_twin is not None
                      else ls.default.make(rng0, f64))
-    for v in variants_for(ls.cls):
+    # a class matched to a built-in by its name (the book's layout) gets that built-in's
+    # settings too: it is no subclass of it
+    builtin = next((c for c, t in registered().items() if t is ls.twin), ls.cls)
+    for v in variants_for(ls.cls if issubclass(ls.cls, builtin) else builtin):
         if not v.label:  # the class's own case: the main one
             continue
         template = v.make(np.random.default_rng(1000), f64)

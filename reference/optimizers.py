@@ -197,7 +197,11 @@ def check_optimizer(
     if torch_optimizer is None:
         twin = torch_twin(conv)
         torch_optimizer, before_step = twin.factory, before_step or twin.before_step
-    topt = torch_optimizer(list(tparams.values()))
+    try:
+        topt = torch_optimizer(list(tparams.values()))
+    except Exception as exc:  # a registration to fix: a setup error, not a finding
+        raise CheckError(f"{label}: the torch twin could not be built: {type(exc).__name__}: "
+                         f"{exc} (the registration's torch_optimizer(opt, params))") from exc
     ours: dict[str, list[np.ndarray]] = {k: [] for k in params}
     theirs: dict[str, list[np.ndarray]] = {k: [] for k in params}
     for t in range(1, steps + 1):

@@ -123,3 +123,46 @@ def test_check_module_finds_them_by_name(tmp_path: Path) -> None:
                  "--batches", "3", "-q", "--json", str(out)]) == 0
     components = {r["component"] for r in json.loads(out.read_text())["summary"]["rows"]}
     assert {"book_layers.Affine", "book_layers.Relu", "book_layers.SoftmaxWithLoss"} <= components
+
+
+def test_book_classes_get_the_builtins_settings(tmp_path: Path, capsys) -> None:
+    import inspect
+    import textwrap
+
+    path = tmp_path / "mine.py"
+    path.write_text((REPO / "examples" / "book_layers.py").read_text() + "\n\n"
+                    + textwrap.dedent(inspect.getsource(Convolution)))
+    assert main(["check", "--module", str(path), "--list"]) == 0
+    listed = capsys.readouterr().out
+    assert "mine.Convolution (stride 2, pad 1)" in listed and "mine.Affine (4-D input)" in listed
+
+
+class GradUnderOtherName(book.Affine):
+    def backward(self, dout):
+        dx = super().backward(dout)
+        self.grad_W, self.dW = self.dW, None
+        return dx
+
+
+def test_a_gradient_under_another_attribute_is_named() -> None:
+    r = check_layer(GradUnderOtherName(W, B))
+    assert "no attribute dW after backward" in r["dW"].message and "['grad_W']" in r["dW"].message
+
+
+def test_a_book_layer_on_an_empty_base_params_dict() -> None:
+    from scratch.layers import Layer, Sigmoid
+
+    class Affine(Layer):  # Layer.__init__ sets params = {}; the weights are attributes
+        def __init__(self, W, b):
+            super().__init__()
+            self.W, self.b, self.dW, self.db = W, b, None, None
+
+        forward, backward = book.Affine.forward, book.Affine.backward
+
+    assert check_layer(Affine(W, B)).ok
+
+    class Tanh(Sigmoid):
+        pass
+
+    assert any("named Tanh but a subclass of Sigmoid" in n
+               for n in check_layer(Tanh()).info["notes"])

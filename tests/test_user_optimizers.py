@@ -379,3 +379,20 @@ def test_check_optimizer_calls_a_check_that_cannot_see_the_update_vacuous() -> N
     assert check_optimizer(NoOp(0.01), dtype="float32").status == "FAIL"
     with pytest.raises(CheckError, match="steps must be a positive integer"):
         check_optimizer(SGD(0.1), steps=0)
+
+
+def test_a_twin_that_cannot_be_built_is_a_setup_error(tmp_path: Path, capsys) -> None:
+    path = write(tmp_path, """
+        import torch
+        from reference import register_optimizer
+        class Lion:
+            def __init__(self): self.lr = 0.1
+            def update(self, params, grads): pass
+        register_optimizer(Lion, lambda opt, ps: torch.optim.SGD(ps, lr=opt.learning_rate))
+        class Sophia:
+            def update(self, params, grads): pass
+    """)
+    assert main(["check", "--module", str(path), *FAST, "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "my_opt.Lion: the torch twin could not be built: AttributeError" in err
+    assert "warning: my_opt.Sophia: has update(params, grads) but no PyTorch twin" in err
