@@ -51,8 +51,20 @@ def last_layer(net: Any) -> Any:
 def _twin(layer: Any) -> Twin:
     twin = lookup(type(layer))
     if twin is None:
+        from harness.book_layers import twin_by_name
+
+        twin = twin_by_name(type(layer))  # a layer written from the book, named like a built-in
+    if twin is None:
         raise LookupError(f"no PyTorch twin registered for layer {type(layer).__name__}")
     return twin
+
+
+def _view(layer: Any, twin: Twin) -> Any:
+    """``layer`` with ``params``/``grads`` dicts: itself, or, for the book's layout (weights as
+    attributes W, b), a view sharing its arrays (:func:`harness.book_layers.with_param_dicts`)."""
+    from harness.book_layers import with_param_dicts
+
+    return with_param_dicts(layer, twin)[0]
 
 
 def injected_layers(net: Any) -> list[Any]:
@@ -90,7 +102,11 @@ def link_params(net: Any) -> list[ParamLink]:
     for key, arr in net.params.items():
         found = None
         for i, (_, layer) in enumerate(layers):
-            for name, p in (getattr(layer, "params", None) or {}).items():
+            try:
+                params = getattr(_view(layer, _twin(layer)), "params", None) or {}
+            except LookupError:
+                params = getattr(layer, "params", None) or {}
+            for name, p in params.items():
                 if p is arr:
                     found = ParamLink(key, i, name, _twin(layer).weight_map[name])
         if found is None:
@@ -115,11 +131,11 @@ class TorchNet(nn.Module):
         self.names = [n for n, _ in pairs]
         self.scratch_layers = [layer for _, layer in pairs]
         self.twins = [_twin(layer) for layer in self.scratch_layers]
-        self.body = nn.ModuleList(t.torch_factory(layer) for t, layer in
+        self.body = nn.ModuleList(t.torch_factory(_view(layer, t)) for t, layer in
                                   zip(self.twins, self.scratch_layers, strict=True))
         last = last_layer(net)
         self.loss_twin = _twin(last)
-        self.loss_fn = self.loss_twin.torch_factory(last)
+        self.loss_fn = self.loss_twin.torch_factory(_view(last, self.loss_twin))
         self.links = link_params(net)
         self.weight_decay_lambda = float(getattr(net, "weight_decay_lambda", 0.0) or 0.0)
         self.mask_rng = np.random.default_rng(0)

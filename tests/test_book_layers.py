@@ -105,16 +105,43 @@ def test_an_unknown_name_still_needs_a_twin() -> None:
         check_layer(Swish())
 
 
-def test_check_net_checks_a_book_net_layer_by_layer() -> None:
-    class Net:
-        def __init__(self):
-            self.params = {"W1": W, "b1": B, "W2": RNG.standard_normal((7, 10)), "b2": np.zeros(10)}
-            self.layers = {"Affine1": book.Affine(W, B), "Relu1": book.Relu(),
-                           "Affine2": book.Affine(self.params["W2"], self.params["b2"])}
-            self.lastLayer = book.SoftmaxWithLoss()
+class BookNet:  # the book's TwoLayerNet layout: params shared with attribute-style layers
+    def __init__(self):
+        self.params = {"W1": W.copy(), "b1": B.copy(), "W2": RNG.standard_normal((7, 10)),
+                       "b2": np.zeros(10)}
+        self.layers = {"Affine1": book.Affine(self.params["W1"], self.params["b1"]),
+                       "Relu1": book.Relu(),
+                       "Affine2": book.Affine(self.params["W2"], self.params["b2"])}
+        self.lastLayer = book.SoftmaxWithLoss()
 
-    r = check_net(Net())
-    assert r.ok and {"dW", "db"} <= {x.tensor for x in r.results}
+    def predict(self, x):
+        for layer in self.layers.values():
+            x = layer.forward(x)
+        return x
+
+    def loss(self, x, t):
+        return self.lastLayer.forward(self.predict(x), t)
+
+    def gradient(self, x, t):
+        self.loss(x, t)
+        dout = self.lastLayer.backward(1)
+        for layer in reversed(list(self.layers.values())):
+            dout = layer.backward(dout)
+        a1, a2 = self.layers["Affine1"], self.layers["Affine2"]
+        return {"W1": a1.dW, "b1": a1.db, "W2": a2.dW, "b2": a2.db}
+
+
+class BookNetHalfB1(BookNet):
+    def gradient(self, x, t):
+        g = super().gradient(x, t)
+        return {**g, "b1": g["b1"] * 0.5}
+
+
+def test_check_net_checks_a_book_net_and_its_own_methods() -> None:
+    r = check_net(BookNet())
+    assert r.ok and {"dW", "db", "loss(x, t)", "gradient()['b1']", "predict() (evaluation mode)"} \
+        <= {x.tensor for x in r.results}
+    assert {x.tensor for x in check_net(BookNetHalfB1()).failures} == {"gradient()['b1']"}
 
 
 def test_check_module_finds_them_by_name(tmp_path: Path) -> None:
