@@ -526,9 +526,17 @@ def load_weights(work: Any, module: torch.nn.Module, twin: Twin, name: str) -> N
             value = np.asarray(spec.to_torch(params[k]))
             p = torch_params[spec.torch_name]
             if tuple(value.shape) != tuple(p.shape):
+                hint = ""
+                if value.ndim >= 2 and tuple(value.shape[::-1]) == tuple(p.shape):
+                    hint = (f" (the transpose of each other: map it with "
+                            f"WeightSpec({spec.torch_name!r}, transpose, transpose); a Linear's "
+                            f"weight is (out, in) where a book Affine's W is (in, out))")
+                elif value.size == p.numel():
+                    hint = " (the same number of elements: a reshape in to_torch/from_torch?)"
                 raise CheckError(
                     f"{name}: scratch {k!r} of shape {np.shape(params[k])} converts to "
-                    f"{value.shape}, but torch {spec.torch_name!r} has shape {tuple(p.shape)}")
+                    f"{value.shape}, but torch {spec.torch_name!r} has shape {tuple(p.shape)}"
+                    f"{hint}")
             if not np.all(np.isfinite(value)):
                 bad = tuple(int(i) for i in np.argwhere(~np.isfinite(np.asarray(params[k])))[0])
                 raise CheckError(f"{name}: parameter {k!r} contains NaN/Inf (first at {bad})")

@@ -436,3 +436,18 @@ class BiasUnderAnotherKey(scratch.Affine):
 def test_a_gradient_under_another_key_is_named() -> None:
     r = check_layer(BiasUnderAnotherKey(RNG.standard_normal((6, 4)), np.zeros(4)))
     assert "grads also has ['bias'], which are not parameter names" in r["db"].message
+
+
+def test_an_untransposed_weight_map_says_to_transpose() -> None:
+    class Dense(Layer):
+        def __init__(self, W, b):
+            super().__init__()
+            self.params, self.grads = {"W": W, "b": b}, {}
+
+    register(Dense, lambda layer: nn.Linear(6, 4), {"W": "weight", "b": "bias"},
+             input_shape=lambda la, n: (n, 6))
+    try:
+        with pytest.raises(CheckError, match=r"WeightSpec\('weight', transpose, transpose\)"):
+            check_layer(Dense(RNG.standard_normal((6, 4)), np.zeros(4)))
+    finally:
+        unregister(Dense)
