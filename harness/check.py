@@ -999,6 +999,8 @@ def run_pair(
     except Exception as exc:  # a bug in the scratch layer is a finding, not a crash
         results.append(_error(name, "forward", exc, dtype, prefix=error_prefix))
         return results, arrays
+    params_after_forward = {k: np.array(v, copy=True)
+                            for k, v in (getattr(work, "params", None) or {}).items()}
     out_name = "loss" if is_loss else "out"
     out_noise, out_expected = ref64.noise("out", out_t), out_t.detach().cpu().numpy()
     out_tol, out_text = noise_tolerance(tol, dtype, 0.0, "", out_noise, out_expected)
@@ -1101,16 +1103,25 @@ def run_pair(
         results.append(_unchanged(name, "upstream dout", dout_before, dout))
     if t_before is not None:
         results.append(_unchanged(name, "targets t", t_before, np.asarray(t)))
+    changed = []
     for k, before in params_before.items():
         now = np.asarray(work.params[k])
         if now.shape != before.shape or not np.array_equal(now, before, equal_nan=True):
-            r = TensorResult(layer=name, tensor=f"param {k} unchanged", status=FAIL,
-                             dtype=str(before.dtype), shape=before.shape,
-                             message=f"forward/backward modified parameter {k!r}")
+            mid = params_after_forward.get(k)
+            by_forward = mid is not None and not (
+                mid.shape == before.shape and np.array_equal(mid, before, equal_nan=True))
+            r = TensorResult(
+                layer=name, tensor=f"param {k} unchanged", status=FAIL, dtype=str(before.dtype),
+                shape=before.shape,
+                message=f"{'forward' if by_forward else 'backward'} modified parameter {k!r}: "
+                        f"a layer must leave its weights to the optimizer (an update inside "
+                        f"{'forward' if by_forward else 'backward'}?); every later comparison "
+                        f"of this call sees other weights than the twin")
             if now.shape == before.shape:
                 r.max_abs, r.max_rel = largest_change(before, now)
-            results.append(r)
-    return results, arrays
+            changed.append(r)
+    # first: it explains the out/dx/dW rows that fail after it
+    return changed + results, arrays
 
 
 # ---------------------------------------------------------------------------------------

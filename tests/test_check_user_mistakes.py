@@ -451,3 +451,16 @@ def test_an_untransposed_weight_map_says_to_transpose() -> None:
             check_layer(Dense(RNG.standard_normal((6, 4)), np.zeros(4)))
     finally:
         unregister(Dense)
+
+
+class StepInBackward(scratch.Affine):  # an optimizer step inside the layer
+    def backward(self, dout):
+        dx = super().backward(dout)
+        self.params["W"] -= 0.1 * self.grads["W"]
+        return dx
+
+
+def test_a_weight_changed_by_backward_is_the_first_divergence_and_says_so() -> None:
+    r = check_layer(StepInBackward(RNG.standard_normal((6, 4)), np.zeros(4)))
+    assert r.first_divergence.tensor == "param W unchanged"
+    assert r.first_divergence.message.startswith("backward modified parameter 'W'")
