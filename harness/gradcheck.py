@@ -185,6 +185,13 @@ def numerical_results(
                 continue
             r = compare(value, num, tensor=f"{tensor} {side} vs numerical", layer=name, tol=tol,
                         dtype=f64, sides=(side, "numerical"))
+            if side == "torch" and r.status == "FAIL" and random_why["backprop"] is None:
+                # the differences are of the scratch forward: torch differs from them when the
+                # two forwards differ, whatever its own backward does
+                r.message = (f"{r.message} The numerical gradient is of the scratch forward: "
+                             f"torch's autograd differs from it where the forwards differ (see "
+                             f"the out row); backprop vs numerical says whether the scratch "
+                             f"backward matches its own forward.").strip()
             if value is not None and np.shape(value) == num.shape:
                 diff = np.abs(np.asarray(value, dtype=np.float64) - num)
                 denom = np.maximum(np.abs(value) + np.abs(num), 1e-300)

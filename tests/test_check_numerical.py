@@ -75,6 +75,10 @@ def test_a_forward_unlike_torch_with_a_consistent_backward(tmp_path: Path) -> No
     rc, r = check(tmp_path, body=STEEP)
     assert rc == 1
     assert r["out"] == "FAIL" and r["dx backprop vs numerical"] == "PASS"
+    layers = json.loads((tmp_path / "r.json").read_text())["layers"]
+    torch_row = next(x for lr in layers for x in lr["results"]
+                     if x["tensor"] == "dx torch vs numerical" and x["status"] == "FAIL")
+    assert "The numerical gradient is of the scratch forward" in torch_row["message"]
 
 
 def test_a_wrong_backward_fails_against_central_differences(tmp_path: Path) -> None:
