@@ -185,7 +185,7 @@ def numerical_results(
                 continue
             r = compare(value, num, tensor=f"{tensor} {side} vs numerical", layer=name, tol=tol,
                         dtype=f64, sides=(side, "numerical"))
-            if side == "torch" and r.status == "FAIL" and random_why["backprop"] is None:
+            if side == "torch" and r.status == "FAIL" and not random_why["backprop"]:
                 # the differences are of the scratch forward: torch differs from them when the
                 # two forwards differ, whatever its own backward does
                 r.message = (f"{r.message} The numerical gradient is of the scratch forward: "
