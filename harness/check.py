@@ -988,8 +988,12 @@ def run_pair(
                         lambda: module(xt, tt) if is_loss else module(xt), x=x)
     ref64.forward(x, t, train)
     if not isinstance(out_t, torch.Tensor):
+        several = (" (one tensor per layer: a layer with several outputs, such as an LSTM's "
+                   "(h, c) or nn.RNN's (output, h_n), is checked through a twin module that "
+                   "returns the one the scratch layer returns, e.g. a small nn.Module whose "
+                   "forward returns self.rnn(x)[0])" if isinstance(out_t, (tuple, list)) else "")
         raise CheckError(f"{name}: the torch twin ({twin.name}) returned a "
-                         f"{type(out_t).__name__}, not a tensor")
+                         f"{type(out_t).__name__}, not a tensor{several}")
     if dout is not None and not is_loss and tuple(dout.shape) != tuple(out_t.shape):
         raise CheckError(f"{name}: dout has shape {dout.shape}, but the layer's output has shape "
                          f"{tuple(out_t.shape)} (for input of shape {x.shape}): dout must have "

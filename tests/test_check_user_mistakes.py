@@ -464,3 +464,19 @@ def test_a_weight_changed_by_backward_is_the_first_divergence_and_says_so() -> N
     r = check_layer(StepInBackward(RNG.standard_normal((6, 4)), np.zeros(4)))
     assert r.first_divergence.tensor == "param W unchanged"
     assert r.first_divergence.message.startswith("backward modified parameter 'W'")
+
+
+def test_a_twin_with_several_outputs_says_how_to_wrap_it() -> None:
+    class Cell(Layer):
+        def forward(self, x): return x
+        def backward(self, dout): return dout
+
+    class Pair(nn.Module):  # (output, state), as nn.RNN and nn.LSTM return
+        def forward(self, x): return x, x
+
+    register(Cell, lambda layer: Pair(), input_shape=lambda la, n: (n, 2, 3))
+    try:
+        with pytest.raises(CheckError, match=r"returned a tuple, not a tensor \(one tensor per layer"):
+            check_layer(Cell())
+    finally:
+        unregister(Cell)
