@@ -69,7 +69,6 @@ def run_suite(cases, dtypes, seeds, batches, progress=None, numerical: bool = Fa
                 lr = LayerReport(layer=case.name, dtype=dtype.name, seed=seed, results=[
                     TensorResult(layer=case.name, tensor="setup", status=ERROR, dtype=dtype.name,
                                  message=str(exc))])
-                lr.info["skipped_runs"] = len(runs) - i - 1  # they would fail the same way
             lr.elapsed = time.perf_counter() - start
             lr.info.setdefault("component", case.name)
             lr.info.setdefault("group", case.group)
@@ -127,8 +126,11 @@ def _judge_vacuous_runs(report: RunReport) -> None:
         if statuses & {FAIL, ERROR} or PASS not in statuses:
             ok = False
         elif VACUOUS in statuses:
-            covered += [f"{component} [{dtype}, batch {lr.info.get('batch')}, seed {lr.seed}]"
-                        for lr in group if lr.status == VACUOUS]
+            for lr in group:
+                if lr.status == VACUOUS:
+                    lr.info["vacuous_covered"] = True  # reports: skipped, not a failure
+                    covered.append(f"{component} [{dtype}, batch {lr.info.get('batch')}, "
+                                   f"seed {lr.seed}]")
     if covered:
         report.summary["vacuous_covered"] = covered
     report.ok_override = ok and bool(report.layers)
@@ -268,10 +270,10 @@ def run(args: argparse.Namespace) -> RunReport:
             report.summary["not_checked"] = not_checked
         for name, lines in notes.items():
             for line in lines:
-                if not args.quiet:
-                    print(f"note: {name}: {line}")
-                elif name in not_checked:
+                if name in not_checked:  # found but not checked: a warning, even with -q
                     print(f"warning: {name}: {line}", file=sys.stderr)
+                elif not args.quiet:
+                    print(f"note: {name}: {line}")
     print_table(rows, report, args)
     sys.stdout.flush()
     errors = report.summary.get("setup_errors", {})

@@ -644,3 +644,23 @@ def test_headline_wording_follows_the_status() -> None:
     assert "differs" not in headline(VACUOUS) and "proves nothing" in headline(VACUOUS)
     assert "differs" not in headline(ERROR) and "could not be compared" in headline(ERROR)
     assert headline(PASS).endswith("PASS: scratch matches PyTorch")
+
+
+def test_a_covered_vacuous_run_is_skipped_in_junit_and_apart_in_markdown(tmp_path) -> None:
+    from harness.check_command import _judge_vacuous_runs
+    from harness.compare import TensorResult
+    from harness.report import LayerReport, RunReport
+    from harness.reports import to_junit_xml, to_markdown
+
+    report = RunReport(command="check")
+    for batch, status in ((1, "VACUOUS"), (3, "PASS")):
+        lr = LayerReport(layer="Relu", dtype="float32", input_shape=(batch, 9), seed=0,
+                         results=[TensorResult(layer="Relu", tensor="dx", status=status,
+                                               message="proves nothing" if status != "PASS" else "")])
+        lr.info.update(component="Relu", batch=batch)
+        report.layers.append(lr)
+    _judge_vacuous_runs(report)
+    xml = to_junit_xml(report)
+    assert report.ok and 'failures="0"' in xml and 'skipped="1"' in xml and "<skipped" in xml
+    md = to_markdown(report)
+    assert "### Failures" not in md and "Runs that proved nothing, beside a passing run (1)" in md
