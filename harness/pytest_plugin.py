@@ -244,7 +244,16 @@ def _expand(target: Any) -> list[tuple[str, Any]]:
                 f"subclass the scratch layer or optimizer a class implements (class "
                 f"Affine(scratch.Affine)), name it like one (Affine, Relu, ..., Adam), or "
                 f"register it with reference.register / reference.register_optimizer")
-        return [*with_variants(specs), *((o.name, o) for s in optimizers for o in with_long_run(s))]
+        from harness.user_modules import unchecked_layers
+        from harness.user_optimizers import NO_TWIN_NOTE
+
+        skipped = [(n, NotChecked(f"{n} has forward/backward but no PyTorch twin, so it was not "
+                                  f"checked: subclass the scratch layer it implements, name it "
+                                  f"like one, or register it with reference.register"))
+                   for n in unchecked_layers(target)]
+        skipped += [(n, NotChecked(f"{n} {NO_TWIN_NOTE}")) for n in no_twin]
+        return [*with_variants(specs), *((o.name, o) for s in optimizers for o in with_long_run(s)),
+                *skipped]
     if isinstance(target, type) and is_optimizer_class(target):
         from harness.user_optimizers import with_long_run
 
@@ -255,6 +264,14 @@ def _expand(target: Any) -> list[tuple[str, Any]]:
             return [(target.__name__, target)]
         return with_variants([spec])
     return [(type(target).__name__, target)]
+
+
+@dataclass
+class NotChecked:
+    """A class of a module that has no PyTorch twin: a skipped test saying why, never a silent
+    gap in ``parity_test(module)``."""
+
+    reason: str
 
 
 def parity_cases(*targets: Any, dtypes: Iterable[str] = DEFAULT_DTYPES,
@@ -274,6 +291,10 @@ def parity_cases(*targets: Any, dtypes: Iterable[str] = DEFAULT_DTYPES,
             n = seen.get(name, 0)
             seen[name] = n + 1
             label = name if n == 0 else f"{name}{n + 1}"
+            if isinstance(obj, NotChecked):  # one skipped test, not one per dtype and seed
+                params.append(pytest.param(None, id=f"{label}-not-checked",
+                                           marks=pytest.mark.skip(reason=obj.reason)))
+                continue
             for dtype in dtypes:
                 for seed in seeds:
                     case = ParityCase(obj, label, str(dtype), int(seed), dict(kwargs))

@@ -203,3 +203,20 @@ def test_parity_runs_both_dtypes_unless_told() -> None:
     with pytest.raises(ParityError, match=r"\[float32, input"):
         assert_parity(layer)
     assert assert_parity(layer, dtype="float64").ok
+
+
+def test_parity_test_skips_a_class_without_a_twin_visibly(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(mixed="""
+        import scratch
+        class Relu(scratch.Relu): pass
+        class Swish:
+            def forward(self, x): return x
+            def backward(self, dout): return dout
+    """, test_mixed="""
+        import mixed
+        from harness.pytest_plugin import parity_test
+        test_it = parity_test(mixed, seeds=[0])
+    """)
+    result = pytester.runpytest("-p", "no:cacheprovider", "-rs")
+    result.assert_outcomes(passed=4, skipped=1)  # Relu and Relu (exact zeros) x 2 dtypes
+    result.stdout.fnmatch_lines(["*Swish has forward/backward but no PyTorch twin*"])
