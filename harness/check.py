@@ -450,11 +450,16 @@ def resolve_twin(layer: Any, module: torch.nn.Module | None,
 
         twin = twin_by_name(type(layer))  # class Affine: ... written from the book
     if module is None and twin is None:
+        bases = [c.__name__ for c in type(layer).__mro__[1:-1]]
+        own = (f"; a {layer_name(layer)} written the book's way is not matched by its name (its "
+               f"twin shares state through the scratch class): subclass scratch's "
+               f"(from scratch import {layer_name(layer)})"
+               if layer_name(layer) in ("Dropout", "BatchNormalization") else "")
         raise CheckError(
-            f"no PyTorch twin registered for {layer_name(layer)} (nor for its base classes "
-            f"{[c.__name__ for c in type(layer).__mro__[1:-1]]}); pass module=<torch module> or "
-            f"register it with reference.register({layer_name(layer)}, torch_factory, weight_map)"
-        )
+            f"no PyTorch twin registered for {layer_name(layer)}"
+            + (f" (nor for its base classes {bases})" if bases else "")
+            + f"; pass module=<torch module> or register it with reference.register("
+            f"{layer_name(layer)}, torch_factory, weight_map){own}")
     if module is not None:
         base = twin or Twin(type(layer), lambda _l: module)
         wm = weight_map if weight_map is not None else (
@@ -468,6 +473,23 @@ def resolve_twin(layer: Any, module: torch.nn.Module | None,
         twin.weight_map = {k: WeightSpec(v) if isinstance(v, str) else v
                            for k, v in weight_map.items()}
     return twin, module is not None
+
+
+def _explain_own_mask(results: list[TensorResult], work: Any, twin: Twin) -> None:
+    """A subclass of scratch's Dropout whose forward draws its own mask (``np.random.rand``)
+    cannot share the twin's: say so on the failing ``out``, not only 'values differ'."""
+    if twin.prepare is None or not callable(getattr(work, "set_mask", None)):
+        return
+    base = next((c for c in type(work).__mro__[1:] if c.__module__.startswith("scratch")), None)
+    if base is None or getattr(type(work), "forward", None) is getattr(base, "forward", None):
+        return
+    for r in results:
+        if r.tensor == "out" and r.status == FAIL:
+            r.message = (f"{r.message} The check gives both sides one dropout mask through "
+                         f"set_mask(); a forward that draws a mask of its own (np.random.rand) "
+                         f"uses another: use self.fixed_mask when it is set (mask = "
+                         f"self.fixed_mask if self.fixed_mask is not None else "
+                         f"self.draw_mask(x.shape)), as the base class's forward does.").strip()
 
 
 def adapt_layer(layer: Any, twin: Twin, module: torch.nn.Module | None) -> tuple[Any, list[str]]:
@@ -1380,6 +1402,7 @@ def check_layer(
             return report
         raise
     report.results = results
+    _explain_own_mask(results, work, twin)
     if how or arrays.get("notes"):
         report.info["notes"] = [*how, *arrays.get("notes", ())]
     explain_dtype_mismatch(results, layer, dtype)
@@ -1480,7 +1503,10 @@ def check_net(
     h = x
     for lname, layer in layers:
         qual = f"{net_name}.{lname}"
-        twin, _ = resolve_twin(layer, None, None)
+        try:
+            twin, _ = resolve_twin(layer, None, None)
+        except CheckError as exc:  # name the net's layer
+            raise CheckError(f"{net_name}.{lname}: {exc}") from None
         layer, how = adapt_layer(layer, twin, None)
         adapted_notes.extend(f"{qual}: {line}" for line in how)
         work = copy_layer(layer, dtype, twin.buffer_map, qual)

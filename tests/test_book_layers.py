@@ -193,3 +193,40 @@ def test_a_book_layer_on_an_empty_base_params_dict() -> None:
 
     assert any("named Tanh but a subclass of Sigmoid" in n
                for n in check_layer(Tanh()).info["notes"])
+
+
+class Dropout:  # the book's: draws its own mask, no scratch base class
+    def __init__(self, dropout_ratio=0.5):
+        self.dropout_ratio, self.mask = dropout_ratio, None
+
+    def forward(self, x, train_flg=True):
+        self.mask = np.random.rand(*x.shape) > self.dropout_ratio  # noqa: NPY002 (the book's)
+        return x * self.mask
+
+    def backward(self, dout):
+        return dout * self.mask
+
+
+def test_a_book_dropout_says_to_subclass_scratchs() -> None:
+    with pytest.raises(CheckError, match=r"subclass scratch's \(from scratch import Dropout\)"):
+        check_layer(Dropout())
+
+
+def test_a_scratch_dropout_drawing_its_own_mask_is_told_how_to_share_it() -> None:
+    import scratch
+
+    class OwnMask(scratch.Dropout):
+        def forward(self, x, train_flg=True):
+            self.mask = np.random.rand(*x.shape) > self.dropout_ratio  # noqa: NPY002
+            return x * self.mask
+
+    r = check_layer(OwnMask(0.5))
+    assert "use self.fixed_mask when it is set" in r["out"].message
+
+    class SharesIt(scratch.Dropout):  # the hint followed: the same maths, the shared mask
+        def forward(self, x, train_flg=True):
+            mask = self.fixed_mask if self.fixed_mask is not None else self.draw_mask(x.shape)
+            self.mask = mask
+            return x * mask if train_flg else x * (1.0 - self.dropout_ratio)
+
+    assert check_layer(SharesIt(0.5)).ok
