@@ -112,7 +112,9 @@ class LayerReport:
     def headline(self) -> str:
         """``<layer> [<dtype>, input <shape>, seed <seed>]: <STATUS>: <what it means>``."""
         meaning = STATUS_MEANING.get(self.status, "")
-        return (f"{self.layer} [{self.dtype}, input {tuple(self.input_shape)}, seed {self.seed}]: "
+        steps = self.info.get("steps")  # an optimizer check: steps, not an input
+        what = f"{steps} steps" if steps else f"input {tuple(self.input_shape)}"
+        return (f"{self.layer} [{self.dtype}, {what}, seed {self.seed}]: "
                 f"{self.status}" + (f": {meaning}" if meaning else ""))
 
     def result_text(self, r: TensorResult) -> str:

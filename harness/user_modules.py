@@ -331,17 +331,21 @@ def spec_for_class(cls: type, name: str | None = None) -> LayerSpec | None:
 
 def discover(module: ModuleType, prefix: str | None = None) -> list[LayerSpec]:
     """The layer classes defined in ``module`` that can be checked, in definition order."""
+    from harness.book_layers import twin_by_name
+
     prefix = display_name(module) if prefix is None else prefix
     found, seen = [], set()
     table = registered()
     for attr, obj in vars(module).items():
         if not isinstance(obj, type) or attr.startswith("_") or obj in seen:
             continue
-        # its own classes, and classes it imports and registers (twins kept in a file of their
-        # own: from my_layers import Swish; register(Swish, ...)), not the built-ins it imports
-        imported_and_registered = obj in table and obj.__module__.split(".")[0] not in BUILTIN
-        if obj.__module__ != module.__name__ and not imported_and_registered:
-            continue
+        # its own classes, and user classes it imports that have a twin: registered (twins kept
+        # in a file of their own: from my_layers import Swish; register(Swish, ...)) or named
+        # like a built-in (from book_layers import Affine); never the built-ins it imports
+        imported = obj.__module__ != module.__name__
+        if imported and (obj.__module__.split(".")[0] in BUILTIN
+                         or (obj not in table and twin_by_name(obj) is None)):
+            continue  # a built-in it imports, or a helper class: not its own to check
         seen.add(obj)
         spec = spec_for_class(obj, f"{prefix}.{obj.__name__}" if prefix else obj.__name__)
         if spec is not None:

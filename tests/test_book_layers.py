@@ -230,3 +230,12 @@ def test_a_scratch_dropout_drawing_its_own_mask_is_told_how_to_share_it() -> Non
             return x * mask if train_flg else x * (1.0 - self.dropout_ratio)
 
     assert check_layer(SharesIt(0.5)).ok
+
+
+def test_a_module_importing_book_layers_checks_them(tmp_path: Path, capsys) -> None:
+    (tmp_path / "mybook.py").write_text((REPO / "examples" / "book_layers.py").read_text())
+    (tmp_path / "uses.py").write_text("import numpy as np\nfrom mybook import Affine, Relu\n")
+    assert main(["check", "--module", str(tmp_path / "uses.py"), "--list"]) == 0
+    assert capsys.readouterr().out.split() == ["user", "uses.Affine", "user", "uses.Affine", "(4-D",
+                                               "input)", "user", "uses.Relu", "user", "uses.Relu",
+                                               "(exact", "zeros)"]

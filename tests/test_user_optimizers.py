@@ -396,3 +396,11 @@ def test_a_twin_that_cannot_be_built_is_a_setup_error(tmp_path: Path, capsys) ->
     err = capsys.readouterr().err
     assert "my_opt.Lion: the torch twin could not be built: AttributeError" in err
     assert "warning: my_opt.Sophia: has update(params, grads) but no PyTorch twin" in err
+
+
+def test_an_optimizer_failure_reads_in_steps_without_the_batch_note(tmp_path: Path) -> None:
+    bad = import_user_module(str(write(tmp_path, BUGS["eps added after the lr"][0], "eps.py")))
+    with pytest.raises(ParityError) as exc:
+        assert_parity(bad.AdaGrad(), dtype="float64")
+    text = str(exc.value)
+    assert text.startswith("AdaGrad [float64, 20 steps, seed 0]: FAIL") and "batch size" not in text
