@@ -103,3 +103,24 @@ def test_cases_central_differences_cannot_judge_are_not_differentiated() -> None
                        "BatchNormalization (running stats, 4 steps)", "Relu (exact zeros)",
                        "SoftmaxWithLoss (logits in the hundreds)", "Pooling (3x3/2, pad 1, ties)",
                        "Dropout (own mask: drop rate and scale)"}
+
+
+def test_a_loss_with_the_classic_eps_written_inline_passes_numerical(tmp_path: Path) -> None:
+    book = str(Path(__file__).resolve().parents[1] / "examples" / "book_layers.py")
+    rc, r = check(tmp_path, "--module", book, "--only", "book_layers.SoftmaxWithLoss", "--seeds", "2",
+                  "--batches", "1", "3", "8")
+    assert rc == 0 and r["dx backprop vs numerical"] == "PASS"
+    rc, r = check(tmp_path, body="""
+        import numpy as np
+
+        class SoftmaxWithLoss:  # -log(p + 1e-7) inline, and the gradient not divided by N
+            def forward(self, x, t):
+                z = np.exp(x - x.max(axis=1, keepdims=True))
+                self.y, self.t = z / z.sum(axis=1, keepdims=True), t
+                return -np.log(self.y[np.arange(len(t)), t] + 1e-7).mean()
+            def backward(self, dout=1):
+                dx = self.y.copy()
+                dx[np.arange(len(self.t)), self.t] -= 1
+                return dx
+    """)
+    assert rc == 1 and r["dx backprop vs numerical"] == "FAIL"
