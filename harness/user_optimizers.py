@@ -24,17 +24,15 @@ from __future__ import annotations
 
 import copy
 import inspect
-import traceback
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 
 from harness.check import CheckError
-from harness.compare import ERROR, TensorResult
 from harness.report import LayerReport
+from reference.optimizers import error_report, shapes_for
 from scratch.optimizers import SGD, Adam, Momentum, Nesterov
 
 LONG_STEPS = 300
@@ -54,12 +52,6 @@ def is_optimizer_class(obj: Any) -> bool:
     except ValueError:
         return True  # no signature to read (a builtin): take it at its word
     return True
-
-
-def shapes_for(batch: int) -> dict[str, tuple[int, ...]]:
-    """The parameters an optimizer check updates: a net's W1, b1, W2, b2 (W1's rows grow with
-    ``batch``, as in the built-in suite)."""
-    return {"W1": (batch + 2, 4), "b1": (4,), "W2": (4, 3), "b2": (3,)}
 
 
 @dataclass
@@ -156,7 +148,7 @@ class OptimizerSpec:
         except CheckError:
             raise
         except Exception as exc:
-            report = _error_report(self.name, dtype, seed, exc)
+            report = error_report(self.name, dtype, seed, exc, what="the check raised")
         if self.notes and not self.long_run:
             notes = report.info.setdefault("notes", [])
             notes += [n for n in self.notes if n not in notes]
@@ -232,18 +224,6 @@ SMALL_GRADS = 1e-7
 """The gradient scale of the third run, for optimizers with an eps: where eps is placed (inside
 or outside the square root, before or after the bias correction) shows only when ``sqrt(v)``
 is as small as eps."""
-
-
-def _error_report(name: str, dtype: np.dtype, seed: int, exc: BaseException) -> LayerReport:
-    frames = traceback.extract_tb(exc.__traceback__)
-    ours = (str(Path(__file__).resolve().parents[1] / "harness"),
-            str(Path(__file__).resolve().parents[1] / "reference"))
-    where = next((f for f in reversed(frames) if not f.filename.startswith(ours)), frames[-1])
-    message = (f"the check raised {type(exc).__name__}: {exc} (at {where.filename}:"
-               f"{where.lineno}, in {where.name})")
-    res = TensorResult(layer=name, tensor="update", status=ERROR, dtype=dtype.name,
-                       message=message)
-    return LayerReport(layer=name, dtype=dtype.name, seed=seed, results=[res])
 
 
 def spec_for_optimizer(cls: type, name: str | None = None) -> OptimizerSpec | None:

@@ -216,7 +216,8 @@ def check_optimizer(
         try:
             opt.update(params, grads)
         except Exception as exc:  # the user's update() raised: an ERROR naming where
-            return _update_error(label, dtype, seed, steps, t, exc)
+            return error_report(label, dtype, seed, exc, steps=steps,
+                                what=f"at step {t}, update(params, grads) raised")
         if before_step is not None:
             before_step(topt, t)
         topt.step()
@@ -295,18 +296,24 @@ def _first_step(r: TensorResult) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def _update_error(label: str, dtype: np.dtype, seed: int, steps: int, t: int,
-                  exc: BaseException) -> LayerReport:
+def error_report(label: str, dtype: np.dtype, seed: int, exc: BaseException, *,
+                 what: str = "update(params, grads) raised", steps: int | None = None
+                 ) -> LayerReport:
+    """An ERROR report for an exception in an optimizer check, naming where it was raised: the
+    deepest frame outside the harness (the user's line), else the last one."""
     import traceback
+    from pathlib import Path
 
     frames = traceback.extract_tb(exc.__traceback__)
-    where = frames[-1] if frames else None
+    root = Path(__file__).resolve().parents[1]
+    ours = (str(root / "harness"), str(root / "reference"))
+    where = next((f for f in reversed(frames) if not f.filename.startswith(ours)),
+                 frames[-1] if frames else None)
     at = f" (at {where.filename}:{where.lineno}, in {where.name})" if where else ""
     res = TensorResult(layer=label, tensor="update", status=ERROR, dtype=dtype.name,
-                       message=f"update(params, grads) raised {type(exc).__name__}: {exc} at "
-                               f"step {t}{at}")
-    return LayerReport(layer=label, dtype=dtype.name, input_shape=(steps,), seed=seed,
-                       results=[res])
+                       message=f"{what} {type(exc).__name__}: {exc}{at}")
+    return LayerReport(layer=label, dtype=dtype.name, seed=seed, results=[res],
+                       input_shape=(steps,) if steps else ())
 
 
 def form_note(opt: Optimizer, scheduled: bool) -> str:
@@ -573,7 +580,9 @@ def check_weight_decay(
 # Cases for `nn-parity check`
 
 
-def _shapes(batch: int) -> dict[str, tuple[int, ...]]:
+def shapes_for(batch: int) -> dict[str, tuple[int, ...]]:
+    """The parameters an optimizer check updates: a net's W1, b1, W2, b2 (W1's rows grow with
+    ``batch``, so that the suite's batch sizes give other shapes)."""
     return {"W1": (batch + 2, 4), "b1": (4,), "W2": (4, 3), "b2": (3,)}
 
 
@@ -582,7 +591,7 @@ def _register_cases() -> None:
 
     def case(name: str, make: Callable[[], Optimizer], **kw: Any) -> None:
         def run(dtype: np.dtype, seed: int, batch: int) -> LayerReport:
-            opts = {"shapes": _shapes(batch), **kw}
+            opts = {"shapes": shapes_for(batch), **kw}
             return check_optimizer(make(), dtype=dtype, seed=seed, name=name, **opts)
 
         add_case(name, run, group="optimizer")
