@@ -239,6 +239,69 @@ def classic_scratch(ctx: BenchContext, dtype: Any) -> dict[str, Any]:
     return {"train_acc": evals[-1][0], "test_acc": evals[-1][1], "evaluations": len(evals)}
 
 
+def fused_sgd_step(x: np.ndarray, t: np.ndarray, W1: np.ndarray, b1: np.ndarray,
+                   W2: np.ndarray, b2: np.ndarray, lr: np.floating) -> None:
+    """One SGD step of the two-layer net (Affine, ReLU, Affine, softmax cross-entropy), in
+    place on ``W1, b1, W2, b2``: the same arithmetic as ``TwoLayerNet.gradient`` followed by
+    ``SGD.update``, written flat. The scores are kept transposed, (C, N), so that the softmax
+    reduces along contiguous rows."""
+    n = x.shape[0]
+    h = x @ W1
+    h += b1
+    np.maximum(h, 0, out=h)
+    s = W2.T @ h.T  # scores, (C, N)
+    s += b2[:, None]
+    s -= s.max(axis=0)
+    np.exp(s, out=s)
+    s /= s.sum(axis=0)
+    s[t, np.arange(n)] -= 1
+    s *= s.dtype.type(1) / s.dtype.type(n)  # d loss / d scores, (C, N)
+    dh = s.T @ W2.T
+    dh *= h > 0
+    W2 -= lr * (h.T @ s.T)
+    b2 -= lr * s.sum(axis=1)
+    W1 -= lr * (x.T @ dh)
+    b1 -= lr * dh.sum(axis=0)
+
+
+def classic_numpy_fused(ctx: BenchContext) -> dict[str, Any]:
+    """The floor for NumPy: the classic experiment as one flat float32 loop
+    (:func:`fused_sgd_step`: no layers, no label checks, no loss value, only its gradient).
+    Same initial weights, batches and evaluations as ``scratch-float32``. Not a way to write a
+    net: the measure of what the layered scratch code costs on top of NumPy itself."""
+    from scratch import TwoLayerNet
+
+    data = ctx.data
+    x_train = np.ascontiguousarray(data.x_train, dtype=np.float32)
+    x_test = np.ascontiguousarray(data.x_test, dtype=np.float32)
+    t_train, t_test = _labels(data.t_train), _labels(data.t_test)
+    n_train, eval_at = _schedule(ctx)
+    params = TwoLayerNet(int(np.prod(x_train.shape[1:])), ctx.hidden, 10, dtype=np.float32,
+                         seed=ctx.seed).params
+    W1, b1, W2, b2 = (params[k] for k in ("W1", "b1", "W2", "b2"))
+    lr = np.float32(ctx.lr)
+    rng = np.random.default_rng(ctx.seed)
+
+    def accuracy(x: np.ndarray, t: np.ndarray) -> float:
+        correct = 0
+        for i in range(0, x.shape[0], ctx.eval_chunk):
+            h = x[i:i + ctx.eval_chunk] @ W1
+            h += b1
+            np.maximum(h, 0, out=h)
+            scores = h @ W2
+            scores += b2
+            correct += int(np.count_nonzero(scores.argmax(axis=1) == t[i:i + ctx.eval_chunk]))
+        return correct / x.shape[0]
+
+    evals = []
+    for step in range(ctx.iters):
+        idx = rng.integers(0, n_train, size=ctx.batch)
+        fused_sgd_step(x_train[idx], t_train[idx], W1, b1, W2, b2, lr)
+        if step in eval_at:
+            evals.append((accuracy(x_train, t_train), accuracy(x_test, t_test)))
+    return {"train_acc": evals[-1][0], "test_acc": evals[-1][1], "evaluations": len(evals)}
+
+
 def classic_torch(ctx: BenchContext) -> dict[str, Any]:
     """The classic experiment as an idiomatic PyTorch float32 loop, from the scratch net's
     initial weights and on the same batches (one shared index stream)."""
@@ -481,6 +544,8 @@ for _name, _dt, _fn, _desc in (
      "classic experiment, scratch TwoLayerNet float32 (plain loop: gradient, SGD, predict)"),
     ("scratch-float64", "float64", lambda ctx: classic_scratch(ctx, np.float64),
      "classic experiment, scratch TwoLayerNet float64 (the book's dtype)"),
+    ("numpy-fused", "float32", classic_numpy_fused,
+     "classic experiment as one flat float32 NumPy loop, no layers (the floor for NumPy)"),
     ("torch-float32", "float32", classic_torch,
      "classic experiment, idiomatic PyTorch float32 (Sequential, cross_entropy, optim.SGD)"),
 ):
@@ -528,6 +593,8 @@ for _name, _fw, _desc in (
                                threads=lambda ctx: "default", units=_steps))
 
 register_ratio(Ratio("scratch-float32 / torch-float32", "scratch-float32", ("torch-float32",), 0.5))
+register_ratio(Ratio("numpy-fused / torch-float32", "numpy-fused", ("torch-float32",)))
+register_ratio(Ratio("scratch-float32 / numpy-fused", "scratch-float32", ("numpy-fused",)))
 register_ratio(Ratio("scratch-float64 / torch-float32", "scratch-float64", ("torch-float32",)))
 register_ratio(Ratio("side-by-side / (scratch-float32 + torch-float32)", "side-by-side",
                      ("scratch-float32", "torch-float32"), 1.2))

@@ -40,14 +40,15 @@ def test_run_bench_interleaves_and_computes_ratios() -> None:
 def test_default_workloads_run_tiny_and_report_accuracy_memory_and_ratios() -> None:
     ctx = BenchContext(iters=3, batch=10, conv_batches=2, eval_chunk=7)
     ctx.data = tiny_data()
-    names = ["scratch-float32", "scratch-float64", "torch-float32", "side-by-side",
-             "convnet-scratch", "convnet-torch"]
+    names = ["scratch-float32", "scratch-float64", "numpy-fused", "torch-float32",
+             "side-by-side", "convnet-scratch", "convnet-torch"]
     result = run_bench(names, ctx, repeats=1)
-    for n in ("scratch-float32", "scratch-float64", "torch-float32"):
+    for n in ("scratch-float32", "scratch-float64", "numpy-fused", "torch-float32"):
         out = result.outputs[n]
         assert 0.0 <= out["test_acc"] <= 1.0 and out["evaluations"] == 1
     # same initial weights and batches: the first evaluation agrees to the image
     assert result.outputs["scratch-float32"]["test_acc"] == result.outputs["torch-float32"]["test_acc"]
+    assert result.outputs["numpy-fused"]["test_acc"] == result.outputs["scratch-float32"]["test_acc"]
     assert set(result.outputs["side-by-side"]["test_acc"]) == {"numpy", "torch"}
     ratios = {r["name"]: r for r in result.ratios()}
     assert ratios["scratch-float32 / torch-float32"]["limit"] == 0.5
@@ -94,9 +95,32 @@ def test_bench_cli_smoke(mnist_dir: Path, tmp_path: Path, capsys) -> None:
     assert "side-by-side / (scratch-float32 + torch-float32)" in out and "machine:" in out
     assert "check median" in out and "matmul rate" in out and "final test accuracy" in out
     summary = json.loads(js.read_text())["summary"]
-    assert set(summary["median_s"]) == {"scratch-float32", "scratch-float64", "torch-float32",
+    assert set(summary["median_s"]) == {"scratch-float32", "scratch-float64", "numpy-fused",
+                                        "torch-float32",
                                         "side-by-side", "check", "convnet-scratch",
                                         "convnet-torch"}
     assert summary["machine"]["numpy"] == np.__version__
     assert summary["outputs"]["check"]["ok"] and summary["peak_rss_mib"]["check"] > 0
     assert summary["matmul"]["default"]["ceiling"]["float32"] > 0
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_sgd_step_is_the_scratch_step(dtype) -> None:
+    """numpy-fused measures the floor of the same arithmetic: 5 of its steps give the
+    weights of 5 scratch TwoLayerNet gradient + SGD steps."""
+    from scratch import SGD, TwoLayerNet
+
+    rng = np.random.default_rng(3)
+    net = TwoLayerNet(784, 50, 10, dtype=dtype, weight_init_std=0.1, seed=1)
+    fused = {k: v.copy() for k, v in net.params.items()}
+    opt = SGD(lr=0.5)
+    for _ in range(5):
+        x, t = rng.random((20, 784)).astype(dtype), rng.integers(0, 10, 20)
+        opt.update(net.params, net.gradient(x, t))
+        bench.fused_sgd_step(x, t, fused["W1"], fused["b1"], fused["W2"], fused["b2"],
+                             dtype(0.5))
+    for k, v in net.params.items():
+        assert not np.allclose(v, TwoLayerNet(784, 50, 10, dtype=dtype, weight_init_std=0.1,
+                                              seed=1).params[k])  # the steps moved it
+        np.testing.assert_allclose(fused[k], v, rtol=1e-5 if dtype == np.float32 else 1e-12,
+                                   atol=1e-6 if dtype == np.float32 else 1e-14, err_msg=k)
