@@ -229,14 +229,17 @@ def classic_scratch(ctx: BenchContext, dtype: Any) -> dict[str, Any]:
             correct += int(np.count_nonzero(y.argmax(axis=1) == t[i:i + ctx.eval_chunk]))
         return correct / x.shape[0]
 
-    evals = []
+    evals, eval_s = [], 0.0
     for step in range(ctx.iters):
         idx = rng.integers(0, n_train, size=ctx.batch)
         grads = net.gradient(x_train[idx], t_train[idx])  # predict casts the batch to dtype
         opt.update(net.params, grads)
         if step in eval_at:
+            t0 = time.perf_counter()
             evals.append((accuracy(x_train, t_train), accuracy(x_test, t_test)))
-    return {"train_acc": evals[-1][0], "test_acc": evals[-1][1], "evaluations": len(evals)}
+            eval_s += time.perf_counter() - t0
+    return {"train_acc": evals[-1][0], "test_acc": evals[-1][1], "evaluations": len(evals),
+            "eval_s": eval_s}
 
 
 def fused_sgd_step(x: np.ndarray, t: np.ndarray, W1: np.ndarray, b1: np.ndarray,
@@ -293,13 +296,16 @@ def classic_numpy_fused(ctx: BenchContext) -> dict[str, Any]:
             correct += int(np.count_nonzero(scores.argmax(axis=1) == t[i:i + ctx.eval_chunk]))
         return correct / x.shape[0]
 
-    evals = []
+    evals, eval_s = [], 0.0
     for step in range(ctx.iters):
         idx = rng.integers(0, n_train, size=ctx.batch)
         fused_sgd_step(x_train[idx], t_train[idx], W1, b1, W2, b2, lr)
         if step in eval_at:
+            t0 = time.perf_counter()
             evals.append((accuracy(x_train, t_train), accuracy(x_test, t_test)))
-    return {"train_acc": evals[-1][0], "test_acc": evals[-1][1], "evaluations": len(evals)}
+            eval_s += time.perf_counter() - t0
+    return {"train_acc": evals[-1][0], "test_acc": evals[-1][1], "evaluations": len(evals),
+            "eval_s": eval_s}
 
 
 def classic_torch(ctx: BenchContext) -> dict[str, Any]:
@@ -335,7 +341,7 @@ def classic_torch(ctx: BenchContext) -> dict[str, Any]:
                 correct += int((y.argmax(dim=1) == t[i:i + ctx.eval_chunk]).sum())
         return correct / x.shape[0]
 
-    evals = []
+    evals, eval_s = [], 0.0
     for step in range(ctx.iters):
         idx = torch.from_numpy(rng.integers(0, n_train, size=ctx.batch))
         loss = F.cross_entropy(model(x_train[idx]), t_train[idx])
@@ -343,8 +349,11 @@ def classic_torch(ctx: BenchContext) -> dict[str, Any]:
         loss.backward()
         opt.step()
         if step in eval_at:
+            t0 = time.perf_counter()
             evals.append((accuracy(x_train, t_train), accuracy(x_test, t_test)))
-    return {"train_acc": evals[-1][0], "test_acc": evals[-1][1], "evaluations": len(evals)}
+            eval_s += time.perf_counter() - t0
+    return {"train_acc": evals[-1][0], "test_acc": evals[-1][1], "evaluations": len(evals),
+            "eval_s": eval_s}
 
 
 def _warm_torch() -> None:
@@ -627,6 +636,8 @@ class BenchResult:
     """Largest peak RSS minus the RSS just before the run (in-process workloads)."""
     outputs: dict[str, Any] = field(default_factory=dict)
     """What each workload's last run returned (accuracies, verdicts)."""
+    eval_times: dict[str, list[float]] = field(default_factory=dict)
+    """Seconds each run of a classic workload spent in its evaluations (``eval_s``)."""
     ceiling: dict[str, Any] = field(default_factory=dict)
 
     def median(self, name: str) -> float:
@@ -643,6 +654,20 @@ class BenchResult:
             out.append({"name": r.name, "value": value, "limit": r.limit,
                         "ok": None if r.limit is None else value <= r.limit})
         return out
+
+    def training_ratios(self) -> list[dict[str, Any]]:
+        """The classic workloads' ratios to ``torch-float32`` with the evaluations taken out
+        (median of each run's time minus its evaluation time): the training steps alone."""
+        base = "torch-float32"
+        if len(self.eval_times.get(base, ())) != len(self.times.get(base, ())):
+            return []
+
+        def steps(n: str) -> float:
+            return statistics.median(t - e for t, e in zip(self.times[n], self.eval_times[n], strict=True))
+
+        return [{"name": n, "eval_s": statistics.median(self.eval_times[n]), "steps_s": steps(n),
+                 "ratio": steps(n) / steps(base) if steps(base) > 0 else float("inf")}
+                for n in self.workloads if len(self.eval_times.get(n, ())) == len(self.times[n])]
 
     def limits(self) -> list[dict[str, Any]]:
         by_name = {w.name: w for w in WORKLOADS}
@@ -680,6 +705,8 @@ def run_bench(names: Sequence[str], ctx: BenchContext, repeats: int = 3,
                                                    peak - before)
             result.times[n].append(dt)
             result.outputs[n] = out
+            if isinstance(out, dict) and "eval_s" in out:
+                result.eval_times.setdefault(n, []).append(float(out["eval_s"]))
             if progress is not None:
                 progress(n, r, dt)
     return result
@@ -790,7 +817,8 @@ def run(args: argparse.Namespace) -> RunReport:
                "median_s": {n: result.median(n) for n in result.workloads},
                "peak_rss_mib": result.peak_rss_mib, "rss_growth_mib": result.rss_growth_mib,
                "outputs": _jsonable(result.outputs), "matmul": result.ceiling,
-               "ratios": result.ratios(), "limits": result.limits()}
+               "ratios": result.ratios(), "limits": result.limits(),
+               "eval_s": result.eval_times, "training_steps": result.training_ratios()}
     return RunReport(command="bench", summary=summary, ok_override=ok)
 
 
@@ -899,6 +927,11 @@ def bench_and_print(names: Sequence[str], ctx: BenchContext, repeats: int, con: 
         con.print(f"final test accuracy: scratch-float32 {acc['scratch-float32']:.4f}, "
                   f"torch-float32 {acc['torch-float32']:.4f} (difference {gap:.2f} points, "
                   f"limit 0.5: {'OK' if gap <= 0.5 else 'OVER'})", markup=False, highlight=False)
+    parts = result.training_ratios()
+    if parts:
+        con.print("evaluations / training steps (medians, s): " + ", ".join(
+            f"{p['name']} {p['eval_s']:.2f} / {p['steps_s']:.2f} ({p['ratio']:.3f}x torch's "
+            "steps)" for p in parts), markup=False, highlight=False)
     if "check" in result.outputs and isinstance(result.outputs["check"], dict):
         con.print(f"check: {result.outputs['check']['verdict']}", markup=False, highlight=False)
     sys.stdout.flush()

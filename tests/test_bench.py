@@ -49,6 +49,12 @@ def test_default_workloads_run_tiny_and_report_accuracy_memory_and_ratios() -> N
     # same initial weights and batches: the first evaluation agrees to the image
     assert result.outputs["scratch-float32"]["test_acc"] == result.outputs["torch-float32"]["test_acc"]
     assert result.outputs["numpy-fused"]["test_acc"] == result.outputs["scratch-float32"]["test_acc"]
+    steps = {p["name"]: p for p in result.training_ratios()}  # the evaluations taken out
+    assert set(steps) == {"scratch-float32", "scratch-float64", "numpy-fused", "torch-float32"}
+    for n, p in steps.items():
+        assert 0 < p["eval_s"] < result.times[n][0] and p["steps_s"] > 0
+        assert p["steps_s"] == pytest.approx(result.times[n][0] - p["eval_s"])
+    assert steps["torch-float32"]["ratio"] == 1.0
     assert set(result.outputs["side-by-side"]["test_acc"]) == {"numpy", "torch"}
     ratios = {r["name"]: r for r in result.ratios()}
     assert ratios["scratch-float32 / torch-float32"]["limit"] == 0.5
@@ -94,12 +100,14 @@ def test_bench_cli_smoke(mnist_dir: Path, tmp_path: Path, capsys) -> None:
     assert rc == 0
     assert "side-by-side / (scratch-float32 + torch-float32)" in out and "machine:" in out
     assert "check median" in out and "matmul rate" in out and "final test accuracy" in out
+    assert "evaluations / training steps" in out
     summary = json.loads(js.read_text())["summary"]
     assert set(summary["median_s"]) == {"scratch-float32", "scratch-float64", "numpy-fused",
                                         "torch-float32",
                                         "side-by-side", "check", "convnet-scratch",
                                         "convnet-torch"}
     assert summary["machine"]["numpy"] == np.__version__
+    assert {p["name"] for p in summary["training_steps"]} >= {"scratch-float32", "torch-float32"}
     assert summary["outputs"]["check"]["ok"] and summary["peak_rss_mib"]["check"] > 0
     assert summary["matmul"]["default"]["ceiling"]["float32"] > 0
 
