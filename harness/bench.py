@@ -663,7 +663,8 @@ class BenchResult:
             return []
 
         def steps(n: str) -> float:
-            return statistics.median(t - e for t, e in zip(self.times[n], self.eval_times[n], strict=True))
+            runs = zip(self.times[n], self.eval_times[n], strict=True)
+            return statistics.median(t - e for t, e in runs)
 
         return [{"name": n, "eval_s": statistics.median(self.eval_times[n]), "steps_s": steps(n),
                  "ratio": steps(n) / steps(base) if steps(base) > 0 else float("inf")}
