@@ -13,6 +13,8 @@ Default workloads:
   batch 100, 10,000 iterations, accuracy on all 70,000 images every 600 iterations) as a user
   writes it with the scratch code: ``TwoLayerNet``, ``net.gradient``, ``SGD.update``,
   ``x_train[idx]`` batches, ``net.predict`` in chunks of 2,000 rows for the accuracy;
+* ``numpy-fused``: the same experiment as one flat float32 NumPy loop
+  (:func:`fused_sgd_step`), the floor that shows what the layers cost on top of NumPy;
 * ``torch-float32``: the same experiment as an idiomatic PyTorch loop (``nn.Sequential`` of
   ``Linear``/``ReLU``, ``F.cross_entropy``, ``optim.SGD``, batches indexed from a tensor,
   evaluation under ``torch.no_grad`` in chunks), from the same initial weights and batches;
