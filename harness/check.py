@@ -667,6 +667,9 @@ WHY_UNCHANGED = {
              "np.where"),
     "x": ("; the caller's array (a batch of the data set, a previous layer's output its "
           "backward still needs) is corrupted; work on a copy"),
+    "output": ("; backward wrote into the array forward returned, which belongs to the caller "
+               "(the next layer keeps it as its input, a training loop reads it for the loss or "
+               "the accuracy); compute into a new array (y * (...) rather than y *= ...)"),
 }
 """Why writing into an argument is a failure, per argument (the last word of ``what``)."""
 
@@ -1035,6 +1038,7 @@ def run_pair(
     if out_text:
         results[-1].tolerance_text = out_text
     arrays["out"] = out
+    out_before = np.array(out, copy=True) if isinstance(out, np.ndarray) and not is_loss else None
     for attr, spec in twin.buffer_map.items():
         buf = getattr_path(module, spec.torch_name).detach().cpu().numpy()
         mine = getattr(work, attr, None)
@@ -1127,6 +1131,8 @@ def run_pair(
     results.append(_unchanged(name, "input x", x_before, x))
     if not is_loss:
         results.append(_unchanged(name, "upstream dout", dout_before, dout))
+    if out_before is not None:
+        results.append(_unchanged(name, "forward output", out_before, out))
     if t_before is not None:
         results.append(_unchanged(name, "targets t", t_before, np.asarray(t)))
     changed = []
@@ -1264,14 +1270,19 @@ def _run_twice(work: Any, module: torch.nn.Module, twin: Twin, x: np.ndarray, *,
     """
     warm_rng = np.random.default_rng([seed, 0x5EED])
     x_w, t_w = _warm_up_inputs(twin, work, x, t, dtype, warm_rng, generated, name)
-    warm, _ = run_pair(work, module, twin, x_w, dtype=dtype, rng=warm_rng, name=name, t=t_w,
-                       tol=tol, train=train, loss_dout=2.0,
-                       error_prefix="on the first (warm-up) call, a loss's backward(2.0): "
-                       if twin.kind == "loss" else "on the first (warm-up) call: ")
+    warm, warm_arrays = run_pair(work, module, twin, x_w, dtype=dtype, rng=warm_rng, name=name,
+                                 t=t_w, tol=tol, train=train, loss_dout=2.0,
+                                 error_prefix="on the first (warm-up) call, a loss's backward(2.0): "
+                                 if twin.kind == "loss" else "on the first (warm-up) call: ")
+    first_out = warm_arrays.get("out")
+    first_copy = (np.array(first_out, copy=True)
+                  if isinstance(first_out, np.ndarray) and twin.kind != "loss" else None)
     for p in module.parameters():
         p.grad = None
     results, arrays = run_pair(work, module, twin, x, dtype=dtype, rng=rng, name=name, t=t,
                                dout=dout, tol=tol, train=train)
+    if first_copy is not None and first_out is not None:
+        results.append(_first_output_kept(name, first_copy, first_out))
     bad_now = {r.tensor for r in results if r.status in (FAIL, ERROR)}
     for r in warm:
         if r.status in (FAIL, ERROR) and r.tensor not in bad_now:
@@ -1286,6 +1297,24 @@ def _run_twice(work: Any, module: torch.nn.Module, twin: Twin, x: np.ndarray, *,
             r.tensor = f"{r.tensor} (first call)"
             results.append(r)
     return results, arrays
+
+
+def _first_output_kept(name: str, before: np.ndarray, after: np.ndarray) -> TensorResult:
+    """The row saying whether the second call changed the array the first forward returned: a
+    layer that returns a buffer it keeps and overwrites on the next call (``self.out[...] =``,
+    ``np.exp(x, out=self.buf)``) hands every caller the same array, so the output a caller kept
+    (the next layer's cached input, a list of predictions) changes under it."""
+    r = _unchanged(name, "first call's output", before, after)
+    if r.status == FAIL and r.shape == tuple(after.shape):
+        r.message = (f"the second call changed the output the first call returned: "
+                     f"{r.mismatched} element(s), first at {r.worst_index} "
+                     f"({plain(before[r.worst_index])} -> {plain(after[r.worst_index])}): "
+                     f"forward returns an "
+                     f"array it keeps and overwrites on the next call (self.out[...] = ..., "
+                     f"np.exp(x, out=self.buf), out *= ... on a cached array), so an output a "
+                     f"caller kept (the next layer's cached input, predictions gathered over "
+                     f"batches) changes under it; return a new array")
+    return r
 
 
 def _default_shape(name: str, twin: Twin, work: Any, batch: int) -> tuple[int, ...]:
