@@ -1095,9 +1095,8 @@ def train_side_by_side(
         tnet = to_torch(net, dt)
         t_side = TorchSide(tnet, make_optimizer_pair(optimizer, list(tnet.parameters()), lr, **okw))
     probe = None
-    if both:  # evaluation checks; a copy of the initial state to replay step 0 in worker mode
-        initial = copy.deepcopy(net) if parallel else None
-        probe = EvalProbe(net, dt, x_test, t_test, _input_shape(net), initial)
+    if both:  # evaluation checks (free mode: the state before each evaluated step, replayed)
+        probe = EvalProbe(net, dt, x_test, t_test, _input_shape(net))
     if "numpy" in frameworks:
         np_side = NumpySide(net, make_optimizer_pair(optimizer, None, lr, **okw).scratch)
 
@@ -1248,8 +1247,6 @@ def train_side_by_side(
                 result.threads.update({f"eval_{k}_threads": v for k, v in eval_threads.items()})
             for s in range(iters):
                 xr, tb, x64 = draw(s)
-                if s == 0 and probe is not None:
-                    probe.batch0 = xr
                 shadows = x64 is not None and sides["shadow_np"] is not None
                 shadow_np = sides["shadow_np"]
                 if mode == "lockstep":
@@ -1266,6 +1263,10 @@ def train_side_by_side(
                 tout = None
                 if t_side is not None and worker is None:
                     tout = torch_work(s, xr, tb, x64)
+                if probe is not None and mode == "free" and s in eval_at:
+                    # the state NumPy's step s starts from (with the step's Dropout masks,
+                    # installed by torch's forward), to replay its running statistics update
+                    probe.remember(s, xr)
                 if np_side is not None:
                     t0 = perf()
                     ln = np_side.forward_backward(xr, tb)
@@ -1323,6 +1324,8 @@ def train_side_by_side(
                     t0 = perf()
                     shadow_np.step()
                     tm["shadow"] += perf() - t0
+                if probe is not None and s in eval_at:
+                    probe.stepped(s)  # the running statistics before the evaluation runs
                 if both:
                     t0 = perf()
                     final = s == judged_last and result.snapshot is None
@@ -1570,16 +1573,20 @@ class EvalProbe:
       running statistics) on the first :data:`EVAL_PROBE_ROWS` test images against a torch
       twin loaded with NumPy's current weights and running statistics, so no drift enters
       (the default tolerance of the dtype);
+    * ``eval state``: that ``predict`` leaves the net's state (parameters, running
+      statistics) exactly as it found it (evaluation must not update running statistics);
     * ``net.accuracy``: the net's own ``accuracy(x, labels)``, where it has one, against the
       argmax of its ``predict`` on the same images (exactly);
-    * running statistics after one update from the same state, against PyTorch's: at the
-      first evaluation (step 0, both runs start alike) and, in lockstep, at every one. With
-      the torch side in a worker process, step 0 is replayed here: the twin loaded with the
-      net's initial state runs step 0's batch in training mode.
+    * running statistics after the evaluated step's update, against PyTorch's after the same
+      update from the same state: in lockstep the torch side itself (it starts every step
+      from NumPy's state); in free mode, where the two states drift apart, a twin built from
+      NumPy's state before the step (:meth:`remember`) replays the step's forward pass in
+      training mode, at every evaluation (a running statistic that goes wrong after step 0
+      is caught too).
     """
 
     def __init__(self, net: Any, dt: np.dtype, x: np.ndarray, t: np.ndarray,
-                 in_shape: tuple[int, ...] | None, initial: Any = None) -> None:
+                 in_shape: tuple[int, ...] | None) -> None:
         self.net = net
         self.name = type(net).__name__
         self.tnet = to_torch(net, dt)
@@ -1588,17 +1595,70 @@ class EvalProbe:
         self.x = xp.reshape(-1, *in_shape) if in_shape else xp
         self.t = t[:n]
         self.dt = dt
-        self.initial = initial  # the net before step 0, for the replay (worker mode)
-        self.batch0: np.ndarray | None = None
+        # twins with state that is not a parameter (BatchNorm's running statistics)
+        self.has_buffers = any(twin.buffer_map for twin in self.tnet.twins)
+        self.before: tuple[int, Any, np.ndarray] | None = None  # (step, net copy, batch)
+        self.after: tuple[int, dict[str, np.ndarray]] | None = None  # (step, buffers)
+
+    def remember(self, step: int, batch: np.ndarray) -> None:
+        """Keep a copy of the net as NumPy's step ``step`` starts (and the step's batch), for
+        the replay of its running statistics update in free mode."""
+        if self.has_buffers:
+            from harness.check import clone
+
+            self.before = (step, clone(self.net, self.name), batch)
+
+    def stepped(self, step: int) -> None:
+        """Keep NumPy's running statistics right after step ``step`` (the evaluation that
+        follows may change them if ``predict`` is wrong: that is judged on its own)."""
+        if self.has_buffers:
+            self.after = (step, {k: np.array(v, copy=True)
+                                 for k, v in net_buffers(self.tnet, "numpy").items()})
 
     def check(self, step: int, t_side: TorchSide | None, lockstep: bool) -> list[TensorResult]:
+        state = self._state()
         out = [self._output(step)]
+        changed = self._state_change(step, state)
+        if changed is not None:
+            out.append(changed)
         acc = self._accuracy(step)
         if acc is not None:
             out.append(acc)
-        if step == 0 or lockstep:
-            out += self._buffers(step, t_side)
+        out += self._buffers(step, t_side if lockstep else None)
         return out
+
+    def _state(self) -> dict[str, np.ndarray]:
+        state = {k: np.array(v, copy=True) for k, v in self.net.params.items()}
+        state.update({k: np.array(v, copy=True)
+                      for k, v in net_buffers(self.tnet, "numpy").items()})
+        return state
+
+    def _state_change(self, step: int, before: dict[str, np.ndarray]) -> TensorResult | None:
+        """A FAIL naming the first array that ``predict`` (evaluation mode) changed."""
+        after = self._state()
+        for key, old in before.items():
+            new = after.get(key)
+            if new is not None and new.shape == old.shape and np.array_equal(
+                    new, old, equal_nan=True):
+                continue
+            what = "running statistics" if "." in key else "weights"
+            if new is None or new.shape != old.shape:
+                detail = (f"from shape {old.shape} to "
+                          f"{'nothing' if new is None else new.shape}")
+            else:
+                d = np.abs(new.astype(np.float64) - old.astype(np.float64))
+                bad = ~(d == 0)
+                i = np.unravel_index(int(np.nanargmax(np.where(bad, d, -1))), d.shape)
+                detail = (f"{int(bad.sum())} of {d.size} values, greatest change "
+                          f"{float(d[i]):.3g} at index {tuple(int(j) for j in i)}")
+            return TensorResult(
+                layer=self.name, tensor=f"{key} (step {step}, evaluation)", status="FAIL",
+                dtype=self.dt.name, shape=old.shape, total=int(old.size),
+                message=f"{self.name}.predict() in evaluation mode changed {key} ({detail}): "
+                        f"evaluation must leave the {what} as they are (a BatchNorm that "
+                        "updates its running statistics when train_flg is False?)",
+                extra={"check": "eval state", "step": step})
+        return None
 
     def _output(self, step: int) -> TensorResult:
         self._pred = None
@@ -1654,17 +1714,27 @@ class EvalProbe:
         return r
 
     def _buffers(self, step: int, t_side: TorchSide | None) -> list[TensorResult]:
-        ours = net_buffers(self.tnet, "numpy")
+        """NumPy's running statistics after step ``step`` against PyTorch's after the same
+        update from the same state: ``t_side``'s (lockstep), else a replay of the step from
+        the state :meth:`remember` kept."""
+        if self.after is not None and self.after[0] == step:
+            ours = self.after[1]
+        else:
+            ours = net_buffers(self.tnet, "numpy")
         if not ours:
             return []
-        if t_side is not None:  # the torch side is here: its state after the same update
+        if t_side is not None:  # lockstep: the torch side started the step from NumPy's state
             theirs = net_buffers(t_side.tnet, "torch")
-        elif step == 0 and self.initial is not None and self.batch0 is not None:
-            # replay step 0's forward pass on a twin built like the torch side's was (state
-            # not set yet, e.g. running statistics of None, starts as the twin's defaults)
-            replay = to_torch(self.initial, self.dt)
+        elif self.before is not None and self.before[0] == step:
+            # replay the step's forward pass on a twin built from NumPy's state before it
+            # (state not set yet, e.g. running statistics of None, starts as the twin's
+            # defaults, as the torch side's did); Dropout twins take the step's masks, which
+            # the copy holds
+            _, net_before, batch = self.before
+            self.before = None
+            replay = to_torch(net_before, self.dt)
             with torch.no_grad():
-                replay.forward(torch.from_numpy(self.batch0), inject=False)
+                replay.forward(torch.from_numpy(batch), inject=False)
             theirs = net_buffers(replay, "torch")
         else:
             return []
@@ -2331,7 +2401,8 @@ def _eval_verdict(an: Analysis) -> str:
     assert ev is not None
     what = {"eval output": "the evaluation-mode output disagrees",
             "net.accuracy": "net.accuracy() disagrees",
-            "running statistics": "the running statistics disagree"}.get(ev["check"],
+            "running statistics": "the running statistics disagree",
+            "eval state": "evaluation changes the net's state"}.get(ev["check"],
                                                                          f"{ev['check']} disagrees")
     return f"{what} at the evaluation of step {ev['step']}: {ev['message']}"
 

@@ -1,0 +1,86 @@
+"""Side-by-side training, as a demanding user finds it: bugs that only start after the first
+step, or that live in the evaluation, must still be caught and named precisely."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from harness.train import analyse, train_side_by_side
+from scratch.multi_layer_net import MultiLayerNet
+from scratch.normalization import BatchNormalization
+
+
+def run(subset: Any, net: Any, iters: int, **kw: Any) -> tuple[Any, Any]:
+    r = train_side_by_side(net, subset, iters=iters, **kw)
+    return r, analyse(r)
+
+
+def bn_net(cls: type, dtype: Any = np.float64, **kw: Any) -> MultiLayerNet:
+    """MultiLayerNet 784-30-20-10 with BatchNorm, its BatchNorm layers replaced by ``cls``."""
+    net = MultiLayerNet(784, [30, 20], 10, dtype=dtype, seed=0, use_batchnorm=True, **kw)
+    for name, layer in list(net.layers.items()):
+        if isinstance(layer, BatchNormalization):
+            net.layers[name] = cls(layer.params["gamma"], layer.params["beta"])
+    return net
+
+
+class StatsStuckAfterFirstStep(BatchNormalization):
+    """Running statistics updated on the first training forward only."""
+
+    calls = 0
+
+    def forward(self, x: np.ndarray, train_flg: bool = True) -> np.ndarray:
+        kept = self.running_mean, self.running_var
+        out = super().forward(x, train_flg)
+        if train_flg:
+            self.calls += 1
+            if self.calls > 1:
+                self.running_mean, self.running_var = kept
+        return out
+
+
+class StatsUpdatedInEval(BatchNormalization):
+    """Moves its running mean towards the test batch's mean when train_flg is False."""
+
+    def forward(self, x: np.ndarray, train_flg: bool = True) -> np.ndarray:
+        out = super().forward(x, train_flg)
+        if not train_flg:
+            self.running_mean = 0.9 * self.running_mean + 0.1 * x.mean(axis=0)
+        return out
+
+
+# 3,000 training images at batch 100: an evaluation every 30 steps (0, 30, 60)
+
+
+@pytest.mark.parametrize("parallel", [None, False])
+def test_running_statistics_that_go_wrong_after_step_0_disagree_in_free_mode(
+        subset, parallel) -> None:
+    r, an = run(subset, bn_net(StatsStuckAfterFirstStep), 65, parallel=parallel)
+    assert an.agree is False
+    assert an.eval_failure["check"] == "running statistics"
+    assert an.eval_failure["step"] == 30
+    assert "BatchNorm1.running_mean after step 30 differs" in an.verdict
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_correct_batchnorm_and_dropout_agree_with_every_evaluation_replayed(subset, dtype) -> None:
+    net = MultiLayerNet(784, [30, 20], 10, dtype=dtype, seed=1, use_batchnorm=True,
+                        use_dropout=True, dropout_ratio=0.2)
+    r, an = run(subset, net, 65)
+    assert an.agree is True, an.verdict
+    stats = [c for c in r.eval_checks if c.extra.get("check") == "running statistics"]
+    # two BatchNorm layers x (running_mean, running_var) x evaluations 0, 30 and 60
+    assert sorted({c.extra["step"] for c in stats}) == [0, 30, 60] and len(stats) == 12
+    assert all(c.status == "PASS" for c in stats)
+
+
+@pytest.mark.parametrize("mode", ["free", "lockstep"])
+def test_a_predict_that_updates_running_statistics_is_named(subset, mode) -> None:
+    r, an = run(subset, bn_net(StatsUpdatedInEval), 5, mode=mode)
+    assert an.agree is False
+    assert an.eval_failure["check"] == "eval state"
+    assert "predict() in evaluation mode changed BatchNorm1.running_mean" in an.verdict
+    assert "evaluation changes the net's state at the evaluation of step 0" in an.verdict
