@@ -11,6 +11,7 @@ import copy
 import functools
 import inspect
 import math
+import re
 import traceback
 import types
 from collections.abc import Callable, Iterable, MutableMapping
@@ -408,6 +409,8 @@ def explain_dtype_mismatch(results: list[TensorResult], layer: Any, dtype: np.dt
         return
     copies = outside_copies(layer, dtype)
     if not copies:
+        for r in bad:
+            r.message += _dtype_hint(r.message, layer, dtype)
         return
     kinds = sorted({str(v.dtype) for v in _param_dict(layer, "params", "").values()
                     if isinstance(v, np.ndarray) and v.dtype != dtype})
@@ -417,6 +420,36 @@ def explain_dtype_mismatch(results: list[TensorResult], layer: Any, dtype: np.dt
                       f"{dtype.name} but cannot cast that copy. Compute it from self.params in "
                       f"forward/backward, or keep a view (self.WT = W.T), which the check "
                       f"re-points")
+
+
+def _dtype_hint(message: str, layer: Any, dtype: np.dtype) -> str:
+    """Where a result of another dtype than the check's likely comes from: a float64 value
+    mixed into a float32 computation (a NumPy float64 scalar the layer keeps, an array made
+    without ``dtype=``), or a cast to a narrower type in a float64 one."""
+    m = re.search(r"dtype mismatch: \S+ (\w+), expected", message)
+    try:
+        got = np.dtype(m.group(1)) if m else None
+    except TypeError:
+        got = None
+    if got is None or got.kind != "f":
+        return ""
+    if got.itemsize > dtype.itemsize:
+        scalars = sorted(f"{k} = np.{np.asarray(v).dtype}({plain(v)})"
+                         for k, v in (getattr(layer, "__dict__", None) or {}).items()
+                         if isinstance(v, (np.floating, np.ndarray)) and np.ndim(v) == 0
+                         and np.asarray(v).dtype.kind == "f"
+                         and np.asarray(v).dtype.itemsize > dtype.itemsize)
+        where = (f"the layer keeps {', '.join(scalars)}: NumPy keeps a NumPy scalar's own "
+                 f"precision, so a {dtype.name} array times it is {got.name}; store a Python "
+                 f"float (float(eps))" if scalars else
+                 f"an array made without dtype= (np.zeros(shape), np.ones(n), np.array([...]) "
+                 f"of Python floats), an astype({got.name}) or a NumPy {got.name} scalar; make "
+                 f"arrays with the input's dtype: np.zeros_like(x), np.zeros(shape, x.dtype)")
+        return (f": a {got.name} value entered the {dtype.name} computation and promoted the "
+                f"result ({where})")
+    return (f": the layer computes in {got.name} behind a {dtype.name} interface (an "
+            f"astype({got.name}) or a {got.name} constant), losing precision; keep the input's "
+            f"dtype")
 
 
 def getattr_path(obj: Any, path: str) -> Any:
@@ -529,7 +562,9 @@ def load_weights(work: Any, module: torch.nn.Module, twin: Twin, name: str) -> N
     mapped = {spec.torch_name for spec in twin.weight_map.values()}
     missing_scratch = sorted(set(twin.weight_map) - set(params))
     unmapped_scratch = sorted(set(params) - set(twin.weight_map))
-    unmapped_torch = sorted(set(torch_params) - mapped)
+    # a parameter the twin keeps fixed (requires_grad False: nn.RNN's bias_hh zeroed for a
+    # scratch cell with one bias) is a constant of the twin, not a weight to map
+    unmapped_torch = sorted(k for k in set(torch_params) - mapped if torch_params[k].requires_grad)
     missing_torch = sorted(mapped - set(torch_params))
     problems = []
     if missing_scratch:
@@ -539,7 +574,11 @@ def load_weights(work: Any, module: torch.nn.Module, twin: Twin, name: str) -> N
     if missing_torch:
         problems.append(f"torch module has no parameter(s) {missing_torch}")
     if unmapped_torch:
-        problems.append(f"torch parameter(s) {unmapped_torch} are not mapped from the scratch layer")
+        problems.append(f"torch parameter(s) {unmapped_torch} are not mapped from the scratch "
+                        f"layer (one with no scratch counterpart is fixed in the torch factory: "
+                        f"set its value and call requires_grad_(False), e.g. "
+                        f"m.{unmapped_torch[0]}.data.zero_(); "
+                        f"m.{unmapped_torch[0]}.requires_grad_(False))")
     if problems:
         raise CheckError(f"{name}: parameter sets differ: " + "; ".join(problems) +
                          f" (scratch: {sorted(params)}, torch: {sorted(torch_params)})")
@@ -1118,7 +1157,8 @@ def run_pair(
                              f"{k}, gradient d{k})" + (f"; arrays of its shape it did set: {near}"
                                                        if near else ""))
         if stray and r.status != PASS:  # grads["bias"] where the parameter is "b"
-            r.message = (f"{r.message} grads also has {stray}, which are not parameter names "
+            sep = "; " if r.message else ""
+            r.message = (f"{r.message}{sep}grads also has {stray}, which are not parameter names "
                          f"(params: {sorted(map(str, twin.weight_map))}): a gradient stored "
                          f"under another key?").strip()
         results.append(r)
@@ -1131,8 +1171,9 @@ def run_pair(
     results.append(_unchanged(name, "input x", x_before, x))
     if not is_loss:
         results.append(_unchanged(name, "upstream dout", dout_before, dout))
-    if out_before is not None:
-        results.append(_unchanged(name, "forward output", out_before, out))
+    if out_before is not None:  # a row only when it fails: passing layers keep their counts
+        results.extend(r for r in [_unchanged(name, "forward output", out_before, out)]
+                       if r.status != PASS)
     if t_before is not None:
         results.append(_unchanged(name, "targets t", t_before, np.asarray(t)))
     changed = []
@@ -1282,7 +1323,9 @@ def _run_twice(work: Any, module: torch.nn.Module, twin: Twin, x: np.ndarray, *,
     results, arrays = run_pair(work, module, twin, x, dtype=dtype, rng=rng, name=name, t=t,
                                dout=dout, tol=tol, train=train)
     if first_copy is not None and first_out is not None:
-        results.append(_first_output_kept(name, first_copy, first_out))
+        kept = _first_output_kept(name, first_copy, first_out)
+        if kept.status != PASS:  # a row only when it fails, as the forward output's
+            results.append(kept)
     bad_now = {r.tensor for r in results if r.status in (FAIL, ERROR)}
     for r in warm:
         if r.status in (FAIL, ERROR) and r.tensor not in bad_now:

@@ -206,6 +206,14 @@ def compare(
         return res
     if check_dtype and want is not None and a.dtype != want:
         res.message = f"dtype mismatch: {ours} {a.dtype}, expected {want}"
+        if a.dtype.kind == "f":  # say whether the math is right apart from the dtype
+            values = compare(a.astype(want), e, tensor=tensor, layer=layer, tol=tol, dtype=want,
+                             vacuous_check=False, sides=sides)
+            res.message += (f" (cast to {want}, the values agree within its tolerance: only "
+                            f"the dtype is wrong)" if values.status == PASS else
+                            f" (the values differ as well: {values.mismatched} / {values.total} "
+                            f"elements beyond the tolerance, greatest absolute difference "
+                            f"{values.max_abs:.3g})" if values.mismatched else "")
         return res
     if e.size == 0:
         res.status = VACUOUS

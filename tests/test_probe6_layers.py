@@ -9,7 +9,7 @@ import pytest
 from torch import nn
 
 from harness import check_layer
-from harness.compare import FAIL, PASS
+from harness.compare import FAIL
 
 
 def _rows(report, status=FAIL):
@@ -78,7 +78,166 @@ def test_a_backward_writing_into_the_returned_output_fails(dtype: str) -> None:
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_a_correct_softmax_passes_with_the_output_rows(dtype: str) -> None:
+def test_a_correct_softmax_passes_and_gets_no_extra_rows(dtype: str) -> None:
     report = check_layer(Softmax(), nn.Softmax(dim=1), input_shape=(3, 7), dtype=dtype)
     assert report.ok, report
-    assert {"forward output unchanged", "first call's output unchanged"} <= set(_rows(report, PASS))
+    assert [r.tensor for r in report.results] == [
+        "out", "dx", "input x unchanged", "upstream dout unchanged"]
+
+
+# ---------------------------------------------------------------------------------------
+# float64 promotion in a float32 check: say where it comes from and whether the math is right
+
+
+class LayerNorm:
+    """Over the last axis, with gamma and beta; ``eps`` as given (a Python float or not)."""
+
+    def __init__(self, d: int = 5, eps: float = 1e-5) -> None:
+        rng = np.random.default_rng(0)
+        self.params = {"gamma": 1 + 0.1 * rng.standard_normal(d), "beta": 0.1 * rng.standard_normal(d)}
+        self.grads: dict[str, np.ndarray] = {}
+        self.eps = eps
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        xc = x - x.mean(axis=-1, keepdims=True)
+        self.std = np.sqrt((xc ** 2).mean(axis=-1, keepdims=True) + self.eps)
+        self.xhat = xc / self.std
+        return self.params["gamma"] * self.xhat + self.params["beta"]
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.grads["gamma"] = (dout * self.xhat).sum(axis=0)
+        self.grads["beta"] = dout.sum(axis=0)
+        g = dout * self.params["gamma"]
+        return (g - g.mean(-1, keepdims=True)
+                - self.xhat * (g * self.xhat).mean(-1, keepdims=True)) / self.std
+
+
+class LayerNormZerosF64(LayerNorm):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        out = np.zeros(dout.shape)  # float64 whatever dout is
+        out[...] = super().backward(dout)
+        return out
+
+
+class LayerNormZerosF64Wrong(LayerNormZerosF64):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return 2 * super().backward(dout)
+
+
+LN = {"weight_map": {"gamma": "weight", "beta": "bias"}, "input_shape": (3, 5)}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_hand_written_layernorm_passes(dtype: str) -> None:
+    assert check_layer(LayerNorm(), nn.LayerNorm(5), dtype=dtype, **LN).ok
+
+
+def test_a_numpy_float64_scalar_attribute_is_named_as_the_promotion() -> None:
+    report = check_layer(LayerNorm(eps=np.float64(1e-5)), nn.LayerNorm(5), dtype="float32", **LN)
+    bad = _rows(report)
+    assert {"out", "dx"} <= set(bad), report
+    msg = bad["out"].message
+    assert msg.startswith("dtype mismatch: scratch float64, expected float32"), msg
+    assert "the values agree within its tolerance: only the dtype is wrong" in msg
+    assert "eps = np.float64(1e-05)" in msg and "store a Python float" in msg
+
+
+def test_an_array_made_without_dtype_is_suggested_and_wrong_values_are_said() -> None:
+    ok = _rows(check_layer(LayerNormZerosF64(), nn.LayerNorm(5), dtype="float32", **LN))["dx"]
+    assert "only the dtype is wrong" in ok.message and "np.zeros(shape, x.dtype)" in ok.message
+    wrong = _rows(check_layer(LayerNormZerosF64Wrong(), nn.LayerNorm(5), dtype="float32", **LN))["dx"]
+    assert "the values differ as well: 15 / 15 elements beyond the tolerance" in wrong.message
+
+
+def test_a_float32_result_in_a_float64_check_says_precision_is_lost() -> None:
+    class Narrow(LayerNorm):
+        def forward(self, x: np.ndarray) -> np.ndarray:
+            return super().forward(x).astype(np.float32)
+
+    bad = _rows(check_layer(Narrow(), nn.LayerNorm(5), dtype="float64", **LN))
+    assert "computes in float32 behind a float64 interface" in bad["out"].message
+
+
+def test_a_gradient_under_another_key_reads_as_two_sentences() -> None:
+    class WrongKey(LayerNorm):
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            dx = super().backward(dout)
+            self.grads["weight"] = self.grads.pop("gamma")
+            return dx
+
+    bad = _rows(check_layer(WrongKey(), nn.LayerNorm(5), **LN))
+    assert bad["dgamma"].message == (
+        "grads['gamma'] is missing after backward; grads also has ['weight'], which are not "
+        "parameter names (params: ['beta', 'gamma']): a gradient stored under another key?")
+
+
+# ---------------------------------------------------------------------------------------
+# a torch parameter with no scratch counterpart, fixed in the twin
+
+
+class RNN:
+    """tanh RNN over (N, T, D) with one bias; returns every hidden state (N, T, H)."""
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(3)
+        self.params = {"Wx": rng.standard_normal((4, 3)) / 2, "Wh": rng.standard_normal((3, 3)) / 2,
+                       "b": 0.1 * rng.standard_normal(3)}
+        self.grads: dict[str, np.ndarray] = {}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        n, steps, _ = x.shape
+        self.x, self.hs = x, np.zeros((n, steps + 1, 3), x.dtype)
+        for t in range(steps):
+            self.hs[:, t + 1] = np.tanh(x[:, t] @ self.params["Wx"]
+                                        + self.hs[:, t] @ self.params["Wh"] + self.params["b"])
+        return self.hs[:, 1:].copy()
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        g = {k: np.zeros_like(v) for k, v in self.params.items()}
+        dx, dh = np.zeros_like(self.x), np.zeros_like(dout[:, 0])
+        for t in reversed(range(dout.shape[1])):
+            h = self.hs[:, t + 1]
+            da = (dout[:, t] + dh) * (1 - h * h)
+            g["Wx"] += self.x[:, t].T @ da
+            g["Wh"] += self.hs[:, t].T @ da
+            g["b"] += da.sum(0)
+            dx[:, t], dh = da @ self.params["Wx"].T, da @ self.params["Wh"].T
+        self.grads = g
+        return dx
+
+
+class TorchRNN(nn.Module):
+    def __init__(self, freeze_hh_bias: bool) -> None:
+        super().__init__()
+        self.rnn = nn.RNN(4, 3, batch_first=True)
+        if freeze_hh_bias:
+            self.rnn.bias_hh_l0.data.zero_()
+            self.rnn.bias_hh_l0.requires_grad_(False)
+
+    def forward(self, x):  # type: ignore[no-untyped-def]
+        return self.rnn(x)[0]
+
+
+def _rnn_map() -> dict:
+    from reference import WeightSpec, transpose
+
+    return {"Wx": WeightSpec("rnn.weight_ih_l0", transpose, transpose),
+            "Wh": WeightSpec("rnn.weight_hh_l0", transpose, transpose), "b": "rnn.bias_ih_l0"}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_frozen_torch_parameter_needs_no_scratch_counterpart(dtype: str) -> None:
+    report = check_layer(RNN(), TorchRNN(freeze_hh_bias=True), weight_map=_rnn_map(),
+                         input_shape=(3, 4, 4), dtype=dtype)
+    assert report.ok, report
+
+
+def test_an_unmapped_trainable_torch_parameter_says_how_to_fix_it() -> None:
+    from harness import CheckError
+
+    with pytest.raises(CheckError) as exc:
+        check_layer(RNN(), TorchRNN(freeze_hh_bias=False), weight_map=_rnn_map(),
+                    input_shape=(3, 4, 4))
+    msg = str(exc.value)
+    assert "torch parameter(s) ['rnn.bias_hh_l0'] are not mapped" in msg
+    assert "m.rnn.bias_hh_l0.requires_grad_(False)" in msg
