@@ -510,8 +510,10 @@ def _identify(digest: str) -> str | None:
     return None
 
 
-def _checksum_problem(path: Path, name: str, stem: str) -> str | None:
-    """None when the file is a known publication of ``name``/``stem``, else what is wrong."""
+def _checksum_problem(path: Path, name: str, stem: str,
+                      other_hint: str = "wrong directory?") -> str | None:
+    """None when the file is a known publication of ``name``/``stem``, else what is wrong
+    (``other_hint``: what to suspect when it is another known data file)."""
     ck = CHECKSUMS[name][stem]
     digest = _sha256_file(path)
     if digest in ck.gz_sha256 or digest == ck.raw_sha256:
@@ -537,7 +539,7 @@ def _checksum_problem(path: Path, name: str, stem: str) -> str | None:
     return (
         f"checksum mismatch: this {'gzip' if gz else 'uncompressed'} file is not the published "
         f"{name} {stem}{'.gz' if gz else ''} (sha256 {digest}; expected {expected})"
-        + (f". It is the {other} file (wrong directory?)" if other else "")
+        + (f". It is the {other} file ({other_hint})" if other else "")
     )
 
 
@@ -868,8 +870,12 @@ def _fetch(url: str, target: Path, name: str, stem: str, timeout: float) -> None
             out.flush()
             os.fsync(out.fileno())
         assert tmp is not None
-        problem = _checksum_problem(tmp, name, stem)
+        problem = _checksum_problem(tmp, name, stem,
+                                    "the mirror serves another file under this name: a wrong "
+                                    "base URL?")
         if problem:
+            if not _is_gzip(tmp):  # what came is not the .gz asked for: say what it is
+                problem += _not_gzip_note(tmp)
             raise DataError(f"rejected, {problem}")
         os.replace(tmp, target)
         tmp = None
@@ -879,6 +885,23 @@ def _fetch(url: str, target: Path, name: str, stem: str, timeout: float) -> None
                 tmp.unlink()
             except FileNotFoundError:
                 pass
+
+
+def _not_gzip_note(path: Path) -> str:
+    """What a download that is not gzip data starts with (an HTML page is named as such)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(512)
+        size = path.stat().st_size
+    except OSError:
+        return ""
+    text = head.lstrip().lower()
+    html = text.startswith((b"<!doctype html", b"<html", b"<?xml", b"<head", b"<body"))
+    note = f"; the mirror sent {size} bytes that are not gzip data, starting {head[:40]!r}"
+    if html:
+        note += (": a web page, not the file (an error or login page, or the URL of a page "
+                 "that shows the file rather than the file itself?)")
+    return note
 
 
 def _check_writable(dest: Path) -> None:

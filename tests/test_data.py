@@ -1157,3 +1157,26 @@ def test_every_file_that_could_not_be_downloaded_is_listed(
     for stem in FILES[1:]:
         assert f"{stem}.gz: not asked again (unreachable for an earlier file): {dead}, {dead2}" \
             in msg, msg
+
+
+def test_a_mirror_that_serves_a_web_page_or_another_file_is_named_as_such(
+    mnist_dir: Path, fashion_dir: Path, tmp_path: Path, http_mirror: Callable[..., Mirror]
+) -> None:
+    odd = tmp_path / "odd-mirror"
+    odd.mkdir()
+    page = b"<!DOCTYPE html>\n<html><body>Sign in to continue</body></html>\n"
+    for stem in FILES:
+        (odd / f"{stem}.gz").write_bytes(page)
+    shutil.copyfile(fashion_dir / f"{FILES[3]}.gz", odd / f"{FILES[3]}.gz")
+    url, _ = http_mirror(odd)
+    with pytest.raises(hd.DownloadError) as info:
+        download_dataset("mnist", tmp_path / "dl", mirrors=[url])
+    msg = str(info.value)
+    assert (f"{url}{FILES[0]}.gz: rejected, checksum mismatch" in msg
+            and f"the mirror sent {len(page)} bytes that are not gzip data, starting "
+                f"{page[:40]!r}: a web page" in msg
+            and "a web page, not the file" in msg), msg
+    assert (f"It is the fashion-mnist {FILES[3]}.gz file (the mirror serves another file "
+            "under this name: a wrong base URL?)") in msg, msg
+    assert "wrong directory" not in msg, msg
+    assert _leftovers(tmp_path / "dl") == []
