@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from harness.check import CheckError, check_layer
-from harness.compare import ERROR, TensorResult
+from harness.compare import ERROR, FAIL, TensorResult
 from harness.report import LayerReport
 from reference.registry import Twin, lookup, registered, unregister
 
@@ -154,6 +154,8 @@ class LayerSpec:
     default: Any = None
     settings: bool = False  # build with the variant's settings, not the subclass's defaults
     large: bool = False  # a registered layer on inputs large enough to overflow a naive formula
+    # the built-in's own configuration (stride, pad, mode, ...) that a variant changes
+    builtin_settings: dict[str, Any] = field(default_factory=dict)
 
     def build(self, dtype: Any = np.float64, seed: int = 0) -> Any:
         """A fresh instance (the built-in suite's convention: example rng seeded 1000 + seed)."""
@@ -525,7 +527,7 @@ def variant_specs(ls: LayerSpec) -> list[LayerSpec]:
         else:
             usable.append(v)
     return [replace(ls, name=f"{ls.name} ({v.label})", how=f"{ls.how}, {v.label}",
-                    default=v, settings=True) for v in usable]
+                    default=v, settings=True, builtin_settings=base) for v in usable]
 
 
 def _variant_runner(ls: LayerSpec, v: Any, name: str,
@@ -539,9 +541,38 @@ def _variant_runner(ls: LayerSpec, v: Any, name: str,
             res = TensorResult(layer=name, tensor="construct", status=ERROR, dtype=dtype.name,
                                message=f"building the layer raised {type(exc).__name__}: {exc}")
             return LayerReport(layer=name, dtype=dtype.name, seed=seed, results=[res])
-        return v.check(layer, dtype, seed, batch, name=name, **kwargs)
+        report = v.check(layer, dtype, seed, batch, name=name, **kwargs)
+        if settings and v.label:
+            _explain_setting(report, ls, v, layer)
+        return report
 
     return run
+
+
+def _explain_setting(report: LayerReport, ls: LayerSpec, v: Any, layer: Any) -> None:
+    """Say on each failing row of a subclass checked in one of the built-in's other settings
+    which setting that is: a class that implements only the built-in's default (a book
+    BatchNorm that always flattens, whatever ``mode`` its inherited constructor took) fails
+    there with a NumPy error that names no setting."""
+    bad = [r for r in report.results if r.status in (FAIL, ERROR)]
+    if not bad:
+        return
+    base = ls.builtin_settings
+    changed = {k: val for k, val in _settings(layer).items() if k in base and base[k] != val}
+    what = ", ".join(f"{k}={val!r}" for k, val in changed.items())
+    how = [f"built with {what}"] if what else []
+    if v.kwargs.get("train", True) is False:
+        how.append("forward(x, train_flg=False), then backward: the test-time derivative, "
+                   "as torch's eval mode computes it")
+    note = (f"the built-in {getattr(v, 'base', type(layer)).__name__}'s '{v.label}' setting"
+            + (f": {ls.cls.__name__} {'; '.join(how)}" if how else ""))
+    if changed:
+        keep = ", ".join(f"{k}={base[k]!r}" for k in changed)
+        note += (f"; a class that does not implement {' / '.join(changed)} can fix it in its "
+                 f"constructor (super().__init__(..., {keep})): this setting is then skipped "
+                 f"with a note")
+    for r in bad:
+        r.message = f"{r.message} [{note}]" if r.message else f"[{note}]"
 
 
 def user_notes() -> dict[str, list[str]]:

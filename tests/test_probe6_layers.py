@@ -10,6 +10,7 @@ from torch import nn
 
 from harness import check_layer
 from harness.compare import FAIL
+from scratch import BatchNormalization
 
 
 def _rows(report, status=FAIL):
@@ -241,3 +242,76 @@ def test_an_unmapped_trainable_torch_parameter_says_how_to_fix_it() -> None:
     msg = str(exc.value)
     assert "torch parameter(s) ['rnn.bias_hh_l0'] are not mapped" in msg
     assert "m.rnn.bias_hh_l0.requires_grad_(False)" in msg
+
+
+# ---------------------------------------------------------------------------------------
+# a subclass that implements only the built-in's default setting
+
+
+class BookBatchNorm(BatchNormalization):
+    """The book's BatchNormalization: always flattens (the classic mode), whatever ``mode``
+    its inherited constructor was given."""
+
+    def forward(self, x: np.ndarray, train_flg: bool = True) -> np.ndarray:
+        self.input_shape = x.shape
+        x2 = x.reshape(x.shape[0], -1)
+        if train_flg:
+            mu = x2.mean(axis=0)
+            self.xc = x2 - mu
+            var = (self.xc ** 2).mean(axis=0)
+            self.std = np.sqrt(var + self.eps)
+            self.xn, self.batch_size = self.xc / self.std, x2.shape[0]
+            self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
+            self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
+            xn = self.xn
+        else:
+            xn = (x2 - self.running_mean) / np.sqrt(self.running_var + self.eps)
+        return (self.params["gamma"] * xn + self.params["beta"]).reshape(x.shape)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        d = dout.reshape(dout.shape[0], -1)
+        self.grads["beta"] = d.sum(axis=0)
+        self.grads["gamma"] = (self.xn * d).sum(axis=0)
+        dxn = self.params["gamma"] * d
+        dxc = dxn / self.std
+        dvar = -0.5 * np.sum(dxn * self.xc / self.std ** 3, axis=0)
+        dxc = dxc + (2.0 / self.batch_size) * self.xc * dvar
+        return (dxc - dxc.mean(axis=0)).reshape(self.input_shape)
+
+
+def _variant(cls: type, label: str):  # type: ignore[no-untyped-def]
+    from harness.user_modules import spec_for_class, variant_specs
+
+    spec = spec_for_class(cls)
+    assert spec is not None
+    return next(v for v in variant_specs(spec) if v.name.endswith(f"({label})"))
+
+
+def test_a_setting_the_subclass_ignores_is_named_with_the_way_out() -> None:
+    from harness.compare import ERROR
+
+    report = _variant(BookBatchNorm, "4-D, per channel").check("float64", 0, 3)
+    errors = [r for r in report.results if r.status == ERROR]
+    assert errors, report
+    msg = errors[0].message
+    assert msg.startswith("ValueError: operands could not be broadcast together"), msg
+    assert ("[the built-in BatchNormalization's '4-D, per channel' setting: BookBatchNorm built "
+            "with mode='per_channel'") in msg
+    assert "can fix it in its constructor (super().__init__(..., mode='classic'))" in msg
+
+
+def test_the_eval_setting_says_backward_follows_a_test_time_forward() -> None:
+    from harness.compare import ERROR
+
+    report = _variant(BookBatchNorm, "eval").check("float64", 0, 3)
+    bad = [r for r in report.results if r.status == ERROR]
+    assert bad and "forward(x, train_flg=False), then backward" in bad[0].message, report
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_the_book_batchnorm_passes_in_the_settings_it_implements(dtype: str) -> None:
+    for label in ("4-D, per activation",):
+        assert _variant(BookBatchNorm, label).check(dtype, 0, 3).ok
+    from harness.user_modules import spec_for_class
+
+    assert spec_for_class(BookBatchNorm).check(dtype, 0, 3).ok
