@@ -706,6 +706,8 @@ WHY_UNCHANGED = {
              "np.where"),
     "x": ("; the caller's array (a batch of the data set, a previous layer's output its "
           "backward still needs) is corrupted; work on a copy"),
+    "t": ("; the targets belong to the caller (the data set's labels, read again every "
+          "epoch and by the accuracy); work on a copy (diff = x - t, not t -= x)"),
     "output": ("; backward wrote into the array forward returned, which belongs to the caller "
                "(the next layer keeps it as its input, a training loop reads it for the loss or "
                "the accuracy); compute into a new array (y * (...) rather than y *= ...)"),

@@ -315,3 +315,20 @@ def test_the_book_batchnorm_passes_in_the_settings_it_implements(dtype: str) -> 
     from harness.user_modules import spec_for_class
 
     assert spec_for_class(BookBatchNorm).check(dtype, 0, 3).ok
+
+
+def test_a_loss_writing_into_its_targets_says_why_it_matters() -> None:
+    from scratch import MeanSquaredError
+
+    class MSE(MeanSquaredError):
+        def forward(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+            t -= x
+            self.diff = -t
+            return 0.5 * np.sum(self.diff ** 2) / x.shape[0]
+
+        def backward(self, dout: float = 1.0) -> np.ndarray:
+            return dout * self.diff / self.diff.shape[0]
+
+    bad = _rows(check_layer(MSE(), input_shape=(3, 5)))
+    assert list(bad) == ["targets t unchanged"], bad
+    assert "the targets belong to the caller" in bad["targets t unchanged"].message
