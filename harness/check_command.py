@@ -17,6 +17,13 @@ from harness.suite import BATCHES, DTYPES, SEEDS, all_cases
 
 SEVERITY = {PASS: 0, VACUOUS: 1, FAIL: 2, ERROR: 3}
 
+# Upper bounds of the grid. Every seed repeats every check (300 checks a seed for the whole
+# suite, ~3 s here) and every report keeps every run: 100 seeds is ~5 minutes.
+# Many random draws are the job of `nn-parity selftest --false-alarms N`. A batch of 1024
+# rows is ~100x the default's largest; larger ones only cost memory (a convolution's im2col).
+MAX_SEEDS = 100
+MAX_BATCH = 1024
+
 
 def _ints(text: str) -> tuple[int, ...]:
     """``"3"`` or ``"1,3,8"`` (argparse ``type=``): ``--batches 1 3 8`` and ``--batches 1,3,8``
@@ -30,10 +37,12 @@ def _ints(text: str) -> tuple[int, ...]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", metavar="PATTERN", action="append",
                    help="check only components whose name matches (glob; repeatable)")
-    p.add_argument("--dtype", choices=["float32", "float64", "both"], default="both")
-    p.add_argument("--seeds", type=int, default=len(SEEDS), help="seeds per shape (default 2)")
-    p.add_argument("--batches", type=_ints, nargs="+", default=[tuple(BATCHES)],
-                   help="batch sizes (default 1 3 8)")
+    p.add_argument("--dtype", choices=["float32", "float64", "both"], default="both",
+                   help="dtype of the checks (default both)")
+    p.add_argument("--seeds", type=int, default=len(SEEDS), metavar="N",
+                   help=f"seeds per shape, 1 to {MAX_SEEDS} (default {len(SEEDS)})")
+    p.add_argument("--batches", type=_ints, nargs="+", default=[tuple(BATCHES)], metavar="N",
+                   help=f"batch sizes, 1 to {MAX_BATCH} (default 1 3 8; 1 3 8 or 1,3,8)")
     p.add_argument("--module", metavar="PATH_OR_MODULE", action="append",
                    help="import a user module (file path or dotted name) and check its layers "
                         "(only those; repeatable)")
@@ -201,8 +210,15 @@ def _check_arguments(args: argparse.Namespace) -> None:
     args.batches = [b for part in args.batches for b in (part if isinstance(part, tuple) else (part,))]
     if args.seeds < 1:
         raise CheckError(f"--seeds must be >= 1, got {args.seeds} (nothing would be checked)")
+    if args.seeds > MAX_SEEDS:
+        raise CheckError(f"--seeds must be <= {MAX_SEEDS}, got {args.seeds} (each seed repeats "
+                         f"every check; for many random draws use `nn-parity selftest "
+                         f"--false-alarms N`)")
     if any(b < 1 for b in args.batches):
         raise CheckError(f"--batches must be positive integers, got {args.batches}")
+    if any(b > MAX_BATCH for b in args.batches):
+        raise CheckError(f"--batches must be <= {MAX_BATCH}, got {max(args.batches)} (a larger "
+                         f"batch finds no more bugs and may not fit in memory)")
     if getattr(args, "input_shape", None) is not None and not args.module:
         raise CheckError("--input-shape applies to --module layers only (the built-in "
                          "components have their own shapes)")
