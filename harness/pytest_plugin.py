@@ -34,6 +34,7 @@ module imports it before listing it in ``pytest_plugins``.)
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -208,7 +209,7 @@ class ParityCase:
 
     @property
     def id(self) -> str:
-        return f"{self.name}-{self.dtype}-seed{self.seed}"
+        return f"{id_word(self.name)}-{self.dtype}-seed{self.seed}"
 
     def check(self) -> Any:
         __tracebackhide__ = True
@@ -216,6 +217,15 @@ class ParityCase:
 
     def __repr__(self) -> str:
         return f"ParityCase({self.id})"
+
+
+def id_word(name: str) -> str:
+    """A display name as one word for a pytest id: ``"MyConv (stride 2, pad 1)"`` ->
+    ``"MyConv_stride_2_pad_1"``, so that ``pytest -k stride_2_pad_1`` (or ``-k MyConv_stride``)
+    selects it; ``-k`` cannot name spaces, commas or parentheses. Letters, digits, ``_``,
+    ``.`` and ``-`` are kept; every other run of characters is one ``_``."""
+    word = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name).strip("_")
+    return word or "layer"
 
 
 def _expand(target: Any) -> list[tuple[str, Any]]:
@@ -278,6 +288,9 @@ class NotChecked:
 def parity_cases(*targets: Any, dtypes: Iterable[str] = DEFAULT_DTYPES,
                  seeds: Iterable[int] = DEFAULT_SEEDS, **kwargs: Any) -> list[Any]:
     """``pytest.param`` cases (ids ``<Layer>-<dtype>-seed<n>``) for every target x dtype x seed.
+    A setting in the layer's name is part of the id as one word (``MyConv (stride 2, pad 1)``
+    -> ``MyConv_stride_2_pad_1-float64-seed0``: :func:`id_word`), selectable with ``-k``;
+    reports and failure messages keep the display name.
 
     Use with ``@pytest.mark.parametrize("case", parity_cases(...))`` and ``case.check()``, or
     let :func:`parity_test` write the test. ``kwargs`` go to every check (e.g. ``batch=8``, or
@@ -289,11 +302,11 @@ def parity_cases(*targets: Any, dtypes: Iterable[str] = DEFAULT_DTYPES,
     seen: dict[str, int] = {}
     for target in targets:
         for name, obj in _expand(target):
-            n = seen.get(name, 0)
-            seen[name] = n + 1
+            n = seen.get(id_word(name), 0)  # names that differ only in punctuation count as one
+            seen[id_word(name)] = n + 1
             label = name if n == 0 else f"{name}{n + 1}"
             if isinstance(obj, NotChecked):  # one skipped test, not one per dtype and seed
-                params.append(pytest.param(None, id=f"{label}-not-checked",
+                params.append(pytest.param(None, id=f"{id_word(label)}-not-checked",
                                            marks=pytest.mark.skip(reason=obj.reason)))
                 continue
             for dtype in dtypes:

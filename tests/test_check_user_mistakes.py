@@ -334,7 +334,7 @@ def test_a_padding_bug_fails_parity_test(conv_pad_bug):
                                                      dtypes=["float64"],
                                                      seeds=[0])}
     cases["MyConv-float64-seed0"].check()  # stride 1, pad 0: the bug does not show
-    raises(ParityError, cases["MyConv (stride 2, pad 1)-float64-seed0"].check)
+    raises(ParityError, cases["MyConv_stride_2_pad_1-float64-seed0"].check)
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import pytest
 
 import scratch
 from harness.compare import FAIL
-from harness.pytest_plugin import ParityError, assert_parity, is_autoloaded, parity_cases
+from harness.pytest_plugin import ParityError, assert_parity, id_word, is_autoloaded, parity_cases
 from harness.suite import variants_for
 
 pytest_plugins = ["pytester"]
@@ -134,8 +134,11 @@ def test_parity_cases_ids() -> None:
     # each subclass also in the built-in's other settings (as check --module), named after them
     names = [n for c in (scratch.Relu, scratch.Affine, scratch.SoftmaxWithLoss)
              for n in (c.__name__, *(f"{c.__name__} ({v.label})" for v in variants_for(c) if v.label))]
-    assert ids == [f"{n}-{d}-seed0" for n in names for d in ("float32", "float64")]
-    assert "Affine (4-D input)-float64-seed0" in ids
+    assert ids == [f"{id_word(n)}-{d}-seed0" for n in names for d in ("float32", "float64")]
+    assert "Affine_4-D_input-float64-seed0" in ids  # one word: pytest -k can select it
+    assert not any(c in i for i in ids for c in " (),")
+    cases = [p.values[0] for p in parity_cases(module, seeds=[0])]
+    assert "Affine (4-D input)" in {c.name for c in cases}  # the display name is kept
     for p in params:
         p.values[0].check()
 
@@ -220,3 +223,31 @@ def test_parity_test_skips_a_class_without_a_twin_visibly(pytester: pytest.Pytes
     result = pytester.runpytest("-p", "no:cacheprovider", "-rs")
     result.assert_outcomes(passed=4, skipped=1)  # Relu and Relu (exact zeros) x 2 dtypes
     result.stdout.fnmatch_lines(["*Swish has forward/backward but no PyTorch twin*"])
+
+
+def test_ids_are_one_word_each_so_plain_k_selects_a_setting(pytester: pytest.Pytester) -> None:
+    """``pytest -k`` cannot name spaces or parentheses: a layer's setting is part of its id as
+    one word, and the failure message keeps the display name."""
+    assert id_word("MyConv (stride 2, pad 1)") == "MyConv_stride_2_pad_1"
+    assert id_word("BatchNormalization (4-D, per channel)") == "BatchNormalization_4-D_per_channel"
+    assert id_word("mod.Dense (large inputs)") == "mod.Dense_large_inputs"
+    pytester.makepyfile(
+        convs="import numpy as np\n"
+              "import scratch\n"
+              "class MyConv(scratch.Convolution):\n"
+              "    def backward(self, dout):\n"
+              "        return np.roll(super().backward(dout), 1, axis=-1) if self.pad else "
+              "super().backward(dout)\n",
+        test_convs="import convs\n"
+                   "from harness.pytest_plugin import parity_test\n"
+                   "test_convs = parity_test(convs, dtypes=['float64'], seeds=[0])\n",
+    )
+    others = sum(1 for v in variants_for(scratch.Convolution) if v.label)
+    result = pytester.runpytest(*ARGS, "-k", "stride_2_pad_1", "-rf")
+    result.assert_outcomes(failed=1, deselected=others)
+    result.stdout.fnmatch_lines([
+        "E*ParityError: MyConv (stride 2, pad 1) [[]float64, *",
+        "FAILED test_convs.py::test_convs[[]MyConv_stride_2_pad_1-float64-seed0[]]*",
+    ])
+    result = pytester.runpytest(*ARGS, "-k", "MyConv and not stride and not kernel and not filters")
+    result.assert_outcomes(passed=1, deselected=others)
