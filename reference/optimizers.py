@@ -128,7 +128,11 @@ def compare_steps(ours: list[np.ndarray], theirs: list[np.ndarray], *, tensor: s
     return r
 
 
-DEFAULT_SHAPES: dict[str, tuple[int, ...]] = {"W1": (5, 4), "b1": (4,), "W2": (4, 3), "b2": (3,)}
+DEFAULT_SHAPES: dict[str, tuple[int, ...]] = {"W1": (5, 4), "b1": (4,), "W2": (4, 4), "b2": (4,),
+                                              "W3": (4, 3), "b3": (3,)}
+"""A three-layer net's parameters (hidden sizes 4 and 4): b1 and b2, and W2 with W1 where a
+batch size makes W1 square, have the same shape, so state kept per shape (or one array shared
+by every parameter of a size) instead of per parameter name is caught too."""
 
 
 def _schedule(lr_schedule: dict[int, float] | Callable[[int], float | None] | None,
@@ -257,6 +261,8 @@ def check_optimizer(
                     f"update() that caches lr, or a form that keeps the old lr in its state "
                     f"(the classic Momentum), differs there; lr_schedule=None checks at a "
                     f"constant lr)")
+        if not note:
+            note = _shared_shape_note(report, shapes)
         if note:
             report.info["note"] = note
             for r in report.results:
@@ -268,6 +274,26 @@ def check_optimizer(
     report.info["lr_schedule"] = (repr(lr_schedule) if isinstance(lr_schedule, dict) else
                                   "function" if lr_schedule is not None else None)
     return report
+
+
+def _shared_shape_note(report: LayerReport, shapes: dict[str, tuple[int, ...]]) -> str:
+    """When exactly the parameters that share their shape with another fail (and at least one
+    of a shape of its own passes): the optimizer keeps its state per shape or size."""
+    failed = {r.tensor for r in report.results if r.status == FAIL}
+    if not failed or not failed <= set(shapes):
+        return ""
+    by_shape: dict[tuple[int, ...], list[str]] = {}
+    for k, s in shapes.items():
+        by_shape.setdefault(tuple(s), []).append(k)
+    shared = {k for ks in by_shape.values() if len(ks) > 1 for k in ks}
+    if not failed <= shared or not set(shapes) - shared:
+        return ""
+    groups = "; ".join(f"{', '.join(ks)} {s}" for s, ks in by_shape.items()
+                       if len(ks) > 1 and set(ks) & failed)
+    return (f"(only parameters that share their shape with another fail ({groups}); those "
+            "of a shape of their own pass: is the state (velocity, accumulators) keyed by "
+            "shape or size, or one array reused for several parameters, instead of one per "
+            "parameter name?)")
 
 
 def _unmoved(theirs: list[np.ndarray], start: np.ndarray, dtype: np.dtype) -> bool:
@@ -581,9 +607,9 @@ def check_weight_decay(
 
 
 def shapes_for(batch: int) -> dict[str, tuple[int, ...]]:
-    """The parameters an optimizer check updates: a net's W1, b1, W2, b2 (W1's rows grow with
-    ``batch``, so that the suite's batch sizes give other shapes)."""
-    return {"W1": (batch + 2, 4), "b1": (4,), "W2": (4, 3), "b2": (3,)}
+    """The parameters an optimizer check updates: :data:`DEFAULT_SHAPES` with W1's rows
+    growing with ``batch``, so that the suite's batch sizes give other shapes."""
+    return {**DEFAULT_SHAPES, "W1": (batch + 2, 4)}
 
 
 def _register_cases() -> None:

@@ -122,3 +122,23 @@ def test_the_auto_schedule_is_off_where_the_forms_differ_under_a_schedule():
 def test_a_form_that_is_not_torchs_says_why_it_fails():
     assert "form='bengio' or form='torch'" in first_failure(Nesterov(lr=0.1))
     assert "only form='torch'" in first_failure(Momentum(lr=0.1), lr_schedule={5: 0.01})
+
+
+class AdaGradPerShape(AdaGrad):
+    """Keeps one accumulator per parameter *shape*: parameters of one shape share it."""
+
+    def update(self, params, grads):
+        for key, p in params.items():
+            h = self.h.setdefault(p.shape, np.zeros_like(p))
+            h += grads[key] * grads[key]
+            p -= self.lr * grads[key] / (np.sqrt(h) + self.eps)
+
+
+def test_state_kept_per_shape_instead_of_per_parameter_fails_with_a_note():
+    for dtype in DTYPES:
+        report = check_optimizer(AdaGradPerShape(lr=0.1), dtype=dtype)
+        failed = {r.tensor for r in report.results if r.status == "FAIL"}
+        assert failed == {"b1", "b2"}, str(report)  # the two (4,) biases of the default net
+        assert "only parameters that share their shape with another fail (b1, b2 (4,))" in \
+            report["b2"].message
+        assert "keyed by shape or size" in report.info["note"]
