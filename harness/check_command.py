@@ -198,6 +198,20 @@ def print_table(rows: list[dict], report: RunReport, args: argparse.Namespace) -
     print_text(con, verdict_line(report), style="bold green" if report.ok else "bold red")
 
 
+def _print_run(notes: dict[str, list[str]], not_checked: list[str], rows: list[dict],
+               report: RunReport, args: argparse.Namespace) -> None:
+    """The notes (a class found but not checked is a warning on stderr, even with -q), then
+    the table and the verdict."""
+    for name, lines in notes.items():
+        for line in lines:
+            if name in not_checked:
+                print(f"warning: {name}: {line}", file=sys.stderr)
+            elif not args.quiet:
+                print(f"note: {name}: {line}")
+    print_table(rows, report, args)
+    sys.stdout.flush()
+
+
 def verdict_line(report: RunReport) -> str:
     from harness.reports import verdict_line as line
 
@@ -278,20 +292,20 @@ def run(args: argparse.Namespace) -> RunReport:
             if line not in notes.setdefault(name, []):
                 notes[name].append(line)
     notes = {k: v for k, v in notes.items() if v}
+    not_checked: list[str] = []
     if notes:
         report.summary["notes"] = notes
         not_checked = sorted(n for n, lines in notes.items()
                              if any("so it was not checked" in line for line in lines))
         if not_checked:  # classes of a --module it found but could not check: even with -q
             report.summary["not_checked"] = not_checked
-        for name, lines in notes.items():
-            for line in lines:
-                if name in not_checked:  # found but not checked: a warning, even with -q
-                    print(f"warning: {name}: {line}", file=sys.stderr)
-                elif not args.quiet:
-                    print(f"note: {name}: {line}")
-    print_table(rows, report, args)
-    sys.stdout.flush()
+    try:
+        _print_run(notes, not_checked, rows, report, args)
+    except BrokenPipeError:  # `nn-parity check --junit-xml j.xml | head`: the run is done,
+        from harness.cli import silence_stdout  # its reports are still written
+
+        silence_stdout()
+        report.output_closed = True
     errors = report.summary.get("setup_errors", {})
     for name, message in errors.items():
         if any(name.startswith(f"{other} (") for other in errors):

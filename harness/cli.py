@@ -2,7 +2,7 @@
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
 ``run(args) -> RunReport | int``. Exit codes: 0 all pass, 1 a mismatch (or a vacuous check),
-2 usage or data error.
+2 usage or data error, 130 interrupted, 141 the reader of the output left mid-run (``| head``).
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nn-parity",
         description="Prove that a from-scratch NumPy network computes what PyTorch computes.",
-        epilog="exit codes: 0 all pass, 1 mismatch or vacuous check, 2 usage or data error",
+        epilog="exit codes: 0 all pass, 1 mismatch or vacuous check, 2 usage, setup or data error, "
+               "130 interrupted, 141 output closed by its reader mid-run (| head)",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parser.set_defaults(_parsers={})
@@ -81,7 +82,7 @@ def _one_line_data_warnings(show: Callable[..., Any]) -> Callable[..., Any]:
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a command cut off by a pipe
 
 
-def _silence_stdout() -> None:
+def silence_stdout() -> None:
     """Point stdout at /dev/null so the interpreter's final flush does not raise again."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
@@ -125,8 +126,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except BrokenPipeError:  # the reader left (nn-parity check --list | head): no traceback
-        _silence_stdout()
+    except BrokenPipeError:  # the reader left mid-run (nn-parity train | head): no traceback
+        silence_stdout()
         return EXIT_BROKEN_PIPE
     if isinstance(result, int):
         return result

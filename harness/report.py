@@ -168,6 +168,9 @@ class RunReport:
     # Output files (a figure, curves) that could not be written: the run still writes every
     # other report, then exits 2 (harness.cli.main).
     output_errors: list[str] = field(default_factory=list)
+    # The reader of stdout left while the finished run was being printed (``| head``): the
+    # reports are still written and the exit code is the verdict's (harness.cli.main).
+    output_closed: bool = False
 
     @property
     def results(self) -> list[TensorResult]:

@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sys
 from collections.abc import Callable, Iterator
@@ -34,6 +35,16 @@ def _isatty(stream: IO[str]) -> bool:
         return False
 
 
+class ParityConsole(Console):
+    """A rich ``Console`` whose reader leaving (``nn-parity check | head``) is a
+    ``BrokenPipeError`` for the command to handle. Rich's own handling exits with status 1,
+    which reads as "a mismatch" to a script or CI."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # nothing more to print: the reader is gone
+        raise BrokenPipeError(errno.EPIPE, "the reader of the output left")
+
+
 def console(stderr: bool = False, file: IO[str] | None = None) -> Console:
     """A console on ``file`` (default stdout, or stderr): styled only on a colour terminal."""
     stream = file if file is not None else (sys.stderr if stderr else sys.stdout)
@@ -45,7 +56,7 @@ def console(stderr: bool = False, file: IO[str] | None = None) -> Console:
         kwargs["force_terminal"] = False
     if not tty and "COLUMNS" not in os.environ:
         kwargs["width"] = 160
-    return Console(**kwargs)
+    return ParityConsole(**kwargs)
 
 
 def print_text(con: Console, text: str, style: str | None = None) -> None:

@@ -3,10 +3,19 @@ problem, and report files that are never lost."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
 import pytest
 
 from harness.check_command import MAX_BATCH, MAX_SEEDS
 from harness.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+FAST = ["check", "--only", "Relu", "--dtype", "float64", "--seeds", "1", "--batches", "2"]
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -36,3 +45,40 @@ def test_help_states_the_limits(capsys) -> None:
     out = " ".join(capsys.readouterr().out.split())
     assert f"seeds per shape, 1 to {MAX_SEEDS}" in out
     assert f"batch sizes, 1 to {MAX_BATCH}" in out
+
+
+def _run_with_stdout_closed(argv: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """``nn-parity ARGV | head -0``: the reader of stdout is gone before anything is printed."""
+    proc = subprocess.Popen([sys.executable, "-m", "harness", *argv], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=REPO, text=True)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.close()
+    err = proc.stderr.read()
+    return subprocess.CompletedProcess(proc.args, proc.wait(timeout=300), "", err)
+
+
+def test_a_closed_pipe_still_writes_the_reports_and_keeps_the_verdicts_exit_code(tmp_path) -> None:
+    """``nn-parity check --junit-xml j.xml | head``: rich's own broken-pipe handling exited 1
+    (read as "a mismatch" by CI) before any report was written. The run is finished when the
+    table is printed: the reports are written and the exit code is the verdict's."""
+    junit, js = tmp_path / "j.xml", tmp_path / "r.json"
+    proc = _run_with_stdout_closed([*FAST, "--junit-xml", str(junit), "--json", str(js)], tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr, proc.stderr
+    assert json.loads(js.read_text())["exit_code"] == 0
+    assert ET.parse(junit).getroot().get("failures") == "0"
+
+
+def test_a_failing_run_with_a_closed_pipe_exits_1_not_a_broken_pipe_code(tmp_path) -> None:
+    js = tmp_path / "r.json"
+    proc = _run_with_stdout_closed(["check", "--module", str(REPO / "examples" / "user_layers_buggy.py"),
+                                    "--only", "*SoftmaxWithLoss", "--dtype", "float64", "--seeds",
+                                    "1", "--batches", "3", "--json", str(js)], tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert json.loads(js.read_text())["ok"] is False
+
+
+def test_a_command_cut_off_mid_run_exits_141_without_a_traceback(tmp_path) -> None:
+    proc = _run_with_stdout_closed(["check", "--list"], tmp_path)
+    assert proc.returncode == 141, proc.stderr
+    assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
