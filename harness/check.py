@@ -12,6 +12,7 @@ import functools
 import inspect
 import math
 import re
+import threading
 import traceback
 import types
 from collections.abc import Callable, Iterable, MutableMapping
@@ -33,7 +34,7 @@ from harness.compare import (
     default_tolerance,
 )
 from harness.report import LayerReport
-from reference.registry import Twin, WeightSpec, lookup
+from reference.registry import Twin, WeightSpec, identity, lookup, transpose
 
 FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 TORCH_DTYPE = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
@@ -1433,6 +1434,8 @@ def check_layer(
     name = name or layer_name(layer)
     seed, tol = validate_seed(seed), validate_tol(tol)
     twin, _ = resolve_twin(layer, module, weight_map)
+    given = dict(layer=layer, module=module, input_shape=input_shape, dtype=dtype, seed=seed,
+                 batch=batch, x=x, t=t, dout=dout, tol=tol, train=train, name=name)
     layer, how = adapt_layer(layer, twin, module)
     work = copy_layer(layer, dtype, twin.buffer_map, name)
     generated = x is None
@@ -1488,7 +1491,60 @@ def check_layer(
         report.results.extend(_guarded(
             name, numerical_results, layer, twin, x, name=name, t=arrays.get("t"),
             dout=arrays.get("dout"), train=train))
+    _suggest_layout(report, twin, work, given)
     return report
+
+
+_RETRY = threading.local()
+
+
+def _square_layout_swaps(twin: Twin, work: Any) -> dict[str, WeightSpec]:
+    """The weight map with the layout conversion of every square 2-D parameter swapped (none
+    <-> transpose): the one mistake in a weight map that no shape check can see."""
+    params = getattr(work, "params", None) or {}
+    swapped: dict[str, WeightSpec] = {}
+    for k, spec in twin.weight_map.items():
+        p = params.get(k) if isinstance(params, dict) else None
+        if not (isinstance(p, np.ndarray) and p.ndim == 2 and p.shape[0] == p.shape[1] > 1):
+            continue
+        if spec.to_torch is identity and spec.from_torch is identity:
+            swapped[k] = WeightSpec(spec.torch_name, transpose, transpose)
+        elif spec.to_torch is transpose and spec.from_torch is transpose:
+            swapped[k] = WeightSpec(spec.torch_name)
+    return swapped
+
+
+def _suggest_layout(report: LayerReport, twin: Twin, work: Any, given: dict[str, Any]) -> None:
+    """A square weight mapped with the wrong layout (``"W": "weight"`` for an ``x @ W`` layer
+    against ``nn.Linear``, whose weight is (out, in)) fails a correct layer on out, dx and dW
+    with no shape to give it away. When a value row fails, run the check once more with each
+    square weight's layout swapped; if every tensor then passes, say so on the failing rows."""
+    if getattr(_RETRY, "active", False) or not any(
+            r.status == FAIL and not r.tensor.endswith("unchanged") for r in report.results):
+        return
+    swaps = _square_layout_swaps(twin, work)
+    if not swaps:
+        return
+    wm = {**twin.weight_map, **swaps}
+    _RETRY.active = True
+    try:
+        other = check_layer(**given, weight_map=wm)
+    except Exception:  # the suggestion is a bonus: the report stands as it is
+        return
+    finally:
+        _RETRY.active = False
+    if not other.ok:
+        return
+    fix = ", ".join(f"{k!r}: WeightSpec({s.torch_name!r}, transpose, transpose)"
+                    if s.to_torch is transpose else f"{k!r}: {s.torch_name!r}"
+                    for k, s in swaps.items())
+    note = (f"with the layout of the square weight(s) {sorted(swaps)} swapped in the weight map "
+            f"({fix}) every tensor passes: the weight map is wrong, not the layer (nn.Linear "
+            f"keeps weight as (out, in), the transpose of the book's W of shape (in, out))")
+    for r in report.results:
+        if r.status == FAIL:
+            r.message = f"{r.message} [{note}]" if r.message else f"[{note}]"
+    report.info.setdefault("notes", []).append(note)
 
 
 def _net_layers(net: Any) -> list[tuple[str, Any]]:

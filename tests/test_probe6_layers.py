@@ -332,3 +332,55 @@ def test_a_loss_writing_into_its_targets_says_why_it_matters() -> None:
     bad = _rows(check_layer(MSE(), input_shape=(3, 5)))
     assert list(bad) == ["targets t unchanged"], bad
     assert "the targets belong to the caller" in bad["targets t unchanged"].message
+
+
+# ---------------------------------------------------------------------------------------
+# a square weight mapped with the wrong layout: the map is wrong, not the layer
+
+
+class SquareDense:
+    """``x @ W + b`` with W of shape (in, out) = (5, 5)."""
+
+    def __init__(self) -> None:
+        rng = np.random.default_rng(4)
+        self.params = {"W": rng.standard_normal((5, 5)), "b": 0.1 * rng.standard_normal(5)}
+        self.grads: dict[str, np.ndarray] = {}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.x = x
+        return x @ self.params["W"] + self.params["b"]
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.grads["W"], self.grads["b"] = self.x.T @ dout, dout.sum(axis=0)
+        return dout @ self.params["W"].T
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_square_weight_without_its_transpose_is_named_as_the_maps_fault(dtype: str) -> None:
+    report = check_layer(SquareDense(), nn.Linear(5, 5), weight_map={"W": "weight", "b": "bias"},
+                         input_shape=(3, 5), dtype=dtype)
+    bad = _rows(report)
+    assert {"out", "dx", "dW"} <= set(bad), report
+    for r in bad.values():
+        assert "the weight map is wrong, not the layer" in r.message
+        assert "'W': WeightSpec('weight', transpose, transpose)" in r.message
+    from reference import WeightSpec, transpose
+
+    fixed = {"W": WeightSpec("weight", transpose, transpose), "b": "bias"}
+    assert check_layer(SquareDense(), nn.Linear(5, 5), weight_map=fixed, input_shape=(3, 5),
+                       dtype=dtype).ok
+
+
+def test_a_real_bug_with_a_square_weight_gets_no_layout_note() -> None:
+    class Buggy(SquareDense):
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            super().backward(dout)
+            return dout @ self.params["W"]  # transpose forgotten in dx
+
+    from reference import WeightSpec, transpose
+
+    report = check_layer(Buggy(), nn.Linear(5, 5), input_shape=(3, 5), weight_map={
+        "W": WeightSpec("weight", transpose, transpose), "b": "bias"})
+    bad = _rows(report)
+    assert list(bad) == ["dx"], report
+    assert "weight map" not in bad["dx"].message
