@@ -139,8 +139,19 @@ def plot_training(result: TrainResult, path: str | os.PathLike[str],
         head += " - " + ("AGREE" if analysis.agree else "DISAGREE")
         if analysis.agree is False and analysis.first_step is not None:
             head += f" (first at step {analysis.first_step}, {analysis.first_tensor})"
+        elif analysis.agree is False and analysis.eval_failure is not None:
+            ev = analysis.eval_failure
+            head += f" ({ev.get('check')} at the evaluation of step {ev.get('step')})"
     fig.suptitle(head, fontsize=11)
-    fig.savefig(path)
+    # drawn in memory, then written atomically (a temp file beside it, then a rename): a
+    # figure that fails half-way never leaves a broken file or clobbers the previous one
+    import io
+
+    from harness.reports import _atomic_write
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix[1:].lower())
+    _atomic_write(path, buf.getvalue())
     return path
 
 

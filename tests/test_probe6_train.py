@@ -84,3 +84,45 @@ def test_a_predict_that_updates_running_statistics_is_named(subset, mode) -> Non
     assert an.eval_failure["check"] == "eval state"
     assert "predict() in evaluation mode changed BatchNorm1.running_mean" in an.verdict
     assert "evaluation changes the net's state at the evaluation of step 0" in an.verdict
+
+
+def test_a_figure_that_fails_half_way_leaves_the_previous_file_intact(
+        subset, tmp_path, monkeypatch) -> None:
+    from matplotlib.figure import Figure
+
+    from harness.plots import plot_training
+
+    r, an = run(subset, None, 3)
+    path = tmp_path / "train.png"
+    path.write_bytes(b"the previous figure")
+
+    def broken_savefig(self: Any, fname: Any, *args: Any, **kwargs: Any) -> None:
+        if hasattr(fname, "write"):
+            fname.write(b"\x89PNG half")
+        else:
+            with open(fname, "wb") as f:
+                f.write(b"\x89PNG half")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Figure, "savefig", broken_savefig)
+    with pytest.raises(OSError, match="No space left"):
+        plot_training(r, path, an)
+    assert path.read_bytes() == b"the previous figure"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.png"]  # no temp file left
+    monkeypatch.undo()
+    plot_training(r, path, an)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_the_figure_title_names_a_failed_evaluation_check(subset, tmp_path, monkeypatch) -> None:
+    from matplotlib.figure import Figure
+
+    from harness.plots import plot_training
+
+    titles: list[str] = []
+    original = Figure.suptitle
+    monkeypatch.setattr(Figure, "suptitle",
+                        lambda self, t, **kw: titles.append(t) or original(self, t, **kw))
+    r, an = run(subset, bn_net(StatsStuckAfterFirstStep), 35)
+    plot_training(r, tmp_path / "t.svg", an)
+    assert titles[-1].endswith("DISAGREE (running statistics at the evaluation of step 30)")
