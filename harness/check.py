@@ -1043,6 +1043,7 @@ def run_pair(
 
     params_before = {k: np.array(v, copy=True)
                      for k, v in (getattr(work, "params", None) or {}).items()}
+    buffers_before = _buffers_before(work, module, twin) if train else {}
     x_before = x.copy()
     t_before = None if t is None else np.array(t, copy=True)
 
@@ -1084,8 +1085,11 @@ def run_pair(
     for attr, spec in twin.buffer_map.items():
         buf = getattr_path(module, spec.torch_name).detach().cpu().numpy()
         mine = getattr(work, attr, None)
-        results.append(compare(mine, spec.from_torch(buf), tensor=attr, layer=name, tol=tol,
-                               dtype=dtype, vacuous_check=False))
+        r = compare(mine, spec.from_torch(buf), tensor=attr, layer=name, tol=tol, dtype=dtype,
+                    vacuous_check=False)
+        if r.status == FAIL:
+            _explain_running_stat(r, attr, work, module, spec, x, buffers_before.get(attr))
+        results.append(r)
 
     # backward; from integer input, an output with no parameter behind it (a one-hot
     # encoding) has no graph: torch has nothing to backpropagate
@@ -1297,6 +1301,72 @@ def _warm_up_inputs(twin: Twin, work: Any, x: np.ndarray, t: Any, dtype: np.dtyp
         x_w = rng.permutation(x.reshape(-1)).reshape(x.shape)
     t_w = t if t is None or np.ndim(t) == 0 else rng.permutation(np.asarray(t))  # rows
     return x_w, t_w
+
+
+def _buffers_before(work: Any, module: torch.nn.Module,
+                    twin: Twin) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(scratch, torch) values of each mapped buffer before a training forward, in float64,
+    for :func:`_explain_running_stat`."""
+    out = {}
+    for attr, spec in twin.buffer_map.items():
+        try:
+            mine = np.array(getattr(work, attr), dtype=np.float64)
+            theirs = np.array(spec.from_torch(  # a copy: torch updates its buffer in place
+                getattr_path(module, spec.torch_name).detach().cpu().numpy()), dtype=np.float64)
+        except Exception:  # not an array (yet): nothing to explain with
+            continue
+        if mine.shape == theirs.shape:
+            out[attr] = (mine, theirs)
+    return out
+
+
+def _explain_running_stat(r: TensorResult, attr: str, work: Any, module: torch.nn.Module,
+                          spec: WeightSpec, x: np.ndarray,
+                          before: tuple[np.ndarray, np.ndarray] | None) -> None:
+    """A running statistic of a hand-written batch norm checked against torch's ``_BatchNorm``
+    that differs by one of torch's conventions: say which. ``momentum``: the book's is the
+    fraction kept, torch's the fraction replaced. ``running_var``: torch feeds the unbiased
+    batch variance (x N/(N-1)), the book the biased one; that difference is computed from the
+    input and matched exactly, so only the convention is named, never a real bug."""
+    from torch.nn.modules.batchnorm import _BatchNorm
+
+    path = spec.torch_name.rsplit(".", 1)
+    try:
+        owner = getattr_path(module, path[0]) if len(path) == 2 else module
+    except AttributeError:
+        return
+    if not isinstance(owner, _BatchNorm) or owner.momentum is None or before is None:
+        return
+    mt = float(owner.momentum)
+    kept = getattr(work, "momentum", None)
+    if isinstance(kept, (int, float)) and math.isclose(float(kept), mt) and not math.isclose(mt, 0.5):
+        r.message = (f"{r.message}{'; ' if r.message else ''}the layer's momentum {plain(kept)} "
+                     f"is the fraction of the running value it keeps (the book's convention), "
+                     f"torch's momentum the fraction it replaces: the twin needs momentum="
+                     f"{plain(1 - mt)}")
+        return
+    if "var" not in spec.torch_name.rsplit(".", 1)[-1] or x.ndim < 2:
+        return
+    axes = (0, *range(2, x.ndim))
+    n = int(np.prod([x.shape[a] for a in axes]))
+    x64 = np.asarray(x, np.float64)
+    var = x64.var(axis=axes)
+    mine_before, theirs_before = before
+    mine = np.asarray(getattr(work, attr), np.float64)
+    theirs = np.asarray(spec.from_torch(getattr_path(module, spec.torch_name).detach().cpu().numpy()),
+                        np.float64)
+    if n < 2 or var.shape != mine.shape or mine.shape != theirs.shape:
+        return
+    predicted = (1 - mt) * (theirs_before - mine_before) + mt * var / (n - 1)
+    gap = theirs - mine
+    if np.max(np.abs(gap)) > 0 and np.allclose(gap, predicted, rtol=1e-3,
+                                               atol=1e-3 * float(np.max(np.abs(gap)))):
+        r.message = (f"{r.message}{'; ' if r.message else ''}exactly torch's convention: "
+                     f"torch's BatchNorm feeds running_var the unbiased batch variance (x N/(N-1) "
+                     f"= x {n / (n - 1):.4g} here) while it normalises with the biased one, and "
+                     f"this layer feeds the biased one (the book's rule); check it against "
+                     f"reference.extra_layers.TwinBatchNorm(C, eps, momentum, "
+                     f"biased_running_var=True) instead, or feed var * N / (N - 1)")
 
 
 def _run_twice(work: Any, module: torch.nn.Module, twin: Twin, x: np.ndarray, *,

@@ -384,3 +384,91 @@ def test_a_real_bug_with_a_square_weight_gets_no_layout_note() -> None:
     bad = _rows(report)
     assert list(bad) == ["dx"], report
     assert "weight map" not in bad["dx"].message
+
+
+# ---------------------------------------------------------------------------------------
+# a hand-written batch norm against a stock nn.BatchNorm1d: conventions named, not guessed
+
+
+class HandBatchNorm:
+    """The book's batch norm (biased variance into running_var, momentum = fraction kept),
+    written from scratch with no base class and registered by hand."""
+
+    def __init__(self, d: int = 4, momentum: float = 0.9, eps: float = 1e-5) -> None:
+        self.params = {"gamma": np.ones(d), "beta": np.zeros(d)}
+        self.grads: dict[str, np.ndarray] = {}
+        self.momentum, self.eps = momentum, eps
+        self.running_mean, self.running_var = np.zeros(d), np.ones(d)
+
+    def forward(self, x: np.ndarray, train_flg: bool = True) -> np.ndarray:
+        if train_flg:
+            mu = x.mean(0)
+            var = ((x - mu) ** 2).mean(0)
+            self.std = np.sqrt(var + self.eps)
+            self.xn = (x - mu) / self.std
+            self.running_mean = self.momentum * self.running_mean + (1 - self.momentum) * mu
+            self.running_var = self.momentum * self.running_var + (1 - self.momentum) * var
+            xn = self.xn
+        else:
+            xn = (x - self.running_mean) / np.sqrt(self.running_var + self.eps)
+        return self.params["gamma"] * xn + self.params["beta"]
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.grads["beta"], self.grads["gamma"] = dout.sum(0), (dout * self.xn).sum(0)
+        g = dout * self.params["gamma"]
+        return (g - g.mean(0) - self.xn * (g * self.xn).mean(0)) / self.std
+
+
+BN_MAP = {"weight_map": {"gamma": "weight", "beta": "bias"}, "input_shape": (3, 4)}
+
+
+def _bn_check(module: nn.Module, dtype: str = "float64"):  # type: ignore[no-untyped-def]
+    from reference.registry import register, unregister
+
+    register(HandBatchNorm, lambda layer: module, BN_MAP["weight_map"],
+             buffer_map={"running_mean": "running_mean", "running_var": "running_var"})
+    try:
+        return check_layer(HandBatchNorm(), input_shape=(3, 4), dtype=dtype)
+    finally:
+        unregister(HandBatchNorm)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_torchs_unbiased_running_var_is_named_as_the_only_difference(dtype: str) -> None:
+    bad = _rows(_bn_check(nn.BatchNorm1d(4, momentum=0.1), dtype))
+    assert list(bad) == ["running_var"], bad
+    msg = bad["running_var"].message
+    assert msg.startswith("exactly torch's convention: torch's BatchNorm feeds running_var the "
+                          "unbiased batch variance (x N/(N-1) = x 1.5 here)"), msg
+    assert "TwinBatchNorm(C, eps, momentum, biased_running_var=True)" in msg
+
+
+def test_the_suggested_twin_passes_the_book_batchnorm() -> None:
+    from reference.extra_layers import TwinBatchNorm
+
+    assert _bn_check(TwinBatchNorm(4, 1e-5, 0.1, biased_running_var=True)).ok
+
+
+def test_the_books_momentum_given_to_torch_is_named() -> None:
+    bad = _rows(_bn_check(nn.BatchNorm1d(4, momentum=0.9)))
+    assert {"running_mean", "running_var"} <= set(bad), bad
+    assert "torch's momentum the fraction it replaces: the twin needs momentum=0.1" in \
+        bad["running_mean"].message
+
+
+def test_a_real_running_mean_bug_gets_no_convention_note() -> None:
+    class Wrong(HandBatchNorm):
+        def forward(self, x: np.ndarray, train_flg: bool = True) -> np.ndarray:
+            out = super().forward(x, train_flg)
+            self.running_var = self.running_var * 1.01  # a drift no convention explains
+            return out
+
+    from reference.registry import register, unregister
+
+    register(Wrong, lambda layer: nn.BatchNorm1d(4), BN_MAP["weight_map"],
+             buffer_map={"running_mean": "running_mean", "running_var": "running_var"})
+    try:
+        bad = _rows(check_layer(Wrong(), input_shape=(3, 4)))
+    finally:
+        unregister(Wrong)
+    assert list(bad) == ["running_var"] and "convention" not in bad["running_var"].message
