@@ -221,7 +221,15 @@ def verdict_line(report: RunReport) -> str:
 def _check_arguments(args: argparse.Namespace) -> None:
     from harness.check import CheckError
 
-    args.batches = [b for part in args.batches for b in (part if isinstance(part, tuple) else (part,))]
+    batches = [b for part in args.batches for b in (part if isinstance(part, tuple) else (part,))]
+    args.batches = list(dict.fromkeys(batches))  # --batches 3 3: once (JUnit names stay unique)
+    if args.list:
+        from harness.reports import output_paths
+
+        flags = sorted({flag for flag, _ in output_paths(args)})
+        if flags:
+            raise CheckError(f"--list prints the components and writes no report: drop "
+                             f"{', '.join(flags)}")
     if args.seeds < 1:
         raise CheckError(f"--seeds must be >= 1, got {args.seeds} (nothing would be checked)")
     if args.seeds > MAX_SEEDS:

@@ -23,6 +23,9 @@ from harness.mutants import BROKEN, CRASHED, KILLED, SKIPPED, SURVIVED, Outcome,
 from harness.report import LayerReport, RunReport
 
 DEFAULT_FALSE_ALARMS = 1000
+# Random seeds and shapes per correct component and dtype, at most: the default 1,000 takes
+# 3-4 minutes here (docs/selftest.md), so 10,000 is about half an hour.
+MAX_FALSE_ALARMS = 10_000
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="run only the mutants whose name matches (glob; repeatable)")
     p.add_argument("--false-alarms", type=int, default=DEFAULT_FALSE_ALARMS, metavar="N",
                    help="random seeds and shapes per correct component and dtype "
-                        f"(default {DEFAULT_FALSE_ALARMS}; 0 skips the false-alarm run)")
+                        f"(0 to {MAX_FALSE_ALARMS}; default {DEFAULT_FALSE_ALARMS}; 0 skips the "
+                        "false-alarm run)")
     p.add_argument("--false-alarms-only", metavar="PATTERN", action="append",
                    help="measure false alarms only for components matching (glob; repeatable)")
     p.add_argument("--no-mutants", action="store_true", help="skip the mutation test")
@@ -234,6 +238,14 @@ def markdown_tables(report: RunReport) -> str:
 
 def run(args: argparse.Namespace) -> RunReport | int:
     if args.list:
+        from harness.reports import output_paths
+
+        flags = sorted({flag for flag, _ in output_paths(args)})
+        if flags:
+            from harness.check import CheckError
+
+            raise CheckError(f"--list prints the mutants and writes no report: drop "
+                             f"{', '.join(flags)}")
         for m in select(args.only):
             print(f"{m.name:34s} {m.check:12s} {m.target:42s} {m.description}")
         return 0
@@ -245,6 +257,9 @@ def run(args: argparse.Namespace) -> RunReport | int:
 
     if args.false_alarms < 0:
         raise CheckError(f"--false-alarms must be >= 0, got {args.false_alarms}")
+    if args.false_alarms > MAX_FALSE_ALARMS:
+        raise CheckError(f"--false-alarms must be <= {MAX_FALSE_ALARMS}, got {args.false_alarms} "
+                         f"(the default 1000 takes minutes; {MAX_FALSE_ALARMS} about half an hour)")
     if args.no_mutants and args.false_alarms == 0:
         raise CheckError("nothing to run: --no-mutants and --false-alarms 0")
     if args.false_alarms and args.false_alarms_only:

@@ -82,3 +82,32 @@ def test_a_command_cut_off_mid_run_exits_141_without_a_traceback(tmp_path) -> No
     proc = _run_with_stdout_closed(["check", "--list"], tmp_path)
     assert proc.returncode == 141, proc.stderr
     assert "Traceback" not in proc.stderr and "Exception ignored" not in proc.stderr, proc.stderr
+
+
+def test_a_repeated_batch_size_runs_once(tmp_path) -> None:
+    """``--batches 3 3`` ran every check twice: twice the time, and JUnit testcases with the
+    same name (8 names for 32 testcases)."""
+    junit = tmp_path / "j.xml"
+    assert main(["check", "--only", "Relu", "--batches", "3", "3,3", "--seeds", "1", "-q",
+                 "--junit-xml", str(junit)]) == 0
+    names = [(tc.get("classname"), tc.get("name"))
+             for tc in ET.parse(junit).getroot().iter("testcase")]
+    assert names and len(names) == len(set(names)), names
+    assert len(names) == 8  # 4 tensors x 2 dtypes, at batch 3 only
+
+
+@pytest.mark.parametrize("command", ["check", "selftest"])
+def test_list_with_a_report_option_is_a_usage_error(command, tmp_path, capsys) -> None:
+    """``--list --json r.json`` printed the list, exited 0 and wrote nothing."""
+    target = tmp_path / "r.json"
+    assert main([command, "--list", "--json", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert "writes no report: drop --json" in err, err
+    assert not target.exists()
+
+
+def test_selftest_false_alarms_has_an_upper_bound(capsys) -> None:
+    from harness.selftest import MAX_FALSE_ALARMS
+
+    assert main(["selftest", "--no-mutants", "--false-alarms", str(MAX_FALSE_ALARMS + 1)]) == 2
+    assert f"--false-alarms must be <= {MAX_FALSE_ALARMS}" in capsys.readouterr().err
