@@ -112,6 +112,23 @@ def as_float_dtype(dtype: Any) -> np.dtype:
     return d
 
 
+def validate_layer(layer: Any, methods: bool = True) -> None:
+    """A layer is an instance with ``forward`` and ``backward`` methods: a class, a function
+    or an object without them (``methods``) is a :class:`CheckError` saying what to pass."""
+    if isinstance(layer, type):
+        raise CheckError(f"{layer.__name__} is a class, not a layer: pass an instance "
+                         f"({layer.__name__}(...)); the pytest plugin's parity() also takes "
+                         f"a class and builds it like nn-parity check --module does")
+    if not methods:
+        return
+    missing = [m for m in ("forward", "backward") if not callable(getattr(layer, m, None))]
+    if missing:
+        what = getattr(layer, "__name__", None) or type(layer).__name__
+        raise CheckError(f"{what} is not a layer: it has no {' and no '.join(missing)} method "
+                         f"(a layer has forward(x) -> out and backward(dout) -> dx; a loss "
+                         f"forward(x, t) -> loss and backward(dout=1) -> dx)")
+
+
 def layer_name(layer: Any) -> str:
     return type(layer).__name__
 
@@ -1501,9 +1518,15 @@ def check_layer(
     them as they are. An index the twin rejects is a :class:`CheckError` naming it.
     """
     dtype = as_float_dtype(dtype)
+    validate_layer(layer, methods=False)
     name = name or layer_name(layer)
     seed, tol = validate_seed(seed), validate_tol(tol)
     twin, _ = resolve_twin(layer, module, weight_map)
+    validate_layer(layer)
+    if t is not None and twin.kind != "loss":
+        raise CheckError(f"{name}: targets t were given, but {name} is checked as a layer "
+                         f"(forward(x), backward(dout)), not a loss: a loss's registration says "
+                         f"kind='loss'; for a layer pass dout=... to choose the upstream gradient")
     given = dict(layer=layer, module=module, input_shape=input_shape, dtype=dtype, seed=seed,
                  batch=batch, x=x, t=t, dout=dout, tol=tol, train=train, name=name)
     layer, how = adapt_layer(layer, twin, module)
@@ -1562,7 +1585,40 @@ def check_layer(
             name, numerical_results, layer, twin, x, name=name, t=arrays.get("t"),
             dout=arrays.get("dout"), train=train))
     _suggest_layout(report, twin, work, given)
+    _suggest_registered_twin(report, given)
     return report
+
+
+def _suggest_registered_twin(report: LayerReport, given: dict[str, Any]) -> None:
+    """A layer checked against a module the user passed (``nn.CrossEntropyLoss()`` for a
+    classic ``SoftmaxWithLoss``, ``nn.MSELoss()`` for the book's ``MeanSquaredError``) that
+    fails where its registered twin passes computes another convention, not a wrong
+    gradient: say so, with the convention the registration documents."""
+    layer, module = given["layer"], given["module"]
+    if module is None or getattr(_RETRY, "active", False) or not any(
+            r.status == FAIL and not r.tensor.endswith("unchanged") for r in report.results):
+        return
+    own = lookup(type(layer))
+    if own is None:
+        return
+    _RETRY.active = True
+    try:
+        other = check_layer(**{**given, "module": None})
+    except Exception:  # the suggestion is a bonus: the report stands as it is
+        return
+    finally:
+        _RETRY.active = False
+    if not other.ok:
+        return
+    note = (f"against its registered twin ({own.name}) every tensor passes: the layer follows "
+            f"another convention than the module passed ({type(module).__name__}), which is no "
+            f"bug in the layer"
+            + (f": {own.conventions.rstrip('.')}" if own.conventions else "")
+            + "; docs/conventions.md lists the switch that aligns each")
+    for r in report.results:
+        if r.status == FAIL:
+            r.message = f"{r.message} [{note}]" if r.message else f"[{note}]"
+    report.info.setdefault("notes", []).append(note)
 
 
 _RETRY = threading.local()

@@ -472,3 +472,57 @@ def test_a_real_running_mean_bug_gets_no_convention_note() -> None:
     finally:
         unregister(Wrong)
     assert list(bad) == ["running_var"] and "convention" not in bad["running_var"].message
+
+
+# ---------------------------------------------------------------------------------------
+# misuse named up front; a stock module with another convention named as such
+
+
+def test_a_class_a_function_or_an_object_without_backward_is_not_a_layer() -> None:
+    from harness import CheckError
+
+    with pytest.raises(CheckError, match=r"^Softmax is a class, not a layer: pass an instance"):
+        check_layer(Softmax, nn.Softmax(dim=1), input_shape=(2, 3))
+    with pytest.raises(CheckError, match=r"^tanh is not a layer: it has no forward and no backward"):
+        check_layer(np.tanh, nn.Tanh(), input_shape=(2, 3))
+
+    class ForwardOnly:
+        def forward(self, x: np.ndarray) -> np.ndarray:
+            return x
+
+    with pytest.raises(CheckError, match=r"^ForwardOnly is not a layer: it has no backward method"):
+        check_layer(ForwardOnly(), nn.Identity(), input_shape=(2, 3))
+
+
+def test_targets_given_to_a_layer_are_a_mistake_not_ignored() -> None:
+    from harness import CheckError
+
+    with pytest.raises(CheckError, match=r"targets t were given, but Softmax is checked as a layer"):
+        check_layer(Softmax(), nn.Softmax(dim=1), input_shape=(2, 3), t=np.array([0, 1]))
+
+
+@pytest.mark.parametrize(("layer", "module", "convention"), [
+    ("SoftmaxWithLoss", nn.CrossEntropyLoss(), "-log(softmax + 1e-7)"),
+    ("MeanSquaredError", nn.MSELoss(), "reduction='mean'"),
+])
+def test_a_stock_module_with_another_convention_is_named_as_such(layer: str, module: nn.Module,
+                                                                 convention: str) -> None:
+    import scratch
+
+    report = check_layer(getattr(scratch, layer)(), module, input_shape=(3, 4))
+    bad = _rows(report)
+    assert "loss" in bad, report
+    msg = bad["loss"].message
+    assert f"against its registered twin ({layer}) every tensor passes" in msg
+    assert "which is no bug in the layer" in msg and convention in msg
+
+
+def test_a_real_bug_against_a_stock_module_gets_no_convention_note() -> None:
+    import scratch
+
+    class NoMean(scratch.SoftmaxWithLoss):
+        def backward(self, dout: float = 1.0) -> np.ndarray:
+            return super().backward(dout) * self.y.shape[0]
+
+    bad = _rows(check_layer(NoMean(eps=0.0), nn.CrossEntropyLoss(), input_shape=(3, 4)))
+    assert list(bad) == ["dx"] and "registered twin" not in bad["dx"].message
