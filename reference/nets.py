@@ -55,7 +55,18 @@ def _twin(layer: Any) -> Twin:
 
         twin = twin_by_name(type(layer))  # a layer written from the book, named like a built-in
     if twin is None:
-        raise LookupError(f"no PyTorch twin registered for layer {type(layer).__name__}")
+        name = type(layer).__name__
+        if name in ("Dropout", "BatchNormalization"):
+            hint = (f": a {name} written the book's way is not matched by its name (its twin "
+                    f"shares state through the scratch class: the mask both sides use, the "
+                    f"running statistics and their conventions); subclass scratch's, "
+                    f"from scratch.normalization import {name}")
+        else:
+            hint = (f": register one with reference.register({name}, torch_factory, "
+                    "weight_map), subclass the scratch layer it implements, or name it like "
+                    "a built-in (Affine, Relu, Sigmoid, Tanh, SoftmaxWithLoss, Convolution, "
+                    "Pooling) if it is one")
+        raise LookupError(f"no PyTorch twin registered for layer {name}{hint}")
     return twin
 
 

@@ -126,3 +126,30 @@ def test_the_figure_title_names_a_failed_evaluation_check(subset, tmp_path, monk
     r, an = run(subset, bn_net(StatsStuckAfterFirstStep), 35)
     plot_training(r, tmp_path / "t.svg", an)
     assert titles[-1].endswith("DISAGREE (running statistics at the evaluation of step 30)")
+
+
+class BookDropout:  # the book's Dropout: its own mask, no scratch base class
+    def __init__(self, dropout_ratio: float = 0.5) -> None:
+        self.dropout_ratio, self.mask = dropout_ratio, None
+
+    def forward(self, x: np.ndarray, train_flg: bool = True) -> np.ndarray:
+        if train_flg:
+            self.mask = np.random.rand(*x.shape) > self.dropout_ratio
+            return x * self.mask
+        return x * (1.0 - self.dropout_ratio)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout * self.mask
+
+
+BookDropout.__name__ = BookDropout.__qualname__ = "Dropout"
+
+
+def test_a_book_style_dropout_in_a_net_says_to_subclass_scratchs(subset) -> None:
+    net = MultiLayerNet(784, [20], 10, seed=0)
+    net.layers["Dropout1"] = BookDropout(0.3)
+    net.layers.move_to_end("Affine2")
+    with pytest.raises(LookupError, match="no PyTorch twin registered for layer Dropout: a "
+                       "Dropout written the book's way is not matched by its name .* from "
+                       "scratch.normalization import Dropout"):
+        train_side_by_side(net, subset, iters=2)
