@@ -139,7 +139,9 @@ def assert_parity(layer: Any, module: Any = None, *, batches: Iterable[int] | No
     the precise report unless every tensor passes. Returns the LayerReport when it does (of
     the last dtype and batch size).
 
-    It runs in float64 and float32 (as ``nn-parity check`` does; ``dtype=`` picks one) at
+    A layer class is checked in its own configuration and in each of the built-in's other
+    settings that ``nn-parity check --module`` checks it in (stride and padding, eval mode,
+    large inputs, ...). It runs in float64 and float32 (as ``nn-parity check`` does; ``dtype=`` picks one) at
     each of ``batches`` (default :data:`DEFAULT_BATCHES`, those of ``nn-parity check``),
     unless ``batch``, ``input_shape`` or ``x`` fixes the input (a given ``dout`` or ``t``
     fixes the batch size to its first dimension). A FAIL or ERROR at any dtype and batch
@@ -154,6 +156,13 @@ def assert_parity(layer: Any, module: Any = None, *, batches: Iterable[int] | No
     __tracebackhide__ = True
     from harness.check import CheckError
 
+    # a given input fits the class's own configuration only (the settings have other shapes)
+    settings = [layer] if "x" in kwargs or "input_shape" in kwargs else _class_settings(layer, module)
+    if len(settings) > 1:  # a class: in each of its settings, as check --module checks it
+        report = None
+        for spec in settings:
+            report = assert_parity(spec, None, batches=batches, **kwargs)
+        return report
     fixed = any(k in kwargs for k in ("batch", "input_shape", "x"))
     given = next((kwargs[k] for k in ("dout", "t") if kwargs.get(k) is not None), None)
     if not fixed and batches is None and np.ndim(given) >= 1:
@@ -187,6 +196,22 @@ def assert_parity(layer: Any, module: Any = None, *, batches: Iterable[int] | No
             raise ParityError(failure_message(vacuous), vacuous)
         passed = passed_here
     return passed
+
+
+def _class_settings(target: Any, module: Any) -> list[Any]:
+    """A layer class given alone, as :class:`~harness.user_modules.LayerSpec` s: its own
+    configuration and each of the built-in's other settings that ``nn-parity check --module``
+    and :func:`parity_test` check a subclass in (``MyConv (stride 2, pad 1)``), so that
+    ``parity(MyConv)`` fails a padding bug as they do. Anything else: ``[target]``."""
+    if not isinstance(target, type) or module is not None:
+        return [target]
+    from harness.user_modules import spec_for_class, variant_specs
+    from harness.user_optimizers import is_optimizer_class
+
+    if is_optimizer_class(target):
+        return [target]
+    spec = spec_for_class(target)
+    return [target] if spec is None else [spec, *variant_specs(spec)]
 
 
 _BATCHES_NOTE = ("(batch size {size}: parity runs batch sizes {sizes} by default, as "

@@ -251,3 +251,23 @@ def test_ids_are_one_word_each_so_plain_k_selects_a_setting(pytester: pytest.Pyt
     ])
     result = pytester.runpytest(*ARGS, "-k", "MyConv and not stride and not kernel and not filters")
     result.assert_outcomes(passed=1, deselected=others)
+
+
+class PadOnlyBug(scratch.Convolution):
+    """Right at pad 0, wrong (dx shifted) at any padding: the suite's stride 2, pad 1 setting."""
+
+    def backward(self, dout):
+        dx = super().backward(dout)
+        return np.roll(dx, 1, axis=-1) if self.pad else dx
+
+
+def test_parity_of_a_class_checks_it_in_every_setting_check_module_does() -> None:
+    with pytest.raises(ParityError, match=r"^PadOnlyBug \(stride 2, pad 1\) \[float64"):
+        assert_parity(PadOnlyBug, seed=0, batches=[2])
+
+    class Fine(scratch.Convolution):
+        pass
+
+    assert assert_parity(Fine, seed=0, batches=[2]).ok
+    # a given input fits the class's own configuration only: that one is checked
+    assert assert_parity(PadOnlyBug, seed=0, input_shape=(2, 3, 7, 7)).ok
