@@ -174,11 +174,16 @@ def verdict_line(report: RunReport) -> str:
     covered = len(report.summary.get("vacuous_covered", ()))
     skipped = report.summary.get("not_checked", ())
     unchecked = (f"; not checked (no PyTorch twin): {', '.join(skipped)}" if skipped else "")
-    return (f"{word}: {len(report.layers)} checks, {c[PASS]} tensors passed, {c[FAIL]} failed, "
-            f"{c[VACUOUS]} vacuous, {c[ERROR]} errors" + (
+    return (f"{word}: {_count(len(report.layers), 'check')}, {_count(c[PASS], 'tensor')} passed, "
+            f"{c[FAIL]} failed, {c[VACUOUS]} vacuous, {_count(c[ERROR], 'error')}" + (
                 f" ({covered} run{'s' if covered > 1 else ''} proving nothing, each beside a "
                 f"passing run of the same component and dtype)" if covered and report.ok else "")
             + unchecked)
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 check``, ``2 checks``, ``0 errors``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def tool_version() -> str | None:

@@ -36,7 +36,7 @@ def test_a_huge_grid_is_refused_at_once_with_the_limit(argv, message, capsys) ->
 def test_the_limits_themselves_are_accepted(capsys) -> None:
     assert main(["check", "--only", "Relu", "--dtype", "float64", "--seeds", "1",
                  "--batches", str(MAX_BATCH), "-q"]) == 0
-    assert "PASS: 1 checks" in capsys.readouterr().out
+    assert "PASS: 1 check," in capsys.readouterr().out
 
 
 def test_help_states_the_limits(capsys) -> None:
@@ -111,3 +111,16 @@ def test_selftest_false_alarms_has_an_upper_bound(capsys) -> None:
 
     assert main(["selftest", "--no-mutants", "--false-alarms", str(MAX_FALSE_ALARMS + 1)]) == 2
     assert f"--false-alarms must be <= {MAX_FALSE_ALARMS}" in capsys.readouterr().err
+
+
+def test_the_verdict_counts_in_the_singular_for_one() -> None:
+    """``FAIL: 1 checks, 1 tensors passed, ..., 1 errors`` read wrong."""
+    from harness.compare import ERROR, PASS, TensorResult
+    from harness.report import LayerReport, RunReport
+    from harness.reports import verdict_line
+
+    lr = LayerReport(layer="L", dtype="float64", input_shape=(1, 2), seed=0, results=[
+        TensorResult(layer="L", tensor="out", status=PASS, dtype="float64"),
+        TensorResult(layer="L", tensor="dx", status=ERROR, dtype="float64", message="boom")])
+    line = verdict_line(RunReport(command="check", layers=[lr]))
+    assert line == "FAIL: 1 check, 1 tensor passed, 0 failed, 0 vacuous, 1 error", line

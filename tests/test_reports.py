@@ -332,7 +332,7 @@ def test_exit_codes_and_quiet(capsys) -> None:
     try:
         assert main([*FAST, "-q"]) == 0
         quiet = capsys.readouterr().out.strip()
-        assert quiet == "PASS: 1 checks, 4 tensors passed, 0 failed, 0 vacuous, 0 errors"
+        assert quiet == "PASS: 1 check, 4 tensors passed, 0 failed, 0 vacuous, 0 errors"
         assert main(["check", "--module", str(EXAMPLES / "user_layers_buggy.py"), "--dtype", "float64",
                      "--seeds", "1", "--batches", "3", "--quiet"]) == 1
         out = capsys.readouterr().out
@@ -375,7 +375,7 @@ def test_colours_on_a_terminal_unless_no_color(monkeypatch) -> None:
     tty = FakeTerminal()
     monkeypatch.setattr(sys, "stdout", tty)
     assert main(FAST) == 0
-    assert not ANSI.search(tty.getvalue()) and "PASS: 1 checks" in tty.getvalue()
+    assert not ANSI.search(tty.getvalue()) and "PASS: 1 check," in tty.getvalue()
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a POSIX pty")
@@ -400,7 +400,7 @@ def test_no_color_on_a_real_terminal() -> None:
     os.close(master)
     assert proc.wait(timeout=120) == 0
     out = b"".join(chunks).decode("utf-8", "replace")
-    assert "PASS: 1 checks" in out and "component" in out
+    assert "PASS: 1 check," in out and "component" in out
     assert not ANSI.search(out), repr(out[:500])
 
 
@@ -411,7 +411,7 @@ def test_piped_output_has_no_ansi() -> None:
                           env=env, cwd=REPO, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert not ANSI.search(proc.stdout) and not ANSI.search(proc.stderr)
-    assert "PASS: 1 checks" in proc.stdout
+    assert "PASS: 1 check," in proc.stdout
 
 
 # ---------------------------------------------------------------------------------------
