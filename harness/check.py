@@ -830,6 +830,16 @@ NOISE_CAP = 1e-3
 the conditioning."""
 
 
+def stochastic(module: torch.nn.Module) -> list[str]:
+    """The submodules of ``module`` that draw random numbers in training (dropout, RReLU):
+    two runs of it on one input differ, so neither a comparison in training mode nor a
+    measurement of rounding with copies of it means anything."""
+    from torch.nn.modules.dropout import _DropoutNd
+
+    return [name or type(m).__name__ for name, m in module.named_modules()
+            if isinstance(m, (_DropoutNd, torch.nn.RReLU)) and m.training]
+
+
 class Float64Twin:
     """Two float64 copies of the torch twin, run beside a float32 check to measure how much
     float32 rounding alone can move each tensor (:meth:`noise`): the larger of
@@ -854,8 +864,8 @@ class Float64Twin:
         self.is_loss = twin.kind == "loss"
         self.eps = float(np.finfo(np.float32).eps)
         self.rng = np.random.default_rng(0xF64)  # its own stream: the check's draws stay as they were
-        if dtype != np.dtype(np.float32) or twin.prepare is not None:
-            return
+        if dtype != np.dtype(np.float32) or twin.prepare is not None or stochastic(module):
+            return  # a random twin: two copies differ by their draws, not by rounding
         try:  # copied before the compared forward pass: the same state (running statistics)
             self.refs = [copy.deepcopy(module).double() for _ in range(2)]
         except Exception:
@@ -1190,6 +1200,15 @@ def run_pair(
     if not is_loss and train and not index:
         _mark_unexercised(results, x_before, out, dout_before, dx_torch, twin, dx_tol, module,
                           dtype)
+    random_parts = stochastic(module) if train and twin.prepare is None else []
+    for r in results:
+        if random_parts and r.status == FAIL and r.tensor in ("out", "loss", "dx"):
+            r.message = (f"{r.message}{' ' if r.message else ''}The twin draws random numbers "
+                         f"in training ({', '.join(random_parts)}): its mask cannot be the "
+                         f"scratch layer's, so no training-mode comparison can pass. Subclass "
+                         f"scratch.Dropout and use self.fixed_mask when it is set (its twin "
+                         f"gives both sides one mask), or register a prepare=(layer, module, "
+                         f"x, rng) hook that installs one mask in both").strip()
 
     # nothing the layer was given may change
     results.append(_unchanged(name, "input x", x_before, x))

@@ -526,3 +526,37 @@ def test_a_real_bug_against_a_stock_module_gets_no_convention_note() -> None:
 
     bad = _rows(check_layer(NoMean(eps=0.0), nn.CrossEntropyLoss(), input_shape=(3, 4)))
     assert list(bad) == ["dx"] and "registered twin" not in bad["dx"].message
+
+
+# ---------------------------------------------------------------------------------------
+# a hand-written dropout against a stock nn.Dropout: random masks, named as such
+
+
+class HandDropout:
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = p
+
+    def forward(self, x: np.ndarray, train_flg: bool = True) -> np.ndarray:
+        self.train = train_flg
+        if not train_flg:
+            return x.copy()
+        self.mask = np.random.default_rng().random(x.shape) > self.p
+        return x * self.mask / (1 - self.p)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout * self.mask / (1 - self.p) if self.train else dout.copy()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_random_twin_is_named_not_blamed_on_float32_rounding(dtype: str) -> None:
+    report = check_layer(HandDropout(), nn.Dropout(0.5), input_shape=(3, 10), dtype=dtype)
+    bad = _rows(report)
+    assert {"out", "dx"} <= set(bad), report  # FAIL, not VACUOUS "float32 rounding alone ..."
+    for r in bad.values():
+        assert "The twin draws random numbers in training (Dropout)" in r.message
+        assert "rounding" not in r.message
+
+
+def test_a_random_twin_in_eval_mode_passes() -> None:
+    assert check_layer(HandDropout(), nn.Dropout(0.5), input_shape=(3, 10), train=False,
+                       dtype="float32").ok
