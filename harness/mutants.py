@@ -720,15 +720,17 @@ def describe_difference(r: TensorResult) -> str:
         return r.message.split(" (at ")[0][:100]
     if "unchanged" in r.tensor:
         return f"{r.mismatched} element(s) modified in place, first at {r.worst_index}"
-    if r.message and (not r.total or any(w in r.message for w in ("mismatch", "None",
-                                                                   "evaluations"))):
+    # An optimizer's "first differs after step 7 ..." is a measured difference, whatever its
+    # explanation mentions (lr_schedule=None)
+    step = re.search(r"first differs after (?:training )?step (\d+)", r.message)
+    if r.message and (not r.total or (not step and any(
+            w in r.message for w in ("mismatch", "None", "evaluations")))):
         return r.message[:100]
     if not math.isfinite(r.max_abs):
         return "NaN/Inf where torch is finite" if "scratch" in r.message else r.message[:100]
     ratio = r.extra.get("worst_ratio", float("nan"))
     where = f" at {r.max_abs_index}" if r.max_abs_index else ""
     text = f"max abs {r.max_abs:.2e}{where}, {ratio:.2g}x tolerance"
-    step = re.search(r"first differs after (?:training )?step (\d+)", r.message)
     return text + (f", from step {step.group(1)}" if step else "")
 
 

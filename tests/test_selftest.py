@@ -166,3 +166,18 @@ def test_rounding_error_grows_with_fan_in_and_magnitude():
         tol = 1e-5 if r["dtype"] == "float32" else 1e-10
         eps = float(np.finfo(r["dtype"]).eps)
         assert r["out_scaled_eps"] * eps < tol / 5
+
+
+def test_an_optimizer_difference_is_told_as_numbers_even_when_its_note_says_none() -> None:
+    """The kill table showed lr-cached-on-first-call's difference as a cut-off sentence
+    ("W1 first differs after step 7 of 20 ... (the learning rate was changed on both"): its
+    explanation mentions ``lr_schedule=None``, which read as a "returned None" message."""
+    from harness.compare import FAIL, TensorResult
+    from harness.mutants import describe_difference
+
+    r = TensorResult(layer="Adam", tensor="W1", status=FAIL, dtype="float64", shape=(20, 5, 4),
+                     max_abs=0.0542, max_abs_index=(19, 1, 1), mismatched=300, total=400,
+                     message="W1 first differs after step 7 of 20 (index 0 = after step 1). (the "
+                             "learning rate was changed ...; lr_schedule=None checks at a "
+                             "constant lr)", extra={"worst_ratio": 9.7e7})
+    assert describe_difference(r) == "max abs 5.42e-02 at (19, 1, 1), 9.7e+07x tolerance, from step 7"
