@@ -730,7 +730,8 @@ def describe_difference(r: TensorResult) -> str:
         return "NaN/Inf where torch is finite" if "scratch" in r.message else r.message[:100]
     ratio = r.extra.get("worst_ratio", float("nan"))
     where = f" at {r.max_abs_index}" if r.max_abs_index else ""
-    text = f"max abs {r.max_abs:.2e}{where}, {ratio:.2g}x tolerance"
+    text = f"max abs {r.max_abs:.2e}{where}" + (  # a statistical check has no ratio
+        f", {ratio:.2g}x tolerance" if isinstance(ratio, (int, float)) and math.isfinite(ratio) else "")
     return text + (f", from step {step.group(1)}" if step else "")
 
 

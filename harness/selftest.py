@@ -216,9 +216,12 @@ def verdict(report: RunReport) -> str:
 def markdown_tables(report: RunReport) -> str:
     """The kill table and the false-alarm table in Markdown (docs/selftest.md holds one)."""
     s = report.summary
+    measured = {d: v for d, v in s["false_alarms"].items() if v["checks"]}
+    alarms = (", ".join(f"{d} **{v['false_alarms']}** in {v['checks']} checks"
+                        for d, v in measured.items())
+              if measured else "not measured (--false-alarms 0)")
     out = [f"Kill rate: **{s['kill_rate']}** ({s['killed']}/{s['mutants']}); false alarms: "
-           + ", ".join(f"{d} **{v['false_alarms']}** in {v['checks']} checks"
-                       for d, v in s["false_alarms"].items())
+           + alarms
            + f"; {s['seconds_total']:.0f} s in all ({s['seconds_mutants']:.0f} s for the mutants).",
            "", "| mutant | component | caught by | difference | result |", "|---|---|---|---|---|"]
     for r in s["mutant_table"]:

@@ -181,3 +181,25 @@ def test_an_optimizer_difference_is_told_as_numbers_even_when_its_note_says_none
                              "learning rate was changed ...; lr_schedule=None checks at a "
                              "constant lr)", extra={"worst_ratio": 9.7e7})
     assert describe_difference(r) == "max abs 5.42e-02 at (19, 1, 1), 9.7e+07x tolerance, from step 7"
+
+
+def test_tables_without_a_false_alarm_run_say_not_measured(tmp_path) -> None:
+    """``--false-alarms 0 --tables t.md`` wrote "false alarms: float32 **0** in 0 checks"."""
+    from harness.cli import main
+
+    tables = tmp_path / "t.md"
+    assert main(["selftest", "--only", "sigmoid-precedence", "--false-alarms", "0", "-q",
+                 "--tables", str(tables)]) == 0
+    first = tables.read_text().splitlines()[0]
+    assert "false alarms: not measured (--false-alarms 0)" in first, first
+    assert "in 0 checks" not in first
+
+
+def test_a_statistical_difference_has_no_nan_ratio() -> None:
+    """dropout-keep-test-reversed read "max abs 6.00e-01, nanx tolerance"."""
+    from harness.compare import FAIL, TensorResult
+    from harness.mutants import describe_difference
+
+    r = TensorResult(layer="Dropout", tensor="dropped fraction", status=FAIL, dtype="float64",
+                     max_abs=0.6, total=1, mismatched=1, extra={})
+    assert describe_difference(r) == "max abs 6.00e-01", describe_difference(r)
