@@ -1064,6 +1064,7 @@ def run_pair(
                              f"targets: rng.standard_normal(x.shape).astype(x.dtype))")
         t = twin.make_target(work, x, rng)
     t = cast_targets(t, dtype)  # make_target's float targets, like given ones, in the check's dtype
+    arrays["t"] = t  # also when forward raises: what it was given
     kwargs = dict(twin.forward_kwargs(work)) if twin.forward_kwargs else {}
     if accepts(work.forward, "train_flg"):
         kwargs.setdefault("train_flg", train)
@@ -1107,6 +1108,12 @@ def run_pair(
                                      dtype=dtype), out_noise, out_expected))
     if out_text:
         results[-1].tolerance_text = out_text
+    if is_loss and results[-1].message.startswith("shape mismatch") and np.size(out) == 1:
+        value = compare(np.reshape(np.asarray(out), ()), out_t, tensor=out_name, layer=name,
+                        tol=out_tol, dtype=dtype)
+        results[-1].message += (f": a loss is one number; return a scalar (float(loss), "
+                                f"arr.sum()), not an array of shape {np.shape(out)} (its value "
+                                f"{'agrees' if value.status == PASS else 'differs as well'})")
     arrays["out"] = out
     out_before = np.array(out, copy=True) if isinstance(out, np.ndarray) and not is_loss else None
     for attr, spec in twin.buffer_map.items():
@@ -1605,6 +1612,45 @@ def check_layer(
             dout=arrays.get("dout"), train=train))
     _suggest_layout(report, twin, work, given)
     _suggest_registered_twin(report, given)
+    return _one_hot_only(report, twin, x, arrays.get("t"), given)
+
+
+def _one_hot_only(report: LayerReport, twin: Twin, x: np.ndarray, t: Any,
+                  given: dict[str, Any]) -> LayerReport:
+    """A loss checked with the integer labels its registration draws that raises or fails
+    with them may take one-hot rows only (``np.sum(t * np.log(y))``, the book's chapter-4
+    cross-entropy). Checked again with the same labels as one-hot rows: if every tensor then
+    passes, a layer that raised with integer labels is judged on that run, with a note, and
+    one that computed wrong numbers from them keeps its FAIL, with a note saying so."""
+    bad = [r for r in report.results if r.status in (FAIL, ERROR)]
+    if (twin.kind != "loss" or given["t"] is not None or not bad or t is None
+            or getattr(_RETRY, "active", False) or np.ndim(t) != 1
+            or np.asarray(t).dtype.kind not in "iu" or x.ndim != 2):
+        return report
+    one_hot = np.eye(x.shape[1], dtype=given["dtype"])[np.asarray(t)]
+    _RETRY.active = True
+    try:
+        other = check_layer(**{**given, "x": x, "t": one_hot})
+    except Exception:  # the suggestion is a bonus: the report stands as it is
+        return report
+    finally:
+        _RETRY.active = False
+    if not other.ok:
+        return report
+    if all(r.status == ERROR for r in bad):
+        other.info.setdefault("notes", []).append(
+            f"the layer takes one-hot rows only: with integer class labels (shape {np.shape(t)}) "
+            f"it raised ({bad[0].message.split(' (at ')[0].strip()}), so it was checked with the same "
+            f"labels as one-hot rows; the book's layers take both (t.argmax(axis=1) when "
+            f"t.size == y.size)")
+        return other
+    note = (f"with the same labels as one-hot rows every tensor passes: the layer computes "
+            f"something else from integer class labels (shape {np.shape(t)}); a loss written "
+            f"for one-hot rows broadcasts them silently (t * np.log(y)); take both, as the "
+            f"book's layers do (t.argmax(axis=1) when t.size == y.size)")
+    for r in bad:
+        r.message = f"{r.message} [{note}]" if r.message else f"[{note}]"
+    report.info.setdefault("notes", []).append(note)
     return report
 
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from harness import check_layer
 from harness.compare import FAIL
-from scratch import BatchNormalization
+from scratch import BatchNormalization, SoftmaxWithLoss
 
 
 def _rows(report, status=FAIL):
@@ -560,3 +560,50 @@ def test_a_random_twin_is_named_not_blamed_on_float32_rounding(dtype: str) -> No
 def test_a_random_twin_in_eval_mode_passes() -> None:
     assert check_layer(HandDropout(), nn.Dropout(0.5), input_shape=(3, 10), train=False,
                        dtype="float32").ok
+
+
+# ---------------------------------------------------------------------------------------
+# losses: one-hot rows only, a loss of shape (1,)
+
+
+class OneHotOnlyLoss(SoftmaxWithLoss):
+    """Softmax cross-entropy written for one-hot rows only (the book's chapter-4 form)."""
+
+    def forward(self, x: np.ndarray, t: np.ndarray) -> float:
+        self.t = t
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        self.y = e / e.sum(axis=1, keepdims=True)
+        return -np.sum(t * np.log(self.y + 1e-7)) / x.shape[0]
+
+    def backward(self, dout: float = 1.0) -> np.ndarray:
+        return (self.y - self.t) * dout / self.t.shape[0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_loss_for_one_hot_rows_only_is_checked_with_one_hot_rows(dtype: str) -> None:
+    report = check_layer(OneHotOnlyLoss(), input_shape=(3, 10), dtype=dtype)
+    assert report.ok, report
+    assert any("the layer takes one-hot rows only: with integer class labels (shape (3,)) it "
+               "raised (ValueError: operands could not be broadcast" in n
+               for n in report.info["notes"])
+
+
+def test_integer_labels_broadcast_silently_keep_their_fail() -> None:
+    # 10 rows, 10 classes: t * log(y) broadcasts (10,) labels over the rows, no error
+    report = check_layer(OneHotOnlyLoss(), input_shape=(10, 10))
+    bad = _rows(report)
+    assert "loss" in bad, report
+    assert "with the same labels as one-hot rows every tensor passes" in bad["loss"].message
+
+
+def test_a_loss_of_shape_1_says_to_return_a_scalar() -> None:
+    import scratch
+
+    class LossArray(scratch.SoftmaxWithLoss):
+        def forward(self, x: np.ndarray, t: np.ndarray) -> np.ndarray:
+            return np.array([super().forward(x, t)])
+
+    bad = _rows(check_layer(LossArray(), input_shape=(3, 10)))
+    assert bad["loss"].message == (
+        "shape mismatch: scratch (1,) vs reference (): a loss is one number; return a scalar "
+        "(float(loss), arr.sum()), not an array of shape (1,) (its value agrees)")
