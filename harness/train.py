@@ -251,30 +251,42 @@ def optimizer_hyperparameters(opt: Any) -> dict[str, Any]:
             if k != "iter" and isinstance(v, (int, float, str, bool)) and not k.startswith("_")}
 
 
-def _optimizer_instance(opt: Any, lr: float | None, kwargs: dict[str, Any]) -> Any:
-    """A scratch optimizer object from an instance or a class (``lr`` and ``kwargs`` build a
-    class; an instance brings its own)."""
+def _has_twin(cls: type) -> bool:
+    """Whether an optimizer class has a torch twin: a scratch optimizer or a subclass of one,
+    a class registered with ``reference.register_optimizer``, or one named like a classic
+    optimizer (the book's code: ``class Adam`` with ``lr``, ``beta1``, ... attributes)."""
     try:
-        from scratch.optimizers import Optimizer
+        from reference.optimizers import classic_for, optimizer_registration
     except ImportError:
-        Optimizer = None
+        return False
+    return optimizer_registration(cls) is not None or classic_for(cls)[0] is not None
+
+
+NO_OPTIMIZER_TWIN = ("its torch twin is unknown: subclass the scratch optimizer it implements "
+                     "(scratch.optimizers SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam), "
+                     "name it like one (the book's code as it is), or register it with "
+                     "reference.register_optimizer(cls, lambda opt, params: "
+                     "torch.optim.X(params, lr=opt.lr, ...))")
+
+
+def _optimizer_instance(opt: Any, lr: float | None, kwargs: dict[str, Any]) -> Any:
+    """An optimizer object from an instance or a class (``lr`` and ``kwargs`` build a
+    class; an instance brings its own): a scratch optimizer, a subclass of one, or a user's
+    class with a twin (:func:`_has_twin`)."""
     if isinstance(opt, type):
-        if Optimizer is None or not issubclass(opt, Optimizer):
-            raise TypeError(f"optimizer class {opt.__name__} is not a scratch.optimizers "
-                            "optimizer (SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam) or a "
-                            "subclass of one: its torch twin is unknown")
+        if not callable(getattr(opt, "update", None)) or not _has_twin(opt):
+            raise TypeError(f"optimizer class {opt.__name__}: {NO_OPTIMIZER_TWIN}")
         return opt(**({"lr": lr} if lr is not None else {}), **kwargs)
     if not callable(getattr(opt, "update", None)):
         raise TypeError(f"optimizer must be a name ({', '.join(OPTIMIZER_NAMES)}), a "
-                        f"scratch.optimizers optimizer or a subclass of one, got {opt!r}")
+                        f"scratch.optimizers optimizer or a subclass of one, or an optimizer "
+                        f"of your own with update(params, grads), got {opt!r}")
     if kwargs:
         raise TypeError(f"optimizer_kwargs {sorted(kwargs)} given with an optimizer instance "
                         f"({opt!r}): set them on the instance")
-    if Optimizer is None or not isinstance(opt, Optimizer):
-        raise TypeError(f"optimizer {type(opt).__name__} is not a scratch.optimizers optimizer "
-                        "(SGD, Momentum, Nesterov, AdaGrad, RMSprop, Adam) or a subclass of "
-                        "one: its torch twin is unknown")
-    if lr is not None and float(lr) != float(opt.lr):
+    if not _has_twin(type(opt)):
+        raise TypeError(f"optimizer {type(opt).__name__}: {NO_OPTIMIZER_TWIN}")
+    if lr is not None and float(lr) != float(getattr(opt, "lr", lr)):
         raise ValueError(f"lr={lr:g} contradicts the optimizer instance's lr={opt.lr:g}: "
                          "give one of them")
     used = [f"{k} ({len(v)} entries)" for k, v in vars(opt).items() if isinstance(v, dict) and v]
@@ -288,6 +300,36 @@ def _optimizer_instance(opt: Any, lr: float | None, kwargs: dict[str, Any]) -> A
     return opt
 
 
+def optimizer_twin(opt: Any) -> Any:
+    """The :class:`reference.optimizers.OptimizerTwin` of an optimizer instance: its
+    registration's, else its scratch class's (:func:`reference.optimizers.torch_twin`), else,
+    for a class named like a classic optimizer, that one's with the instance's
+    hyper-parameters (:func:`reference.optimizers.like_classic`)."""
+    from reference.optimizers import (
+        OptimizerTwin,
+        classic_for,
+        like_classic,
+        optimizer_registration,
+        torch_twin,
+    )
+
+    reg = optimizer_registration(type(opt))
+    if reg is not None:
+        before = reg.before_step
+        return OptimizerTwin(lambda ps: reg.torch_optimizer(opt, ps),
+                             (lambda topt, t: before(opt, topt, t)) if before else None,
+                             f"the registered twin of {type(opt).__name__}")
+    classic, _ = classic_for(type(opt))
+    if classic is None:
+        raise TypeError(f"optimizer {type(opt).__name__}: {NO_OPTIMIZER_TWIN}")
+    if isinstance(opt, classic):
+        return torch_twin(opt)
+    like, _ = like_classic(opt, classic)
+    twin = torch_twin(like)
+    twin.description = f"{twin.description} (as the classic {classic.__name__})"
+    return twin
+
+
 def make_optimizer_pair(name: str | Any, torch_params: Sequence[torch.Tensor] | None,
                         lr: float | None, **kwargs: Any) -> OptimizerPair:
     """The scratch optimizer ``name`` (lr and keyword arguments) and its torch twin over
@@ -297,18 +339,14 @@ def make_optimizer_pair(name: str | Any, torch_params: Sequence[torch.Tensor] | 
     ``name`` may also be a scratch optimizer instance (its own lr and hyper-parameters; each
     call returns an independent copy) or class (built with ``lr`` and ``kwargs``), including
     a user's subclass of one: its twin is the torch optimizer of the nearest scratch class in
-    its MRO (``reference.optimizers.torch_twin``). An object that is not one raises TypeError.
+    its MRO (``reference.optimizers.torch_twin``), or a user's optimizer of its own that is
+    registered or named like a classic one (:func:`optimizer_twin`). An object without a
+    twin raises TypeError.
     """
     if not isinstance(name, str):
         instance = _optimizer_instance(name, lr, kwargs)
-        from reference.optimizers import torch_twin
-
         scratch_opt = copy.deepcopy(instance)
-        try:
-            twin = torch_twin(scratch_opt)
-        except TypeError as exc:
-            raise TypeError(f"no torch twin for optimizer {type(instance).__name__}: it must be "
-                            "a scratch.optimizers optimizer or a subclass of one") from exc
+        twin = optimizer_twin(scratch_opt)
         topt = twin.factory(list(torch_params)) if torch_params is not None else None
         return OptimizerPair(type(instance).__name__, scratch_opt, topt, twin.before_step,
                              twin.description)
@@ -1030,7 +1068,7 @@ def train_side_by_side(
     else:  # an instance or class: checked (and built) once here, copied for every side
         optimizer = _optimizer_instance(optimizer, lr, okw)
         okw = {}
-        lr, opt_name = float(optimizer.lr), type(optimizer).__name__
+        lr, opt_name = float(getattr(optimizer, "lr", math.nan)), type(optimizer).__name__
         opt_kwargs = {k: v for k, v in optimizer_hyperparameters(optimizer).items() if k != "lr"}
     if net is None:
         net = make_net("two-layer", dtype=dtype, seed=seed)

@@ -446,10 +446,15 @@ def classic_for(cls: type) -> tuple[type[Optimizer] | None, str]:
     base = next((b for b in cls.__mro__ if b in _CLASSIC), None)
     if base is not None:
         return base, f"subclass of {base.__name__}"
-    key = "".join(ch for ch in cls.__name__.lower() if ch.isalpha())
-    key = key.removeprefix("my").removesuffix("optimizer") or key
-    classic = CLASSIC_NAMES.get(key)
-    return (classic, "matched by its class name") if classic else (None, "")
+    for i, c in enumerate(cls.__mro__[:-1]):  # the class's name, else a base class's
+        key = "".join(ch for ch in c.__name__.lower() if ch.isalpha())
+        key = key.removeprefix("my").removesuffix("optimizer") or key
+        classic = CLASSIC_NAMES.get(key)
+        if classic is not None:
+            how = "matched by its class name" if i == 0 else \
+                f"matched by the name of its base class {c.__name__}"
+            return classic, how
+    return None, ""
 
 
 def classic_momentum_twin(lr: float, momentum: float) -> tuple[TorchFactory, BeforeStep]:

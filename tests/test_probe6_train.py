@@ -153,3 +153,68 @@ def test_a_book_style_dropout_in_a_net_says_to_subclass_scratchs(subset) -> None
                        "Dropout written the book's way is not matched by its name .* from "
                        "scratch.normalization import Dropout"):
         train_side_by_side(net, subset, iters=2)
+
+
+class Adam:  # the book's Adam, as written: no base class, matched by its name
+    def __init__(self, lr: float = 0.001, beta1: float = 0.9, beta2: float = 0.999) -> None:
+        self.lr, self.beta1, self.beta2 = lr, beta1, beta2
+        self.iter = 0
+        self.m: dict[str, np.ndarray] | None = None
+        self.v: dict[str, np.ndarray] | None = None
+
+    def lr_t(self) -> float:
+        return self.lr * np.sqrt(1.0 - self.beta2 ** self.iter) / (1.0 - self.beta1 ** self.iter)
+
+    def update(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        if self.m is None or self.v is None:
+            self.m = {k: np.zeros_like(v) for k, v in params.items()}
+            self.v = {k: np.zeros_like(v) for k, v in params.items()}
+        self.iter += 1
+        lr_t = self.lr_t()
+        for key in params:
+            self.m[key] += (1 - self.beta1) * (grads[key] - self.m[key])
+            self.v[key] += (1 - self.beta2) * (grads[key] ** 2 - self.v[key])
+            params[key] -= lr_t * self.m[key] / (np.sqrt(self.v[key]) + 1e-7)
+
+
+class AdamCorrectedOnce(Adam):
+    """Forgets the bias correction after the first step."""
+
+    def lr_t(self) -> float:
+        return super().lr_t() if self.iter == 1 else self.lr
+
+
+class Stepper:  # no twin: not named like a classic optimizer, not registered
+    lr = 0.1
+
+    def update(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        for key in params:
+            params[key] -= self.lr * grads[key]
+
+
+def small_net(dtype: Any) -> MultiLayerNet:
+    return MultiLayerNet(784, [20, 20], 10, dtype=dtype, seed=0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_an_optimizer_written_the_books_way_trains_side_by_side(subset, dtype) -> None:
+    r, an = run(subset, small_net, 12, optimizer=Adam(), dtype=dtype)
+    assert an.agree is True and r.config.optimizer == "Adam", an.verdict
+    r, an = run(subset, small_net, 12, optimizer=AdamCorrectedOnce(), dtype=dtype)
+    assert an.agree is False and an.first_step == 1, an.verdict
+
+
+def test_a_registered_optimizer_trains_side_by_side(subset) -> None:
+    import torch
+
+    from reference.optimizers import _OPTIMIZER_REGISTRY, register_optimizer
+
+    register_optimizer(Stepper, lambda opt, ps: torch.optim.SGD(ps, lr=opt.lr))
+    try:
+        r, an = run(subset, small_net, 6, optimizer=Stepper())
+        assert an.agree is True, an.verdict
+    finally:
+        _OPTIMIZER_REGISTRY.pop(Stepper, None)
+    with pytest.raises(TypeError, match="optimizer Stepper: its torch twin is unknown: .*"
+                       "register_optimizer"):
+        run(subset, small_net, 2, optimizer=Stepper())
