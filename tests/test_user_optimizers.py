@@ -298,7 +298,7 @@ def test_plugin_checks_optimizer_instances_and_classes(tmp_path: Path) -> None:
     module = import_user_module(str(REPO / "examples" / "user_optimizers.py"))
     assert_parity(module.Adam(lr=0.01), dtype="float32")
     ids = [p.id for p in parity_cases(module, dtypes=["float64"], seeds=[0])]
-    assert "Adam (300 steps)-float64-seed0" in ids and "AdamW-float64-seed0" in ids
+    assert "Adam_300_steps-float64-seed0" in ids and "AdamW-float64-seed0" in ids
     bad = import_user_module(str(write(tmp_path, BUGS["eps added after the lr"][0], "bad_opt.py")))
     with pytest.raises(ParityError, match=r"W1 first differs after step 1 of 20"):
         assert_parity(bad.AdaGrad(), dtype="float64")
