@@ -247,9 +247,10 @@ class ParityCase:
 def id_word(name: str) -> str:
     """A display name as one word for a pytest id: ``"MyConv (stride 2, pad 1)"`` ->
     ``"MyConv_stride_2_pad_1"``, so that ``pytest -k stride_2_pad_1`` (or ``-k MyConv_stride``)
-    selects it; ``-k`` cannot name spaces, commas or parentheses. Letters, digits, ``_``,
-    ``.`` and ``-`` are kept; every other run of characters is one ``_``."""
-    word = re.sub(r"[^A-Za-z0-9_.\-]+", "_", name).strip("_")
+    selects it; ``-k`` cannot name spaces, commas or parentheses. Word characters (letters of
+    any script, digits, ``_``), ``.`` and ``-`` are kept; every other run of characters is one
+    ``_``."""
+    word = re.sub(r"[^\w.\-]+", "_", name).strip("_")
     return word or "layer"
 
 

@@ -271,3 +271,8 @@ def test_parity_of_a_class_checks_it_in_every_setting_check_module_does() -> Non
     assert assert_parity(Fine, seed=0, batches=[2]).ok
     # a given input fits the class's own configuration only: that one is checked
     assert assert_parity(PadOnlyBug, seed=0, input_shape=(2, 3, 7, 7)).ok
+
+
+def test_ids_keep_letters_of_any_script() -> None:
+    assert id_word("Réseau (pad 1)") == "Réseau_pad_1"
+    assert id_word("()") == "layer"
