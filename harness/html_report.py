@@ -175,6 +175,12 @@ def _figures(paths: Iterable[Any]) -> str:
         if not path.is_file():
             items.append(f'<p class="missing">figure not found: {esc(path)}</p>')
             continue
+        if path.suffix.lower() not in IMAGE_TYPES:  # a PDF or PostScript figure: no <img> shows
+            items.append(f'<figure><p>{esc(path.suffix.lstrip(".").upper() or "this")} figure, not '
+                         f'shown in a page: <a href="{data_uri(path)}" download="{esc(path.name)}">'
+                         f'{esc(path.name)}</a> (embedded)</p><figcaption>{esc(path.name)}'
+                         f'</figcaption></figure>')
+            continue
         items.append(f'<figure><img src="{data_uri(path)}" alt="{esc(path.stem)}" '
                      f'title="{esc(path.name)}"><figcaption>{esc(path.name)}</figcaption></figure>')
     return f'<div class="figures">{"".join(items)}</div>'

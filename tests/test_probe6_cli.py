@@ -124,3 +124,25 @@ def test_the_verdict_counts_in_the_singular_for_one() -> None:
         TensorResult(layer="L", tensor="dx", status=ERROR, dtype="float64", message="boom")])
     line = verdict_line(RunReport(command="check", layers=[lr]))
     assert line == "FAIL: 1 check, 1 tensor passed, 0 failed, 0 vacuous, 1 error", line
+
+
+def test_a_pdf_figure_is_a_download_link_in_the_html_not_a_broken_image(tmp_path) -> None:
+    """``nn-parity train --plot out.pdf --html r.html`` embedded the PDF as an ``<img>``: a
+    broken image in every browser."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from harness.html_report import render_html
+    from harness.report import RunReport
+
+    pdf, png = tmp_path / "curves.pdf", tmp_path / "curves.png"
+    fig = plt.figure()
+    fig.savefig(pdf)
+    fig.savefig(png)
+    plt.close(fig)
+    html = render_html(RunReport(command="train", figures=[pdf, png]))
+    assert "<img" in html and 'src="data:image/png;base64,' in html
+    assert 'src="data:application/pdf' not in html
+    assert 'href="data:application/pdf;base64,' in html and 'download="curves.pdf"' in html
