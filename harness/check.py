@@ -16,6 +16,7 @@ import threading
 import traceback
 import types
 from collections.abc import Callable, Iterable, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -697,11 +698,26 @@ def _torch_call(name: str, module: torch.nn.Module, what: str, shape: tuple[int,
                            f"{type(module).__name__})") from exc
 
 
+PROTOCOL = {
+    ("layer", "forward"): "forward(x) -> out (and forward(x, train_flg) where training differs)",
+    ("layer", "backward"): "backward(dout) -> dx",
+    ("loss", "forward"): "forward(x, t) -> loss",
+    ("loss", "backward"): "backward(dout=1) -> dx (the book's nets call backward(1))",
+}
+"""How the check calls each method, for an error raised by the call itself."""
+
+
 def _error(layer: str, tensor: str, exc: BaseException, dtype: np.dtype | None = None,
-           prefix: str = "") -> TensorResult:
+           prefix: str = "", kind: str = "") -> TensorResult:
+    where = _where(exc)
+    tb = traceback.extract_tb(exc.__traceback__)
+    if (isinstance(exc, TypeError) and (kind, tensor) in PROTOCOL and tb
+            and Path(tb[-1].filename).resolve() == Path(__file__).resolve()):
+        # the call itself failed (a signature that does not fit): not the harness's line
+        where = f" (the check calls {PROTOCOL[kind, tensor]})"
     return TensorResult(layer=layer, tensor=tensor, status=ERROR,
                         dtype="" if dtype is None else dtype.name,
-                        message=f"{prefix}{type(exc).__name__}: {exc}{_where(exc)}")
+                        message=f"{prefix}{type(exc).__name__}: {exc}{where}")
 
 
 def plain(v: Any) -> str:
@@ -1097,7 +1113,7 @@ def run_pair(
     try:
         out = work.forward(x, t, **kwargs) if is_loss else work.forward(x, **kwargs)
     except Exception as exc:  # a bug in the scratch layer is a finding, not a crash
-        results.append(_error(name, "forward", exc, dtype, prefix=error_prefix))
+        results.append(_error(name, "forward", exc, dtype, prefix=error_prefix, kind=twin.kind))
         return results, arrays
     params_after_forward = {k: np.array(v, copy=True)
                             for k, v in (getattr(work, "params", None) or {}).items()}
@@ -1136,7 +1152,7 @@ def run_pair(
         try:
             dx = work.backward(loss_dout)
         except Exception as exc:
-            results.append(_error(name, "backward", exc, dtype, prefix=error_prefix))
+            results.append(_error(name, "backward", exc, dtype, prefix=error_prefix, kind=twin.kind))
             return results, arrays
     else:
         if dout is None:
@@ -1150,7 +1166,7 @@ def run_pair(
         try:
             dx = work.backward(dout)
         except Exception as exc:
-            results.append(_error(name, "backward", exc, dtype, prefix=error_prefix))
+            results.append(_error(name, "backward", exc, dtype, prefix=error_prefix, kind=twin.kind))
             return results, arrays
     d_max = 0.0 if is_loss else _amax(dout)
     eps = float(np.finfo(dtype).eps)

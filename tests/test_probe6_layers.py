@@ -607,3 +607,29 @@ def test_a_loss_of_shape_1_says_to_return_a_scalar() -> None:
     assert bad["loss"].message == (
         "shape mismatch: scratch (1,) vs reference (): a loss is one number; return a scalar "
         "(float(loss), arr.sum()), not an array of shape (1,) (its value agrees)")
+
+
+def test_a_method_signature_that_does_not_fit_says_how_the_check_calls_it() -> None:
+    from harness.compare import ERROR
+
+    class NoDout(SoftmaxWithLoss):
+        def backward(self) -> np.ndarray:  # type: ignore[override]
+            return super().backward(1.0)
+
+    class NoTargets(SoftmaxWithLoss):
+        def forward(self, x: np.ndarray) -> float:  # type: ignore[override]
+            return 1.0
+
+    class Raises(Softmax):
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            raise TypeError("mine")
+
+    def error(report) -> str:  # type: ignore[no-untyped-def]
+        return next(r.message for r in report.results if r.status == ERROR)
+
+    assert error(check_layer(NoDout(), input_shape=(3, 4))).endswith(
+        "(the check calls backward(dout=1) -> dx (the book's nets call backward(1)))")
+    assert error(check_layer(NoTargets(), input_shape=(3, 4))).endswith(
+        "(the check calls forward(x, t) -> loss)")
+    msg = error(check_layer(Raises(), nn.Softmax(dim=1), input_shape=(3, 4)))
+    assert msg.startswith("TypeError: mine (at ") and "test_probe6_layers.py" in msg
