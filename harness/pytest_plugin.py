@@ -33,7 +33,9 @@ module imports it before listing it in ``pytest_plugins``.)
 
 from __future__ import annotations
 
+import difflib
 import functools
+import inspect
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -170,6 +172,9 @@ def assert_parity(layer: Any, module: Any = None, *, batches: Iterable[int] | No
     sizes = [None] if fixed else list(DEFAULT_BATCHES if batches is None else batches)
     if not sizes:
         raise CheckError("assert_parity: batches is empty")
+    if any(isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1
+           for b in sizes if b is not None):
+        raise CheckError(f"assert_parity: batches must be positive integers, got {list(sizes)}")
     # float64 first: a bug of every dtype is reported with float64's clean numbers, one of
     # the float32 path alone (a float16 product) by the float32 run
     dtypes = [kwargs.pop("dtype")] if "dtype" in kwargs else ["float64", "float32"]
@@ -183,6 +188,11 @@ def assert_parity(layer: Any, module: Any = None, *, batches: Iterable[int] | No
                                    **({} if size is None else {"batch": size}))
             except CheckError as exc:  # what to fix, told once, without our frames
                 raise CheckError(str(exc)) from None
+            except TypeError as exc:  # a keyword the check does not take: name it
+                wrong = re.search(r"unexpected keyword argument '(\w+)'", str(exc))
+                if wrong is None:
+                    raise
+                raise CheckError(_unknown_keyword(wrong.group(1))) from None
             if report.ok:
                 passed_here = report
             elif report.status == "VACUOUS":
@@ -212,6 +222,22 @@ def _class_settings(target: Any, module: Any) -> list[Any]:
         return [target]
     spec = spec_for_class(target)
     return [target] if spec is None else [spec, *variant_specs(spec)]
+
+
+def _unknown_keyword(name: str) -> str:
+    """What to say about a keyword that parity() passed on and the check did not take."""
+    if name in ("dtypes", "seeds"):
+        return (f"parity() got {name}=: it checks one dtype and seed per call (dtype=, seed=; "
+                f"both dtypes by default); {name}=[...] parametrises a test through "
+                f"@pytest.mark.parity({name}=[...]) or parity_test(..., {name}=[...])")
+    from harness.check import check_layer
+
+    known = sorted(k for k in inspect.signature(check_layer).parameters
+                   if k not in ("layer", "module"))
+    close = difflib.get_close_matches(name, [*known, "batches"], n=1)
+    return (f"parity() got an unknown keyword {name}="
+            + (f" (did you mean {close[0]}=?)" if close else "")
+            + f"; it takes {', '.join([*known, 'batches'])}")
 
 
 _BATCHES_NOTE = ("(batch size {size}: parity runs batch sizes {sizes} by default, as "

@@ -276,3 +276,15 @@ def test_parity_of_a_class_checks_it_in_every_setting_check_module_does() -> Non
 def test_ids_keep_letters_of_any_script() -> None:
     assert id_word("Réseau (pad 1)") == "Réseau_pad_1"
     assert id_word("()") == "layer"
+
+
+def test_a_keyword_parity_does_not_take_is_named_with_the_fix() -> None:
+    from harness.check import CheckError
+
+    with pytest.raises(CheckError, match=r"unknown keyword input_shap= \(did you mean input_shape=\?\)"):
+        assert_parity(scratch.Relu(), input_shap=(3, 4))
+    with pytest.raises(CheckError, match=r"parity\(\) got dtypes=: it checks one dtype and seed "
+                                         r"per call .* @pytest.mark.parity\(dtypes=\[...\]\)"):
+        assert_parity(scratch.Relu(), dtypes=["float32"])
+    with pytest.raises(CheckError, match=r"batches must be positive integers, got \[0\]"):
+        assert_parity(scratch.Relu(), batches=[0])
