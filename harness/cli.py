@@ -36,6 +36,15 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
     loud.add_argument("-v", "--verbose", action="store_true", help="print every tensor's report")
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("nn-parity")
+    except PackageNotFoundError:
+        return "(not installed: run pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nn-parity",
@@ -43,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="exit codes: 0 all pass, 1 mismatch or vacuous check, 2 usage, setup or data error, "
                "130 interrupted, 141 output closed by its reader mid-run (| head)",
     )
+    parser.add_argument("--version", action="version", version=f"nn-parity {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     parser.set_defaults(_parsers={})
     for name, (modname, help_text) in COMMANDS.items():

@@ -146,3 +146,12 @@ def test_a_pdf_figure_is_a_download_link_in_the_html_not_a_broken_image(tmp_path
     assert "<img" in html and 'src="data:image/png;base64,' in html
     assert 'src="data:application/pdf' not in html
     assert 'href="data:application/pdf;base64,' in html and 'download="curves.pdf"' in html
+
+
+def test_version(capsys) -> None:
+    from importlib.metadata import version
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"nn-parity {version('nn-parity')}"
