@@ -1494,7 +1494,9 @@ def _first_output_kept(name: str, before: np.ndarray, after: np.ndarray) -> Tens
 
 def _default_shape(name: str, twin: Twin, work: Any, batch: int) -> tuple[int, ...]:
     if twin.input_shape is None:
-        raise CheckError(f"{name}: input_shape is required (no default for this layer)")
+        raise CheckError(f"{name}: input_shape is required (no default for this layer): pass "
+                         f"input_shape=(4, ...) with the batch first, or x=..., or give its "
+                         f"registration input_shape=lambda layer, n: (n, ...)")
     try:
         shape = validate_shape(name, tuple(twin.input_shape(work, batch)))
     except CheckError:

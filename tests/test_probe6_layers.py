@@ -633,3 +633,17 @@ def test_a_method_signature_that_does_not_fit_says_how_the_check_calls_it() -> N
         "(the check calls forward(x, t) -> loss)")
     msg = error(check_layer(Raises(), nn.Softmax(dim=1), input_shape=(3, 4)))
     assert msg.startswith("TypeError: mine (at ") and "test_probe6_layers.py" in msg
+
+
+def test_a_registration_without_input_shape_says_how_to_give_one() -> None:
+    from harness import CheckError
+    from reference.registry import register, unregister
+
+    register(Softmax, lambda layer: nn.Softmax(dim=1))
+    try:
+        with pytest.raises(CheckError, match=r"input_shape is required .*: pass input_shape=\(4, "
+                                             r"\.\.\.\) with the batch first, or x=\.\.\., or give "
+                                             r"its registration input_shape=lambda layer, n"):
+            check_layer(Softmax())
+    finally:
+        unregister(Softmax)
