@@ -628,7 +628,8 @@ def output_paths(args: Any) -> list[tuple[str, Path]]:
             if v is None:
                 continue
             if str(v) == "":
-                _usage_exit(f"{flag}: empty path")
+                _usage_exit(f"{flag}: empty path (an unset variable? e.g. $GITHUB_STEP_SUMMARY "
+                            f"outside GitHub Actions)")
             out.append((flag, Path(v)))
     return out
 

@@ -155,3 +155,10 @@ def test_version(capsys) -> None:
         main(["--version"])
     assert exc.value.code == 0
     assert capsys.readouterr().out.strip() == f"nn-parity {version('nn-parity')}"
+
+
+def test_an_empty_report_path_suggests_an_unset_variable(capsys) -> None:
+    """``--markdown "$GITHUB_STEP_SUMMARY"`` outside GitHub Actions is ``--markdown ''``."""
+    assert main([*FAST, "--markdown", ""]) == 2
+    err = capsys.readouterr().err
+    assert "--markdown: empty path (an unset variable? e.g. $GITHUB_STEP_SUMMARY" in err, err
