@@ -567,10 +567,15 @@ def _explain_setting(report: LayerReport, ls: LayerSpec, v: Any, layer: Any) -> 
     note = (f"the built-in {getattr(v, 'base', type(layer)).__name__}'s '{v.label}' setting"
             + (f": {ls.cls.__name__} {'; '.join(how)}" if how else ""))
     if changed:
-        keep = ", ".join(f"{k}={base[k]!r}" for k in changed)
-        note += (f"; a class that does not implement {' / '.join(changed)} can fix it in its "
-                 f"constructor (super().__init__(..., {keep})): this setting is then skipped "
-                 f"with a note")
+        defaults = ", ".join(f"{k}={base[k]!r}" for k in changed)
+        k = list(changed)[-1]
+        builtin = getattr(v, "base", None)
+        how_to = (f"super().__init__(..., {k}={base[k]!r})"
+                  if isinstance(builtin, type) and issubclass(ls.cls, builtin)
+                  else f"self.{k} = {base[k]!r}")
+        note += (f"; a setting the class does not implement can be kept at the built-in's "
+                 f"default ({defaults}) in its constructor (e.g. {how_to}), and this setting is "
+                 f"then skipped with a note")
     for r in bad:
         r.message = f"{r.message} [{note}]" if r.message else f"[{note}]"
 

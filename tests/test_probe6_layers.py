@@ -297,7 +297,8 @@ def test_a_setting_the_subclass_ignores_is_named_with_the_way_out() -> None:
     assert msg.startswith("ValueError: operands could not be broadcast together"), msg
     assert ("[the built-in BatchNormalization's '4-D, per channel' setting: BookBatchNorm built "
             "with mode='per_channel'") in msg
-    assert "can fix it in its constructor (super().__init__(..., mode='classic'))" in msg
+    assert ("a setting the class does not implement can be kept at the built-in's default "
+            "(mode='classic') in its constructor (e.g. super().__init__(..., mode='classic'))") in msg
 
 
 def test_the_eval_setting_says_backward_follows_a_test_time_forward() -> None:
