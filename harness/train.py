@@ -450,6 +450,7 @@ class NumpySide:
             return value
 
         net.loss = loss
+        self._own_loss = original
         self.grads: dict[str, np.ndarray] = {}
         self._injected = injected_layers(net)
 
@@ -461,10 +462,48 @@ class NumpySide:
             if not isinstance(self.grads, dict) or self.grads.keys() != params.keys():
                 self._bad_gradient_keys()
             if not self._loss_box:  # a net whose gradient() does not call self.loss
-                self._loss_box.append(self.net.loss(x, t))
+                self._loss_box.append(self._loss_aside(x, t))
         finally:  # the step's mask has been used: later forwards draw their own
             clear_injected(self._injected)
         return float(self._loss_box[-1])
+
+    def _loss_aside(self, x: np.ndarray, t: np.ndarray) -> Any:
+        """The net's loss on the step's batch for a ``gradient()`` that does not call
+        ``self.loss``: in training mode (``train_flg=True`` where ``loss`` takes it, as the
+        forward pass of ``gradient()`` ran; the same Dropout masks, installed for the step),
+        and without side effects: the layers' state (BatchNorm's running statistics, caches,
+        random generators) and NumPy's global random state are as ``gradient()`` left them,
+        so the recorded loss never updates the running statistics a second time."""
+        import inspect
+
+        try:
+            takes_flag = "train_flg" in inspect.signature(self._own_loss).parameters
+        except (TypeError, ValueError):
+            takes_flag = False
+        layers = _layer_list(self.net)
+        last = getattr(self.net, "last_layer", None) or getattr(self.net, "lastLayer", None)
+        saved = []
+        for layer in [*layers, *([last] if last is not None else [])]:
+            attrs = getattr(layer, "__dict__", None)
+            if attrs is None:
+                continue
+            saved.append((layer, dict(attrs),
+                          {k: v.copy() for k, v in attrs.items() if isinstance(v, np.ndarray)},
+                          {k: v.bit_generator.state for k, v in attrs.items()
+                           if isinstance(v, np.random.Generator)}))
+        # the book's Dropout draws from the legacy global generator: keep it as it was
+        global_state = np.random.get_state()  # noqa: NPY002
+        try:
+            return self._own_loss(x, t, train_flg=True) if takes_flag else self._own_loss(x, t)
+        finally:
+            np.random.set_state(global_state)  # noqa: NPY002
+            for layer, attrs, arrays, gens in saved:
+                layer.__dict__.clear()
+                layer.__dict__.update(attrs)
+                for k, a in arrays.items():  # undo in-place changes (running_mean *= m ...)
+                    np.copyto(attrs[k], a)
+                for k, state in gens.items():
+                    attrs[k].bit_generator.state = state
 
     def _bad_gradient_keys(self) -> None:
         name = type(self.net).__name__

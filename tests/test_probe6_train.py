@@ -218,3 +218,42 @@ def test_a_registered_optimizer_trains_side_by_side(subset) -> None:
     with pytest.raises(TypeError, match="optimizer Stepper: its torch twin is unknown: .*"
                        "register_optimizer"):
         run(subset, small_net, 2, optimizer=Stepper())
+
+
+class OwnForwardPass(MultiLayerNet):
+    """A gradient() that runs its own forward pass instead of calling self.loss (so the
+    trainer computes the recorded loss itself), with a loss() of either default mode."""
+
+    loss_in_training_mode = False
+
+    def loss(self, x: np.ndarray, t: np.ndarray, train_flg: bool | None = None) -> Any:
+        flag = self.loss_in_training_mode if train_flg is None else train_flg
+        return super().loss(x, t, flag)
+
+    def gradient(self, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+        self.last_layer.forward(self.predict(x, train_flg=True), t)
+        dout = self.last_layer.backward(1.0)
+        for layer in reversed(self.layers.values()):
+            dout = layer.backward(dout)
+        grads = {}
+        for key, p in self.params.items():
+            layer = next(v for v in self.layers.values()
+                         if any(q is p for q in getattr(v, "params", {}).values()))
+            grads[key] = next(layer.grads[n] for n, q in layer.params.items() if q is p)
+        return grads
+
+
+@pytest.mark.parametrize("training_mode", [False, True])
+@pytest.mark.parametrize("mode", ["free", "lockstep"])
+def test_the_recorded_loss_of_a_net_without_self_loss_is_the_training_pass_and_has_no_side_effects(
+        subset, mode, training_mode) -> None:
+    def make(dtype: Any) -> OwnForwardPass:
+        net = OwnForwardPass(784, [30, 20], 10, dtype=dtype, seed=0, use_batchnorm=True,
+                             use_dropout=True, dropout_ratio=0.2)
+        net.loss_in_training_mode = training_mode
+        return net
+
+    r, an = run(subset, make, 35, mode=mode)
+    assert an.agree is True, an.verdict  # was: a loss in evaluation mode, running stats twice
+    assert any(c.extra.get("check") == "running statistics" and c.extra["step"] == 30
+               for c in r.eval_checks)

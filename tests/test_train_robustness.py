@@ -218,7 +218,7 @@ def test_bad_optimizer_objects_are_clear_errors(subset: Any) -> None:
         def update(self, params: dict, grads: dict) -> None:
             pass
 
-    with pytest.raises(TypeError, match=r"not a scratch\.optimizers optimizer"):
+    with pytest.raises(TypeError, match=r"NotScratch: its torch twin is unknown: .*register_optimizer"):
         train_side_by_side(TwoLayerNet(), subset, iters=1, optimizer=NotScratch())
     with pytest.raises(TypeError, match="optimizer must be a name"):
         train_side_by_side(TwoLayerNet(), subset, iters=1, optimizer=42)
