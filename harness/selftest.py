@@ -265,6 +265,11 @@ def run(args: argparse.Namespace) -> RunReport | int:
                          f"(the default 1000 takes minutes; {MAX_FALSE_ALARMS} about half an hour)")
     if args.no_mutants and args.false_alarms == 0:
         raise CheckError("nothing to run: --no-mutants and --false-alarms 0")
+    if args.no_mutants and args.only:  # an option that would be ignored is a mistake
+        raise CheckError("--only selects mutants, and --no-mutants runs none: drop one of them")
+    if args.false_alarms == 0 and args.false_alarms_only:
+        raise CheckError("--false-alarms-only selects components of the false-alarm run, and "
+                         "--false-alarms 0 skips it: drop one of them")
     if args.false_alarms and args.false_alarms_only:
         from harness.false_alarms import components
 

@@ -203,3 +203,15 @@ def test_a_statistical_difference_has_no_nan_ratio() -> None:
     r = TensorResult(layer="Dropout", tensor="dropped fraction", status=FAIL, dtype="float64",
                      max_abs=0.6, total=1, mismatched=1, extra={})
     assert describe_difference(r) == "max abs 6.00e-01", describe_difference(r)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--no-mutants", "--only", "sigmoid*", "--false-alarms", "1"], "--only selects mutants"),
+    (["--false-alarms", "0", "--false-alarms-only", "Conv*"], "--false-alarms 0 skips it"),
+])
+def test_an_option_that_would_be_ignored_is_a_usage_error(argv, message, capsys) -> None:
+    """Both ran, exited 0 and silently ignored the selection."""
+    from harness.cli import main
+
+    assert main(["selftest", *argv]) == 2
+    assert message in capsys.readouterr().err
