@@ -648,3 +648,23 @@ def test_a_registration_without_input_shape_says_how_to_give_one() -> None:
             check_layer(Softmax())
     finally:
         unregister(Softmax)
+
+
+def test_a_book_style_class_is_told_to_set_the_setting_itself() -> None:
+    import scratch
+
+    class Pooling:  # the book's layout: named like the built-in, no base class; pad ignored
+        def __init__(self, pool_h: int, pool_w: int, stride: int = 2, pad: int = 0) -> None:
+            self.pool_h, self.pool_w, self.stride, self.pad = pool_h, pool_w, stride, pad
+            self.inner = scratch.Pooling(pool_h, pool_w, stride, 0)
+
+        def forward(self, x: np.ndarray) -> np.ndarray:
+            return self.inner.forward(x)
+
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            return self.inner.backward(dout)
+
+    report = _variant(Pooling, "3x3, stride 2, pad 1").check("float64", 0, 2)
+    bad = [r for r in report.results if r.status != "PASS"]
+    assert bad, report
+    assert "(e.g. self.pad = 0)" in bad[0].message and "super()" not in bad[0].message
