@@ -58,7 +58,7 @@ class StatsUpdatedInEval(BatchNormalization):
 @pytest.mark.parametrize("parallel", [None, False])
 def test_running_statistics_that_go_wrong_after_step_0_disagree_in_free_mode(
         subset, parallel) -> None:
-    r, an = run(subset, bn_net(StatsStuckAfterFirstStep), 65, parallel=parallel)
+    _, an = run(subset, bn_net(StatsStuckAfterFirstStep), 65, parallel=parallel)
     assert an.agree is False
     assert an.eval_failure["check"] == "running statistics"
     assert an.eval_failure["step"] == 30
@@ -79,7 +79,7 @@ def test_correct_batchnorm_and_dropout_agree_with_every_evaluation_replayed(subs
 
 @pytest.mark.parametrize("mode", ["free", "lockstep"])
 def test_a_predict_that_updates_running_statistics_is_named(subset, mode) -> None:
-    r, an = run(subset, bn_net(StatsUpdatedInEval), 5, mode=mode)
+    _, an = run(subset, bn_net(StatsUpdatedInEval), 5, mode=mode)
     assert an.agree is False
     assert an.eval_failure["check"] == "eval state"
     assert "predict() in evaluation mode changed BatchNorm1.running_mean" in an.verdict
@@ -134,7 +134,7 @@ class BookDropout:  # the book's Dropout: its own mask, no scratch base class
 
     def forward(self, x: np.ndarray, train_flg: bool = True) -> np.ndarray:
         if train_flg:
-            self.mask = np.random.rand(*x.shape) > self.dropout_ratio
+            self.mask = np.random.rand(*x.shape) > self.dropout_ratio  # noqa: NPY002
             return x * self.mask
         return x * (1.0 - self.dropout_ratio)
 
@@ -149,9 +149,9 @@ def test_a_book_style_dropout_in_a_net_says_to_subclass_scratchs(subset) -> None
     net = MultiLayerNet(784, [20], 10, seed=0)
     net.layers["Dropout1"] = BookDropout(0.3)
     net.layers.move_to_end("Affine2")
-    with pytest.raises(LookupError, match="no PyTorch twin registered for layer Dropout: a "
-                       "Dropout written the book's way is not matched by its name .* from "
-                       "scratch.normalization import Dropout"):
+    with pytest.raises(LookupError, match=r"no PyTorch twin registered for layer Dropout: a "
+                       r"Dropout written the book's way is not matched by its name .* from "
+                       r"scratch\.normalization import Dropout"):
         train_side_by_side(net, subset, iters=2)
 
 
@@ -211,12 +211,12 @@ def test_a_registered_optimizer_trains_side_by_side(subset) -> None:
 
     register_optimizer(Stepper, lambda opt, ps: torch.optim.SGD(ps, lr=opt.lr))
     try:
-        r, an = run(subset, small_net, 6, optimizer=Stepper())
+        _, an = run(subset, small_net, 6, optimizer=Stepper())
         assert an.agree is True, an.verdict
     finally:
         _OPTIMIZER_REGISTRY.pop(Stepper, None)
-    with pytest.raises(TypeError, match="optimizer Stepper: its torch twin is unknown: .*"
-                       "register_optimizer"):
+    with pytest.raises(TypeError, match=r"optimizer Stepper: its torch twin is unknown: .*"
+                       r"register_optimizer"):
         run(subset, small_net, 2, optimizer=Stepper())
 
 
