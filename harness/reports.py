@@ -650,6 +650,8 @@ def check_output_paths(args: Any) -> None:
             if not os.access(path, os.W_OK):
                 _usage_exit(f"{flag} {path}: not writable")
             continue
+        if path.is_file() and not os.access(path, os.W_OK):  # the rename would replace it anyway
+            _usage_exit(f"{flag} {path}: the file is write-protected (not replaced)")
         parent = key.parent
         while not parent.exists() and parent != parent.parent:
             parent = parent.parent

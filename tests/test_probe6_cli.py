@@ -162,3 +162,26 @@ def test_an_empty_report_path_suggests_an_unset_variable(capsys) -> None:
     assert main([*FAST, "--markdown", ""]) == 2
     err = capsys.readouterr().err
     assert "--markdown: empty path (an unset variable? e.g. $GITHUB_STEP_SUMMARY" in err, err
+
+
+def test_a_write_protected_report_is_not_replaced(tmp_path, monkeypatch, capsys) -> None:
+    """A report is written to a temp file and renamed over the target, and a rename needs only
+    the directory to be writable: a write-protected file (chmod 444) was silently replaced,
+    where a shell's ``>`` refuses. (The check runs as ``os.access``: root may write anyway.)"""
+    import os
+
+    import harness.reports as reports
+
+    target = tmp_path / "keep.json"
+    target.write_text('{"old": true}')
+    real_access = os.access
+
+    def access(path, mode, *a, **k) -> bool:
+        if os.path.realpath(path) == str(target.resolve()) and mode & os.W_OK:
+            return False
+        return real_access(path, mode, *a, **k)
+
+    monkeypatch.setattr(reports.os, "access", access)
+    assert main([*FAST, "--json", str(target)]) == 2
+    assert "keep.json: the file is write-protected (not replaced)" in capsys.readouterr().err
+    assert target.read_text() == '{"old": true}'
