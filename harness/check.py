@@ -599,8 +599,17 @@ def load_weights(work: Any, module: torch.nn.Module, twin: Twin, name: str) -> N
                         f"m.{unmapped_torch[0]}.data.zero_(); "
                         f"m.{unmapped_torch[0]}.requires_grad_(False))")
     if problems:
+        inherited = ""
+        if (missing_scratch or unmapped_scratch) and isinstance(twin.scratch_cls, type) \
+                and type(work) is not twin.scratch_cls and isinstance(work, twin.scratch_cls):
+            # a subclass with other parameters than the base whose twin it inherits
+            inherited = (f"; {type(work).__name__} is checked with the twin of its base "
+                         f"{twin.scratch_cls.__name__}, which maps {sorted(twin.weight_map)}: a "
+                         f"layer with other parameters needs a twin of its own "
+                         f"(reference.register({type(work).__name__}, torch_factory, weight_map)"
+                         f", or check_layer(layer, module, weight_map=...))")
         raise CheckError(f"{name}: parameter sets differ: " + "; ".join(problems) +
-                         f" (scratch: {sorted(params)}, torch: {sorted(torch_params)})")
+                         f" (scratch: {sorted(params)}, torch: {sorted(torch_params)})" + inherited)
     with torch.no_grad():
         for k, spec in twin.weight_map.items():
             value = np.asarray(spec.to_torch(params[k]))

@@ -668,3 +668,31 @@ def test_a_book_style_class_is_told_to_set_the_setting_itself() -> None:
     bad = [r for r in report.results if r.status != "PASS"]
     assert bad, report
     assert "(e.g. self.pad = 0)" in bad[0].message and "super()" not in bad[0].message
+
+
+def test_a_subclass_with_other_parameters_is_told_it_needs_a_twin_of_its_own() -> None:
+    import scratch
+    from harness import CheckError
+
+    class NoBias(scratch.Affine):
+        def __init__(self, W: np.ndarray) -> None:
+            super().__init__(W, np.zeros(W.shape[1]))
+            del self.params["b"]
+
+        def forward(self, x: np.ndarray) -> np.ndarray:
+            self.x = x
+            return x @ self.params["W"]
+
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            self.grads = {"W": self.x.T @ dout}
+            return dout @ self.params["W"].T
+
+    with pytest.raises(CheckError, match=r"scratch params lack \['b'\].*NoBias is checked with the "
+                                         r"twin of its base Affine, which maps \['W', 'b'\]: a "
+                                         r"layer with other parameters needs a twin of its own"):
+        check_layer(NoBias(np.ones((3, 2))))
+    from reference import WeightSpec, transpose
+
+    assert check_layer(NoBias(np.random.default_rng(0).standard_normal((3, 2))),
+                       nn.Linear(3, 2, bias=False), input_shape=(4, 3),
+                       weight_map={"W": WeightSpec("weight", transpose, transpose)}).ok
