@@ -9,8 +9,9 @@ registration at all.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -104,16 +105,26 @@ class Twin:
                 hint = " (a function (layer, batch) -> shape, e.g. lambda layer, n: (n, 9))" \
                     if opt == "input_shape" else ""
                 raise TypeError(f"{who}: {opt} must be callable{hint}, got {value!r}")
-        self.weight_map = {k: _spec(v) for k, v in self.weight_map.items()}
-        self.buffer_map = {k: _spec(v) for k, v in self.buffer_map.items()}
+        self.weight_map = {k: _spec(v, k, f"{who}: weight_map") for k, v in self.weight_map.items()}
+        self.buffer_map = {k: _spec(v, k, f"{who}: buffer_map") for k, v in self.buffer_map.items()}
         if self.kind not in ("layer", "loss"):
             raise ValueError(f"Twin.kind must be 'layer' or 'loss', got {self.kind!r}")
         if not self.name:
             self.name = self.scratch_cls.__name__
 
 
-def _spec(v: WeightSpec | str) -> WeightSpec:
-    return WeightSpec(v) if isinstance(v, str) else v
+def _spec(v: WeightSpec | str, key: str = "", what: str = "weight_map") -> WeightSpec:
+    if isinstance(v, str):
+        return WeightSpec(v)
+    if not isinstance(v, WeightSpec):
+        raise TypeError(f"{what}[{key!r}] must be a torch parameter name (a str) or a "
+                        f"WeightSpec(torch_name, to_torch, from_torch), got {v!r}")
+    for side in ("to_torch", "from_torch"):
+        if not callable(getattr(v, side)):
+            raise TypeError(f"{what}[{key!r}]: WeightSpec's {side} must be a function array -> "
+                            f"array (reference.transpose, reference.identity, or a lambda), got "
+                            f"{getattr(v, side)!r}")
+    return v
 
 
 def index_input(high: int | Callable[[Any], int]) -> Callable[
@@ -161,10 +172,30 @@ def register(
     >>> @register.twin(lambda l: nn.ReLU())     # decorator form
     ... class MyRelu: ...
     """
+    if not isinstance(scratch_cls, type):
+        raise TypeError(f"register: the first argument is the scratch layer's class, got an "
+                        f"instance of {type(scratch_cls).__name__} (register({type(scratch_cls).__name__}, "
+                        f"...), not register({type(scratch_cls).__name__}(), ...))")
     if torch_factory is None:
         raise TypeError(f"register({scratch_cls.__name__}): a torch_factory is required")
+    unknown = sorted(set(options) - TWIN_OPTIONS)
+    if unknown:
+        close = {u: difflib.get_close_matches(u, sorted(TWIN_OPTIONS), n=1) for u in unknown}
+        hints = ", ".join(f"{u}= (did you mean {c[0]}=?)" if c else f"{u}="
+                          for u, c in close.items())
+        raise TypeError(f"register({scratch_cls.__name__}): unknown option(s) {hints}; the "
+                        f"options are {', '.join(sorted(TWIN_OPTIONS))}")
+    if weight_map is not None and not isinstance(weight_map, dict):
+        raise TypeError(f"register({scratch_cls.__name__}): weight_map must be a dict scratch "
+                        f"parameter name -> torch parameter name or WeightSpec, e.g. "
+                        f"{{'W': WeightSpec('weight', transpose, transpose), 'b': 'bias'}}; got "
+                        f"{type(weight_map).__name__} {weight_map!r}")
     _REGISTRY[scratch_cls] = Twin(scratch_cls, torch_factory, dict(weight_map or {}), **options)
     return scratch_cls
+
+
+TWIN_OPTIONS = frozenset(f.name for f in fields(Twin)) - {"scratch_cls", "torch_factory", "weight_map"}
+"""The keyword options of :func:`register` (the fields of :class:`Twin` after the first three)."""
 
 
 def twin(

@@ -696,3 +696,29 @@ def test_a_subclass_with_other_parameters_is_told_it_needs_a_twin_of_its_own() -
     assert check_layer(NoBias(np.random.default_rng(0).standard_normal((3, 2))),
                        nn.Linear(3, 2, bias=False), input_shape=(4, 3),
                        weight_map={"W": WeightSpec("weight", transpose, transpose)}).ok
+
+
+# ---------------------------------------------------------------------------------------
+# registration mistakes, named where they are made
+
+
+@pytest.mark.parametrize(("call", "message"), [
+    (lambda r, W: r(Softmax, lambda layer: nn.Softmax(1), ["W"]),
+     r"register\(Softmax\): weight_map must be a dict .* got list \['W'\]"),
+    (lambda r, W: r(Softmax, lambda layer: nn.Softmax(1), {"W": W("weight", "T", "T")}),
+     r"register\('Softmax'\): weight_map\['W'\]: WeightSpec's to_torch must be a function"),
+    (lambda r, W: r(Softmax, lambda layer: nn.Softmax(1), {"W": 3}),
+     r"register\('Softmax'\): weight_map\['W'\] must be a torch parameter name \(a str\) or a "
+     r"WeightSpec"),
+    (lambda r, W: r(Softmax, lambda layer: nn.Softmax(1), input_shapes=lambda layer, n: (n, 3)),
+     r"register\(Softmax\): unknown option\(s\) input_shapes= \(did you mean input_shape=\?\)"),
+    (lambda r, W: r(Softmax(), lambda layer: nn.Softmax(1)),
+     r"got an instance of Softmax \(register\(Softmax, \.\.\.\), not register\(Softmax\(\), \.\.\.\)\)"),
+])
+def test_registration_mistakes_are_named(call, message) -> None:  # type: ignore[no-untyped-def]
+    from reference import WeightSpec, register
+    from reference.registry import registered
+
+    with pytest.raises(TypeError, match=message):
+        call(register, WeightSpec)
+    assert Softmax not in registered()
