@@ -12,6 +12,7 @@ interrupted run never leaves a half-written report nor clobbers the previous one
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import math
 import os
@@ -69,7 +70,8 @@ def _atomic_write(path: str | os.PathLike, data: bytes) -> Path:
         return path
     target = Path(os.path.realpath(path)) if path.is_symlink() else path
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    # the temp name stays short: a report named near the file system's limit still fits
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name[:40]}.", suffix=".tmp", dir=target.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -640,25 +642,45 @@ def check_output_paths(args: Any) -> None:
     run never ends with nothing written."""
     seen: dict[Path, str] = {}
     for flag, path in output_paths(args):
-        key = Path(os.path.realpath(path))
-        if key in seen:
-            _usage_exit(f"{flag} and {seen[key]} name the same file {path}")
-        seen[key] = flag
-        if path.is_dir():
-            _usage_exit(f"{flag} {path}: is a directory")
-        if path.exists() and not path.is_file():  # a device or FIFO: written into directly
-            if not os.access(path, os.W_OK):
-                _usage_exit(f"{flag} {path}: not writable")
-            continue
-        if path.is_file() and not os.access(path, os.W_OK):  # the rename would replace it anyway
-            _usage_exit(f"{flag} {path}: the file is write-protected (not replaced)")
-        parent = key.parent
-        while not parent.exists() and parent != parent.parent:
-            parent = parent.parent
-        if not parent.is_dir():
-            _usage_exit(f"{flag} {path}: {parent} is not a directory")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            _usage_exit(f"{flag} {path}: cannot write into {parent}")
+        try:
+            _check_output_path(flag, path, seen)
+        except OSError as exc:  # a name too long, a folder that cannot be searched, ...
+            _usage_exit(f"{flag} {path}: {exc.strerror or exc}")
+
+
+def _check_output_path(flag: str, path: Path, seen: dict[Path, str]) -> None:
+    key = Path(os.path.realpath(path))
+    if key in seen:
+        _usage_exit(f"{flag} and {seen[key]} name the same file {path}")
+    seen[key] = flag
+    if len(key.name.encode()) > _name_max(key.parent):
+        raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+    if path.is_dir():
+        _usage_exit(f"{flag} {path}: is a directory")
+    if path.exists() and not path.is_file():  # a device or FIFO: written into directly
+        if not os.access(path, os.W_OK):
+            _usage_exit(f"{flag} {path}: not writable")
+        return
+    if path.is_file() and not os.access(path, os.W_OK):  # the rename would replace it anyway
+        _usage_exit(f"{flag} {path}: the file is write-protected (not replaced)")
+    parent = key.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        _usage_exit(f"{flag} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        _usage_exit(f"{flag} {path}: cannot write into {parent}")
+
+
+def _name_max(folder: Path) -> int:
+    """The longest file name the file system of ``folder`` (or its nearest existing parent)
+    takes, 255 where it cannot be asked."""
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    try:
+        return int(os.pathconf(folder, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):
+        return 255
 
 
 def write_reports(report: RunReport, args: Any) -> None:

@@ -185,3 +185,19 @@ def test_a_write_protected_report_is_not_replaced(tmp_path, monkeypatch, capsys)
     assert main([*FAST, "--json", str(target)]) == 2
     assert "keep.json: the file is write-protected (not replaced)" in capsys.readouterr().err
     assert target.read_text() == '{"old": true}'
+
+
+@pytest.mark.parametrize("length", [300, 250])
+def test_a_report_name_near_or_over_the_limit(length, tmp_path, capsys) -> None:
+    """A 300-character name was a raw OSError traceback and exit 1 (read as a mismatch),
+    before the run; a 250-character one (valid) failed after the run, its temp file's name
+    (the target's plus 14 characters) being too long."""
+    target = tmp_path / ("a" * (length - 5) + ".json")
+    code = main([*FAST, "--json", str(target)])
+    err = capsys.readouterr().err
+    if length > 255:
+        assert code == 2 and "File name too long" in err and "Traceback" not in err, err
+        assert list(tmp_path.iterdir()) == []
+    else:
+        assert code == 0, err
+        assert json.loads(target.read_text())["ok"] is True
