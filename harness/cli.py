@@ -2,7 +2,8 @@
 
 Each subcommand lives in its own module exposing ``add_arguments(parser)`` and
 ``run(args) -> RunReport | int``. Exit codes: 0 all pass, 1 a mismatch (or a vacuous check),
-2 usage or data error, 130 interrupted, 141 the reader of the output left mid-run (``| head``).
+2 usage or data error, 3 an internal error (a bug in nn-parity), 130 interrupted, 141 the
+reader of the output left mid-run (``| head``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
 EXIT_OK, EXIT_MISMATCH, EXIT_USAGE = 0, 1, 2
+EXIT_INTERNAL = 3  # a bug in nn-parity itself: not a verdict on the checked code
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("harness.check_command", "check every registered layer and net against PyTorch"),
@@ -50,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="nn-parity",
         description="Prove that a from-scratch NumPy network computes what PyTorch computes.",
         epilog="exit codes: 0 all pass, 1 mismatch or vacuous check, 2 usage, setup or data error, "
-               "130 interrupted, 141 output closed by its reader mid-run (| head)",
+               "3 internal error, 130 interrupted, 141 output closed by its reader mid-run (| head)",
     )
     parser.add_argument("--version", action="version", version=f"nn-parity {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -139,6 +141,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # the reader left mid-run (nn-parity train | head): no traceback
         silence_stdout()
         return EXIT_BROKEN_PIPE
+    except Exception:  # Python would exit 1, which reads as "a mismatch"
+        import traceback
+
+        traceback.print_exc()
+        print(f"nn-parity {args.command}: internal error: the traceback above is a bug in "
+              f"nn-parity, not a verdict on the checked code (exit {EXIT_INTERNAL})",
+              file=sys.stderr)
+        return EXIT_INTERNAL
     if isinstance(result, int):
         return result
     from harness.reports import write_reports

@@ -201,3 +201,18 @@ def test_a_report_name_near_or_over_the_limit(length, tmp_path, capsys) -> None:
     else:
         assert code == 0, err
         assert json.loads(target.read_text())["ok"] is True
+
+
+def test_a_crash_inside_nn_parity_is_exit_3_not_a_mismatch(monkeypatch, capsys) -> None:
+    """An exception the command did not expect escaped as a traceback with Python's exit
+    status 1: "a mismatch" to CI, for a bug in the tool."""
+    import harness.check_command
+
+    def crash(args):
+        raise RuntimeError("boom inside the harness")
+
+    monkeypatch.setattr(harness.check_command, "run", crash)
+    assert main(FAST) == 3
+    err = capsys.readouterr().err
+    assert "RuntimeError: boom inside the harness" in err
+    assert "nn-parity check: internal error" in err
