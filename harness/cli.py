@@ -103,6 +103,17 @@ def silence_stdout() -> None:
         pass
 
 
+def _internal_error(command: str) -> int:
+    """The traceback of an exception inside nn-parity, a line saying what it means, and
+    ``EXIT_INTERNAL``."""
+    import traceback
+
+    traceback.print_exc()
+    print(f"nn-parity {command}: internal error: the traceback above is a bug in nn-parity, "
+          f"not a verdict on the checked code (exit {EXIT_INTERNAL})", file=sys.stderr)
+    return EXIT_INTERNAL
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from harness.check import CheckError
 
@@ -142,13 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         silence_stdout()
         return EXIT_BROKEN_PIPE
     except Exception:  # Python would exit 1, which reads as "a mismatch"
-        import traceback
-
-        traceback.print_exc()
-        print(f"nn-parity {args.command}: internal error: the traceback above is a bug in "
-              f"nn-parity, not a verdict on the checked code (exit {EXIT_INTERNAL})",
-              file=sys.stderr)
-        return EXIT_INTERNAL
+        return _internal_error(args.command)
     if isinstance(result, int):
         return result
     from harness.reports import write_reports
@@ -157,6 +162,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         write_reports(result, args)
     except SystemExit as exc:  # every other report is written; the failures are on stderr
         return int(exc.code or EXIT_USAGE)
+    except Exception:  # a report that could not be rendered
+        return _internal_error(args.command)
     if result.output_errors:  # a figure or curves file the command could not write
         return EXIT_USAGE
     if result.summary.get("setup_errors"):  # components that could not be checked at all

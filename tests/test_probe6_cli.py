@@ -216,3 +216,14 @@ def test_a_crash_inside_nn_parity_is_exit_3_not_a_mismatch(monkeypatch, capsys) 
     err = capsys.readouterr().err
     assert "RuntimeError: boom inside the harness" in err
     assert "nn-parity check: internal error" in err
+
+
+def test_a_report_that_cannot_be_rendered_is_exit_3(monkeypatch, capsys, tmp_path) -> None:
+    import harness.reports
+
+    def broken(report):
+        raise ValueError("cannot render")
+
+    monkeypatch.setitem(harness.reports.RENDERERS, "json", ("--json", broken))
+    assert main([*FAST, "--json", str(tmp_path / "r.json")]) == 3
+    assert "nn-parity check: internal error" in capsys.readouterr().err
