@@ -154,6 +154,7 @@ class LayerSpec:
     default: Any = None
     settings: bool = False  # build with the variant's settings, not the subclass's defaults
     large: bool = False  # a registered layer on inputs large enough to overflow a naive formula
+    eval_mode: bool = False  # a registered layer whose forward takes train_flg, at test time
     # the built-in's own configuration (stride, pad, mode, ...) that a variant changes
     builtin_settings: dict[str, Any] = field(default_factory=dict)
 
@@ -196,6 +197,14 @@ class LayerSpec:
             res = TensorResult(layer=self.name, tensor="construct", status=ERROR, dtype=dtype.name,
                                message=f"building the layer raised {type(exc).__name__}: {exc}")
             return LayerReport(layer=self.name, dtype=dtype.name, seed=seed, results=[res])
+        if self.eval_mode:
+            kwargs.setdefault("train", False)
+            input_shape = input_shape or (None if self.twin.input_shape is not None or
+                                          self.input_shape is None else (batch, *self.input_shape))
+            report = check_layer(layer, dtype=dtype, seed=seed, batch=batch,
+                                 input_shape=input_shape, name=self.name, **kwargs)
+            _note_failures(report, f"the eval setting: {self.cls.__name__} {EVAL_HOW}")
+            return report
         if self.large:
             return self._check_large(layer, dtype, seed, batch, input_shape, **kwargs)
         if input_shape is None and self.twin.input_shape is None:
@@ -453,7 +462,7 @@ def load_user_modules(specs: list[str], *, input_shape: Iterable[int] | None = N
             _LOADED.case_names.append(ls.name)
             for vs in variant_specs(ls):  # a built-in's other settings; large inputs
                 add_case(vs.name, _case_runner(vs), group="user",
-                         numerical=not vs.large and vs.default.numerical)
+                         numerical=not vs.large and (vs.default is None or vs.default.numerical))
                 _LOADED.case_names.append(vs.name)
         modules.append(module)
         _LOADED.modules.append(module)
@@ -478,6 +487,13 @@ def _param_shapes(layer: Any) -> dict[str, tuple[int, ...]]:
     return {k: tuple(np.shape(v)) for k, v in params.items()} if isinstance(params, dict) else {}
 
 
+def _takes_train_flg(cls: type) -> bool:
+    from harness.check import accepts
+
+    forward = getattr(cls, "forward", None)
+    return callable(forward) and accepts(forward, "train_flg")
+
+
 def variant_specs(ls: LayerSpec) -> list[LayerSpec]:
     """A subclass of a built-in in each of the built-in's other settings that the check suite
     runs (stride 2 and pad 1, eval mode, 4-D input, ...: :class:`harness.suite.Variant`), named
@@ -486,12 +502,18 @@ def variant_specs(ls: LayerSpec) -> list[LayerSpec]:
     note (:func:`user_notes`)."""
     from harness.suite import variants_for
 
-    if ls.how == "registered" and not ls.large and ls.cls.__module__.split(".")[0] not in BUILTIN:
+    if ls.how == "registered" and not (ls.large or ls.eval_mode) \
+            and ls.cls.__module__.split(".")[0] not in BUILTIN:
         # a layer of the user's own: the built-ins' large-input setting (a custom make_input
-        # chose the inputs on purpose: not overridden)
+        # chose the inputs on purpose: not overridden), and test time for a forward that
+        # takes train_flg (a batch norm's running statistics, a dropout's scaling)
         fits = ls.twin.kind in ("layer", "loss") and ls.twin.make_input is None
-        return [replace(ls, name=f"{ls.name} (large inputs)", how=f"{ls.how}, large inputs",
-                        large=True)] if fits else []
+        large = [replace(ls, name=f"{ls.name} (large inputs)", how=f"{ls.how}, large inputs",
+                         large=True)] if fits else []
+        evaluation = [replace(ls, name=f"{ls.name} (eval)", how=f"{ls.how}, eval",
+                              eval_mode=True)] if ls.twin.kind == "layer" and _takes_train_flg(
+                                  ls.cls) else []
+        return large + evaluation
     if ls.settings or ls.large or (ls.base_twin is None and ls.default is None):
         return []
     usable = []
@@ -549,6 +571,16 @@ def _variant_runner(ls: LayerSpec, v: Any, name: str,
     return run
 
 
+EVAL_HOW = ("forward(x, train_flg=False), then backward: the test-time derivative, as torch's "
+            "eval mode computes it")
+
+
+def _note_failures(report: LayerReport, note: str) -> None:
+    for r in report.results:
+        if r.status in (FAIL, ERROR):
+            r.message = f"{r.message} [{note}]" if r.message else f"[{note}]"
+
+
 def _explain_setting(report: LayerReport, ls: LayerSpec, v: Any, layer: Any) -> None:
     """Say on each failing row of a subclass checked in one of the built-in's other settings
     which setting that is: a class that implements only the built-in's default (a book
@@ -562,8 +594,7 @@ def _explain_setting(report: LayerReport, ls: LayerSpec, v: Any, layer: Any) -> 
     what = ", ".join(f"{k}={val!r}" for k, val in changed.items())
     how = [f"built with {what}"] if what else []
     if v.kwargs.get("train", True) is False:
-        how.append("forward(x, train_flg=False), then backward: the test-time derivative, "
-                   "as torch's eval mode computes it")
+        how.append(EVAL_HOW)
     note = (f"the built-in {getattr(v, 'base', type(layer)).__name__}'s '{v.label}' setting"
             + (f": {ls.cls.__name__} {'; '.join(how)}" if how else ""))
     if changed:
@@ -576,8 +607,7 @@ def _explain_setting(report: LayerReport, ls: LayerSpec, v: Any, layer: Any) -> 
         note += (f"; a setting the class does not implement can be kept at the built-in's "
                  f"default ({defaults}) in its constructor (e.g. {how_to}), and this setting is "
                  f"then skipped with a note")
-    for r in bad:
-        r.message = f"{r.message} [{note}]" if r.message else f"[{note}]"
+    _note_failures(report, note)
 
 
 def user_notes() -> dict[str, list[str]]:

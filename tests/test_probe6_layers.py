@@ -722,3 +722,43 @@ def test_registration_mistakes_are_named(call, message) -> None:  # type: ignore
     with pytest.raises(TypeError, match=message):
         call(register, WeightSpec)
     assert Softmax not in registered()
+
+
+# ---------------------------------------------------------------------------------------
+# a registered layer whose forward takes train_flg is also checked at test time
+
+
+class EvalUsesBatchStats(HandBatchNorm):
+    def forward(self, x: np.ndarray, train_flg: bool = True) -> np.ndarray:
+        return super().forward(x, True)  # test time normalises with the batch's statistics
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_registered_layer_with_train_flg_is_checked_in_eval_mode(dtype: str) -> None:
+    from harness.user_modules import spec_for_class, variant_specs
+    from reference.extra_layers import TwinBatchNorm
+    from reference.registry import register, unregister
+
+    buffers = {"running_mean": "running_mean", "running_var": "running_var"}
+    for cls in (HandBatchNorm, EvalUsesBatchStats):
+        register(cls, lambda layer: TwinBatchNorm(4, layer.eps, 1 - layer.momentum,
+                                                  biased_running_var=True),
+                 BN_MAP["weight_map"], buffer_map=buffers, input_shape=lambda layer, n: (n, 4))
+    try:
+        names = {}
+        for cls in (HandBatchNorm, EvalUsesBatchStats):
+            spec = spec_for_class(cls)
+            assert spec is not None
+            names[cls] = {v.name: v for v in variant_specs(spec)}
+            assert spec.check(dtype, 0, 3).ok  # training: both are right
+        good = names[HandBatchNorm]["HandBatchNorm (eval)"].check(dtype, 0, 3)
+        assert good.results[0].tensor == "out" and good.results[0].status == "PASS"
+        # the book's backward needs the training caches: told what the setting does
+        bad_backward = [r for r in good.results if r.status == "ERROR"]
+        assert bad_backward and "[the eval setting: HandBatchNorm forward(x, train_flg=False), " \
+            "then backward" in bad_backward[0].message
+        wrong = names[EvalUsesBatchStats]["EvalUsesBatchStats (eval)"].check(dtype, 0, 3)
+        assert "out" in _rows(wrong), wrong
+    finally:
+        unregister(HandBatchNorm)
+        unregister(EvalUsesBatchStats)
