@@ -264,7 +264,11 @@ def run(args: argparse.Namespace) -> RunReport:
                 "no component matches the pattern(s)")
             near = sorted({c.name for p in unmatched for c in cases
                            if fnmatch.fnmatch(c.name.lower(), p.lower())})[:5]
-            hint = (f"; matching is case-sensitive: did you mean {near}?" if near else "")
+            prefixed = sorted({c.name for p in unmatched for c in cases
+                               if fnmatch.fnmatch(c.name, f"*.{p}")})[:5]
+            hint = (f"; matching is case-sensitive: did you mean {near}?" if near else
+                    f"; a --module's components are named <module>.<Class>: did you mean "
+                    f"{prefixed}, or the pattern '*.{unmatched[0]}'?" if prefixed else "")
             raise CheckError(f"{which} {unmatched} (see --list){hint}")
         cases = [c for c in cases if any(fnmatch.fnmatch(c.name, p) for p in args.only)]
     if args.list:

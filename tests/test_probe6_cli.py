@@ -227,3 +227,12 @@ def test_a_report_that_cannot_be_rendered_is_exit_3(monkeypatch, capsys, tmp_pat
     monkeypatch.setitem(harness.reports.RENDERERS, "json", ("--json", broken))
     assert main([*FAST, "--json", str(tmp_path / "r.json")]) == 3
     assert "nn-parity check: internal error" in capsys.readouterr().err
+
+
+def test_only_with_a_bare_class_name_of_a_module_names_the_prefix(capsys) -> None:
+    """``--module examples/user_layers.py --only Affine`` said only "no component matches
+    ['Affine'] (see --list)": the components are named user_layers.Affine."""
+    assert main(["check", "--module", str(REPO / "examples" / "user_layers.py"), "--only",
+                 "Affine", "-q"]) == 2
+    err = capsys.readouterr().err
+    assert "did you mean ['user_layers.Affine'], or the pattern '*.Affine'?" in err, err
