@@ -206,10 +206,16 @@ def _plot_diffs(ax: Any, result: TrainResult, steps: np.ndarray) -> None:
             ax.text(k, 0.98, " float64 shadows end (not judged after)", va="top", fontsize=8,
                     color="gray", transform=ax.get_xaxis_transform())
     if cfg.dtype == "float64":
-        from harness.train import LOSS_ATOL_FLOAT64
+        from harness.train import LOSS_ATOL_FLOAT64, float64_factor
 
-        ax.axhline(LOSS_ATOL_FLOAT64, color="red", ls="--", lw=0.8,
-                   label=f"float64 loss limit {LOSS_ATOL_FLOAT64:g}")
+        # the limit the run was judged by: wider from step 600 on in free mode
+        limit = LOSS_ATOL_FLOAT64 * np.asarray(float64_factor(cfg.mode, steps), dtype=float)
+        wide = float(limit[-1]) if limit.size else LOSS_ATOL_FLOAT64
+        label = f"float64 loss limit {LOSS_ATOL_FLOAT64:g}"
+        if wide != LOSS_ATOL_FLOAT64:
+            first = int(np.argmax(limit != LOSS_ATOL_FLOAT64))
+            label += f" ({wide:g} from step {first} on: free runs amplify rounding)"
+        ax.step(steps, limit, where="post", color="red", ls="--", lw=0.8, label=label)
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
     ax.set_ylabel("|difference| (log)")

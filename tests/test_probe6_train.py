@@ -257,3 +257,31 @@ def test_the_recorded_loss_of_a_net_without_self_loss_is_the_training_pass_and_h
     assert an.agree is True, an.verdict  # was: a loss in evaluation mode, running stats twice
     assert any(c.extra.get("check") == "running statistics" and c.extra["step"] == 30
                for c in r.eval_checks)
+
+
+@pytest.mark.parametrize("mode", ["free", "lockstep"])
+def test_the_plotted_float64_loss_limit_is_the_one_the_run_was_judged_by(
+        subset, tmp_path, monkeypatch, mode) -> None:
+    from matplotlib.axes import Axes
+
+    from harness.plots import plot_training
+    from harness.train import FLOAT64_FREE_STRICT_STEPS, LOSS_ATOL_FLOAT64, float64_limit
+
+    r, an = run(subset, lambda d: MultiLayerNet(784, [10], 10, dtype=d, seed=0),
+                FLOAT64_FREE_STRICT_STEPS + 5, mode=mode, record_param_diff=False)
+    drawn: dict[str, np.ndarray] = {}
+    original = Axes.step
+
+    def step(self: Any, x: Any, y: Any, *args: Any, **kw: Any) -> Any:
+        drawn[kw.get("label", "")] = np.asarray(y)
+        return original(self, x, y, *args, **kw)
+
+    monkeypatch.setattr(Axes, "step", step)
+    plot_training(r, tmp_path / "t.png", an)
+    (label, limit), = ((k, v) for k, v in drawn.items() if "loss limit" in k)
+    s = FLOAT64_FREE_STRICT_STEPS
+    judged = [float64_limit("loss", 1.0, 1.0) * (1000.0 if mode == "free" and i >= s else 1.0)
+              for i in (s - 1, s)]
+    assert [limit[s - 1], limit[s]] == pytest.approx(judged)
+    assert limit[0] == LOSS_ATOL_FLOAT64
+    assert (f"from step {s} on" in label) == (mode == "free")
