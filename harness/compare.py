@@ -153,6 +153,10 @@ def is_python_scalar(x: Any) -> bool:
     return isinstance(x, (float, int)) and not isinstance(x, (bool, np.generic))
 
 
+WHO_RETURNS = {"out": "forward", "loss": "forward", "dx": "backward"}
+"""The method whose return value each compared tensor is."""
+
+
 def compare(
     actual: Any,
     expected: Any,
@@ -181,7 +185,9 @@ def compare(
     if tuple(sides) != ("scratch", "torch"):
         res.extra.update(actual=sides[0], expected=sides[1])
     if actual is None:
-        res.message = f"{sides[0]} returned None"
+        res.message = f"{sides[0]} returned None" + (
+            f" (a missing return in {WHO_RETURNS[tensor]}?)" if tensor in WHO_RETURNS
+            and tuple(sides) == ("scratch", "torch") else "")
         return res
     ours, ref = sides
     if is_python_scalar(actual):

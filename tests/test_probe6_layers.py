@@ -762,3 +762,12 @@ def test_a_registered_layer_with_train_flg_is_checked_in_eval_mode(dtype: str) -
     finally:
         unregister(HandBatchNorm)
         unregister(EvalUsesBatchStats)
+
+
+def test_a_method_returning_none_suggests_a_missing_return() -> None:
+    class NoReturn(Softmax):
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            dx = super().backward(dout)  # noqa: F841 (the bug: no return)
+
+    bad = _rows(check_layer(NoReturn(), nn.Softmax(dim=1), input_shape=(3, 4)))
+    assert bad["dx"].message == "scratch returned None (a missing return in backward?)"
