@@ -655,6 +655,10 @@ def _check_output_path(flag: str, path: Path, seen: dict[Path, str]) -> None:
     seen[key] = flag
     if len(key.name.encode()) > _name_max(key.parent):
         raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG))
+    try:
+        os.stat(path)  # a symlink loop, a folder that cannot be searched: said now, not after
+    except (FileNotFoundError, NotADirectoryError):  # a new file; a file as folder: below
+        pass
     if path.is_dir():
         _usage_exit(f"{flag} {path}: is a directory")
     if path.exists() and not path.is_file():  # a device or FIFO: written into directly

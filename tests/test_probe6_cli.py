@@ -236,3 +236,13 @@ def test_only_with_a_bare_class_name_of_a_module_names_the_prefix(capsys) -> Non
                  "Affine", "-q"]) == 2
     err = capsys.readouterr().err
     assert "did you mean ['user_layers.Affine'], or the pattern '*.Affine'?" in err, err
+
+
+def test_a_symlink_loop_as_report_path_is_refused_before_the_run(tmp_path, capsys) -> None:
+    """It was found only when the report was written, after the whole run."""
+    loop = tmp_path / "loop.json"
+    loop.symlink_to(loop)
+    assert main([*FAST, "--json", str(loop)]) == 2
+    out, err = capsys.readouterr()
+    assert "Too many levels of symbolic links" in err, err
+    assert "PASS" not in out  # nothing ran
