@@ -79,6 +79,10 @@ def failure_message(report: Any) -> str:
                  + (f"; passed: {', '.join(good)}" if good else ""))
     for tensor, why in (getattr(report, "info", {}).get("not_compared") or {}).items():
         lines.append(f"not compared: {tensor} ({why})")  # e.g. dx of integer indices
+    shown = "\n".join(lines)
+    for note in dict.fromkeys(getattr(report, "info", {}).get("notes") or ()):
+        if str(note) not in shown:  # how the layer was read and checked: context for the FAIL
+            lines.append(f"note: {note}")
     return "\n".join(lines)
 
 

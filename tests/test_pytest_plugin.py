@@ -288,3 +288,24 @@ def test_a_keyword_parity_does_not_take_is_named_with_the_fix() -> None:
         assert_parity(scratch.Relu(), dtypes=["float32"])
     with pytest.raises(CheckError, match=r"batches must be positive integers, got \[0\]"):
         assert_parity(scratch.Relu(), batches=[0])
+
+
+def test_a_failure_message_carries_the_reports_notes() -> None:
+    class BookAffine:  # the book's layout, named like the built-in: read through a note
+        def __init__(self, W, b):
+            self.W, self.b, self.dW, self.db = W, b, None, None
+
+        def forward(self, x):
+            self.x = x
+            return x @ self.W + self.b
+
+        def backward(self, dout):
+            self.dW, self.db = self.x.T @ dout, dout.sum(axis=0)
+            return dout @ self.W  # transpose forgotten: W is square
+
+    BookAffine.__name__ = BookAffine.__qualname__ = "Affine"
+    rng = np.random.default_rng(0)
+    with pytest.raises(ParityError) as exc:
+        assert_parity(BookAffine(rng.standard_normal((4, 4)), np.zeros(4)), dtype="float64",
+                      batch=3)
+    assert "note: parameters read from the attributes W, b" in str(exc.value)
