@@ -831,6 +831,9 @@ class TrainConfig:
     targets: str = "labels"
     """What the loss gets: integer 'labels', or 'one-hot' float rows in the net's dtype (a
     regression loss such as MeanSquaredError)."""
+    optimizer_form: str = ""
+    """'book' for a Nesterov in the book's form (a scratch ``Nesterov(form='book')``, or a
+    user's class named like it without a ``form``): by design not torch's Nesterov."""
 
 
 @dataclass
@@ -1158,7 +1161,8 @@ def train_side_by_side(
                          shadow_steps=shadow_steps, threads=threads, parallel=parallel,
                          eval_chunk=eval_chunk, train_size=n_train,
                          test_size=int(x_test.shape[0]), iter_per_epoch=float(ipe),
-                         targets="labels" if one_hot is None else "one-hot")
+                         targets="labels" if one_hot is None else "one-hot",
+                         optimizer_form=_nesterov_form(optimizer))
 
     # --- build the sides (shadows first: cast_net must copy the net before it is wrapped)
     shadow_np = shadow_t = None
@@ -2241,7 +2245,8 @@ def analyse(result: TrainResult, *, loss_atol: float = LOSS_ATOL_FLOAT64) -> Ana
         else:
             an.first_ratio = an.first_abs / u if u > 0 else math.inf
     an.warnings = _warnings(result, an)
-    hints = [h for h in (_loss_term_hint(result, an), _chaos_hint(result, an)) if h]
+    hints = [h for h in (_loss_term_hint(result, an), _optimizer_hint(result, an),
+                         _chaos_hint(result, an)) if h]
     an.hint = " ".join(hints) or None
     an.verdict = _verdict_text(result, an)
     return an
@@ -2295,6 +2300,34 @@ def _loss_term_hint(result: TrainResult, an: Analysis) -> str | None:
             f"know ({d:.6g} on two batches): weight decay stored as something other than "
             "weight_decay_lambda? The twin adds 0.5 * weight_decay_lambda * sum(W**2) (over "
             "the weights named W...) when the net has a weight_decay_lambda attribute.")
+
+
+def _nesterov_form(opt: Any) -> str:
+    """'book' when ``opt`` is a Nesterov in the book's form (see TrainConfig.optimizer_form)."""
+    if isinstance(opt, str):
+        return ""  # the named optimizers use torch's forms
+    try:
+        from reference.optimizers import classic_for, like_classic, optimizer_registration
+        from scratch.optimizers import Nesterov
+    except ImportError:
+        return ""
+    if optimizer_registration(type(opt)) is not None:
+        return ""
+    classic, _ = classic_for(type(opt))
+    if classic is not Nesterov:
+        return ""
+    like = opt if isinstance(opt, Nesterov) else like_classic(opt, Nesterov)[0]
+    return "book" if getattr(like, "form", "") == "book" else ""
+
+
+def _optimizer_hint(result: TrainResult, an: Analysis) -> str | None:
+    if an.agree is not False or an.first_step is None or result.config.optimizer_form != "book":
+        return None
+    return ("HINT: the optimizer is Nesterov in the book's form (form='book'), which steps "
+            "with the updated velocity: by design another optimizer than torch's "
+            "SGD(nesterov=True), from its first update on, so the runs part even for correct "
+            "code. Nesterov(form='bengio') (the paper's formula, equal while lr is constant) or "
+            "form='torch' is torch's; docs/conventions.md.")
 
 
 def _chaos_hint(result: TrainResult, an: Analysis) -> str | None:

@@ -285,3 +285,14 @@ def test_the_plotted_float64_loss_limit_is_the_one_the_run_was_judged_by(
     assert [limit[s - 1], limit[s]] == pytest.approx(judged)
     assert limit[0] == LOSS_ATOL_FLOAT64
     assert (f"from step {s} on" in label) == (mode == "free")
+
+
+def test_the_books_nesterov_form_is_told_apart_from_a_bug(subset) -> None:
+    from scratch.optimizers import Nesterov
+
+    _, an = run(subset, small_net, 5, optimizer=Nesterov(lr=0.01))  # form='book', the default
+    assert an.agree is False and an.first_step == 0
+    assert an.hint is not None and "Nesterov in the book's form (form='book')" in an.hint
+    assert "HINT: the optimizer is Nesterov in the book's form" in an.verdict
+    _, an = run(subset, small_net, 5, optimizer=Nesterov(lr=0.01, form="bengio"))
+    assert an.agree is True and an.hint is None, an.verdict
