@@ -1702,11 +1702,13 @@ def _suggest_registered_twin(report: LayerReport, given: dict[str, Any]) -> None
         _RETRY.active = False
     if not other.ok:
         return
-    note = (f"against its registered twin ({own.name}) every tensor passes: the layer follows "
-            f"another convention than the module passed ({type(module).__name__}), which is no "
-            f"bug in the layer"
-            + (f": {own.conventions.rstrip('.')}" if own.conventions else "")
-            + "; docs/conventions.md lists the switch that aligns each")
+    builtin = str(getattr(own.scratch_cls, "__module__", "")).startswith("scratch")
+    note = (f"against its registered twin ({own.name}) every tensor passes: the module passed "
+            f"({type(module).__name__}) computes something else (another convention or another "
+            f"function), which is no bug in the layer"
+            + (f"; the registration notes: {own.conventions.rstrip('.')}" if own.conventions
+               else "")
+            + ("; docs/conventions.md lists the switch that aligns each" if builtin else ""))
     for r in report.results:
         if r.status == FAIL:
             r.message = f"{r.message} [{note}]" if r.message else f"[{note}]"
