@@ -129,6 +129,8 @@ def check_any(target: Any, module: Any = None, **kwargs: Any) -> Any:
             target = target()
         else:
             target = spec
+    if isinstance(target, InstanceSetting):
+        return target.check(**kwargs)
     if isinstance(target, LayerSpec):
         if module is not None:
             return check_layer(target.build(kwargs.get("dtype", "float64"), kwargs.get("seed", 0)),
@@ -147,7 +149,9 @@ def assert_parity(layer: Any, module: Any = None, *, batches: Iterable[int] | No
 
     A layer class is checked in its own configuration and in each of the built-in's other
     settings that ``nn-parity check --module`` checks it in (stride and padding, eval mode,
-    large inputs, ...). It runs in float64 and float32 (as ``nn-parity check`` does; ``dtype=`` picks one) at
+    large inputs, ...); an instance of a class the user registered also on large inputs and,
+    if its forward takes ``train_flg``, at test time, as ``check --module`` checks it. It runs
+    in float64 and float32 (as ``nn-parity check`` does; ``dtype=`` picks one) at
     each of ``batches`` (default :data:`DEFAULT_BATCHES`, those of ``nn-parity check``),
     unless ``batch``, ``input_shape`` or ``x`` fixes the input (a given ``dout`` or ``t``
     fixes the batch size to its first dimension). A FAIL or ERROR at any dtype and batch
@@ -160,15 +164,22 @@ def assert_parity(layer: Any, module: Any = None, *, batches: Iterable[int] | No
     :func:`harness.check_net`.
     """
     __tracebackhide__ = True
+    # a given input fits the layer's own configuration only (the settings have other shapes)
+    settings = [layer] if "x" in kwargs or "input_shape" in kwargs else (
+        _class_settings(layer, module) if isinstance(layer, type)
+        else _instance_settings(layer, module))
+    report = None
+    for setting in settings:  # a class or a registered layer in each setting check --module runs
+        report = _assert_one(setting, module if setting is layer else None, batches, dict(kwargs))
+    return report
+
+
+def _assert_one(layer: Any, module: Any, batches: Iterable[int] | None,
+                kwargs: dict[str, Any]) -> Any:
+    """:func:`assert_parity` for one target in one setting."""
+    __tracebackhide__ = True
     from harness.check import CheckError
 
-    # a given input fits the class's own configuration only (the settings have other shapes)
-    settings = [layer] if "x" in kwargs or "input_shape" in kwargs else _class_settings(layer, module)
-    if len(settings) > 1:  # a class: in each of its settings, as check --module checks it
-        report = None
-        for spec in settings:
-            report = assert_parity(spec, None, batches=batches, **kwargs)
-        return report
     fixed = any(k in kwargs for k in ("batch", "input_shape", "x"))
     given = next((kwargs[k] for k in ("dout", "t") if kwargs.get(k) is not None), None)
     if not fixed and batches is None and np.ndim(given) >= 1:
@@ -210,6 +221,50 @@ def assert_parity(layer: Any, module: Any = None, *, batches: Iterable[int] | No
             raise ParityError(failure_message(vacuous), vacuous)
         passed = passed_here
     return passed
+
+
+@dataclass
+class InstanceSetting:
+    """A user's registered layer instance in one of the settings ``nn-parity check --module``
+    adds to its own: inputs large enough to overflow a naive formula, or test time."""
+
+    layer: Any
+    spec: Any  # the class's harness.user_modules.LayerSpec for that setting
+
+    def check(self, dtype: Any = "float64", seed: int = 0, batch: int = 4, **kwargs: Any) -> Any:
+        from harness.check import check_layer
+
+        if self.spec.large:
+            return self.spec._check_large(self.layer, np.dtype(dtype), seed, batch, None,
+                                          **kwargs)
+        from harness.user_modules import EVAL_HOW, _note_failures
+
+        report = check_layer(self.layer, dtype=dtype, seed=seed, batch=batch, train=False,
+                             name=self.spec.name, **kwargs)
+        _note_failures(report, f"the eval setting: {type(self.layer).__name__} {EVAL_HOW}")
+        return report
+
+
+def _instance_settings(target: Any, module: Any) -> list[Any]:
+    """An instance of a layer class the user registered, in its own configuration and in the
+    settings ``check --module`` adds for such a class (large inputs, eval): ``parity(Swish())``
+    fails a softmax with no max shift as ``parity_test(module)`` does. Anything else (a
+    built-in's subclass, whose other settings are other instances): ``[target]``."""
+    from harness.user_modules import BUILTIN, spec_for_class, variant_specs
+    from harness.user_optimizers import is_optimizer_class
+
+    cls = type(target)
+    if module is not None or _is_net(target) or is_optimizer_class(cls) \
+            or cls.__module__.split(".")[0] in BUILTIN:
+        return [target]
+    try:
+        spec = spec_for_class(cls)
+    except Exception:  # the check itself reports what is wrong with the class
+        return [target]
+    if spec is None or spec.how != "registered":
+        return [target]
+    return [target, *(InstanceSetting(target, v) for v in variant_specs(spec)
+                      if v.large or v.eval_mode)]
 
 
 def _class_settings(target: Any, module: Any) -> list[Any]:

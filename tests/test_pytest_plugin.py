@@ -309,3 +309,33 @@ def test_a_failure_message_carries_the_reports_notes() -> None:
         assert_parity(BookAffine(rng.standard_normal((4, 4)), np.zeros(4)), dtype="float64",
                       batch=3)
     assert "note: parameters read from the attributes W, b" in str(exc.value)
+
+
+class NoMaxShiftSoftmax:
+    """Softmax without the max shift: right for ordinary inputs, inf/NaN for logits > 88."""
+
+    def forward(self, x):
+        e = np.exp(x)
+        self.y = e / e.sum(axis=1, keepdims=True)
+        return self.y
+
+    def backward(self, dout):
+        return self.y * (dout - (dout * self.y).sum(axis=1, keepdims=True))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning",
+                            "ignore:invalid value encountered:RuntimeWarning")
+def test_parity_of_a_registered_instance_runs_the_large_input_setting_too() -> None:
+    from torch import nn
+
+    from reference.registry import register, unregister
+
+    register(NoMaxShiftSoftmax, lambda layer: nn.Softmax(dim=1),
+             input_shape=lambda layer, n: (n, 7))
+    try:
+        with pytest.raises(ParityError, match=r"^NoMaxShiftSoftmax \(large inputs\) \[float32"):
+            assert_parity(NoMaxShiftSoftmax(), batches=[3])
+        # a given input is the layer's own configuration: checked as given
+        assert assert_parity(NoMaxShiftSoftmax(), input_shape=(3, 7)).ok
+    finally:
+        unregister(NoMaxShiftSoftmax)
