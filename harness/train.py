@@ -1687,7 +1687,14 @@ class EvalProbe:
         if self.has_buffers:
             from harness.check import clone
 
-            self.before = (step, clone(self.net, self.name), batch)
+            # only what the twin is built from (one copy: shared arrays stay shared), not
+            # whatever else the net holds (a data set kept as an attribute, say)
+            parts = {k: v for k, v in vars(self.net).items()
+                     if k in ("params", "layers", "last_layer", "lastLayer",
+                              "weight_decay_lambda")}
+            work = copy.copy(self.net)
+            work.__dict__.update(clone(parts, self.name))
+            self.before = (step, work, batch)
 
     def stepped(self, step: int) -> None:
         """Keep NumPy's running statistics right after step ``step`` (the evaluation that

@@ -296,3 +296,20 @@ def test_the_books_nesterov_form_is_told_apart_from_a_bug(subset) -> None:
     assert "HINT: the optimizer is Nesterov in the book's form" in an.verdict
     _, an = run(subset, small_net, 5, optimizer=Nesterov(lr=0.01, form="bengio"))
     assert an.agree is True and an.hint is None, an.verdict
+
+
+class CountsCopies:
+    copies = 0
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> CountsCopies:
+        CountsCopies.copies += 1
+        return self
+
+
+def test_the_replay_copies_only_what_the_twin_is_built_from(subset) -> None:
+    net = MultiLayerNet(784, [20], 10, seed=0, use_batchnorm=True)
+    net.training_data = CountsCopies()  # say, the data set kept on the net: 60,000 images
+    CountsCopies.copies = 0
+    _, an = run(subset, net, 35)
+    assert an.agree is True, an.verdict
+    assert CountsCopies.copies == 0
