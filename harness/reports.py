@@ -666,7 +666,8 @@ def _check_output_path(flag: str, path: Path, seen: dict[Path, str]) -> None:
             _usage_exit(f"{flag} {path}: not writable")
         return
     if path.is_file() and not os.access(path, os.W_OK):  # the rename would replace it anyway
-        _usage_exit(f"{flag} {path}: the file is write-protected (not replaced)")
+        _usage_exit(f"{flag} {path}: the file is not writable (write-protected, or a read-only "
+                    f"file system): not replaced")
     parent = key.parent
     while not parent.exists() and parent != parent.parent:
         parent = parent.parent

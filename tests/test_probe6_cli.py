@@ -183,7 +183,7 @@ def test_a_write_protected_report_is_not_replaced(tmp_path, monkeypatch, capsys)
 
     monkeypatch.setattr(reports.os, "access", access)
     assert main([*FAST, "--json", str(target)]) == 2
-    assert "keep.json: the file is write-protected (not replaced)" in capsys.readouterr().err
+    assert "keep.json: the file is not writable (write-protected" in capsys.readouterr().err
     assert target.read_text() == '{"old": true}'
 
 
