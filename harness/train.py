@@ -291,6 +291,14 @@ def _optimizer_instance(opt: Any, lr: float | None, kwargs: dict[str, Any]) -> A
                          "give one of them")
     used = [f"{k} ({len(v)} entries)" for k, v in vars(opt).items() if isinstance(v, dict) and v]
     used += [f"iter={opt.iter!r}"] if getattr(opt, "iter", 0) else []
+    try:
+        from reference.optimizers import class_state
+    except ImportError:
+        pass
+    else:  # state kept on the class is shared by every instance (and each side's copy)
+        used += [f"{k} ({n} entries, a class attribute: shared by every instance; create it "
+                 "per instance in __init__)" for k, n in class_state(opt).items()
+                 if n and not isinstance(vars(opt).get(k.split(".", 1)[1]), (dict, list))]
     if used:
         raise ValueError(f"optimizer {opt!r} does not start from a fresh state: "
                          f"{', '.join(used)}. A fresh scratch optimizer has empty state and "

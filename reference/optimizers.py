@@ -185,6 +185,7 @@ def check_optimizer(
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 1:
         raise CheckError(f"check_optimizer: steps must be a positive integer, got {steps!r}")
     opt = copy.deepcopy(optimizer)
+    class_state_before = class_state(opt)
     conv = opt if like is None else like
     label = name or type(opt).__name__
     if isinstance(lr_schedule, str):
@@ -251,7 +252,9 @@ def check_optimizer(
                        "arrays never see the update")
     report.results.append(res)
     if report.status != "PASS":
-        note = form_note(conv, lr_schedule is not None)
+        note = _class_state_note(opt, class_state_before)
+        if not note:
+            note = form_note(conv, lr_schedule is not None)
         changed = _schedule_steps(lr_schedule, steps)
         if not note and changed and any(
                 r.status == FAIL and _first_step(r) is not None and _first_step(r) >= changed[0]
@@ -274,6 +277,34 @@ def check_optimizer(
     report.info["lr_schedule"] = (repr(lr_schedule) if isinstance(lr_schedule, dict) else
                                   "function" if lr_schedule is not None else None)
     return report
+
+
+def class_state(opt: Any) -> dict[str, int]:
+    """The sizes of the dicts and lists an optimizer's class (or a base class of its own)
+    holds as class attributes: state written there is shared by every instance."""
+    out: dict[str, int] = {}
+    for c in type(opt).__mro__[:-1]:
+        if c.__module__ in ("scratch.optimizers", __name__):
+            continue
+        for k, v in vars(c).items():
+            if isinstance(v, (dict, list)) and not k.startswith("__") and \
+                    f"{c.__name__}.{k}" not in out:
+                out[f"{c.__name__}.{k}"] = len(v)
+    return out
+
+
+def _class_state_note(opt: Any, before: dict[str, int]) -> str:
+    """Why a fresh optimizer that keeps its state on the class parts from its twin."""
+    after = class_state(opt)
+    used = [k for k, n in after.items()
+            if (n or before.get(k, 0)) and not (isinstance(vars(opt).get(k.split(".", 1)[1]),
+                                                           (dict, list)))]
+    if not used:
+        return ""
+    return (f"(the state is kept on the class ({', '.join(used)}, a class attribute, "
+            f"{', '.join(str(before.get(k, 0)) for k in used)} entries before this check): "
+            "every instance shares it, so a new optimizer starts with the state of earlier "
+            "ones; create it per instance, e.g. self.v = {} in __init__)")
 
 
 def _shared_shape_note(report: LayerReport, shapes: dict[str, tuple[int, ...]]) -> str:

@@ -313,3 +313,35 @@ def test_the_replay_copies_only_what_the_twin_is_built_from(subset) -> None:
     _, an = run(subset, net, 35)
     assert an.agree is True, an.verdict
     assert CountsCopies.copies == 0
+
+
+class ClassStateMomentum:  # the velocity on the class: every instance shares it
+    v: dict[str, np.ndarray] = {}  # noqa: RUF012  (the bug under test)
+
+    def __init__(self, lr: float = 0.01, momentum: float = 0.9) -> None:
+        self.lr, self.momentum = lr, momentum
+
+    def update(self, params: dict[str, np.ndarray], grads: dict[str, np.ndarray]) -> None:
+        for key in params:
+            v = self.v.setdefault(key, np.zeros_like(params[key]))
+            self.v[key] = self.momentum * v - self.lr * grads[key]
+            params[key] += self.v[key]
+
+
+ClassStateMomentum.__name__ = ClassStateMomentum.__qualname__ = "Momentum"
+
+
+def test_optimizer_state_kept_on_the_class_is_named(subset) -> None:
+    from reference.optimizers import check_optimizer
+    from scratch.optimizers import Momentum
+
+    ClassStateMomentum.v.clear()
+    like = Momentum(lr=0.1)
+    check_optimizer(ClassStateMomentum(lr=0.1), like=like)  # leaves its state behind
+    report = check_optimizer(ClassStateMomentum(lr=0.1), like=like)
+    assert not report.ok
+    assert "the state is kept on the class (Momentum.v, a class attribute" in \
+        report["W1"].message
+    with pytest.raises(ValueError, match=r"Momentum\.v \(6 entries, a class attribute"):
+        run(subset, small_net, 2, optimizer=ClassStateMomentum())
+    ClassStateMomentum.v.clear()
