@@ -1176,6 +1176,10 @@ def run_pair(
             dx = work.backward(dout)
         except Exception as exc:
             results.append(_error(name, "backward", exc, dtype, prefix=error_prefix, kind=twin.kind))
+            if np.shape(out) != tuple(dout.shape):  # a consequence of the wrong output shape
+                results[-1].message += (f" (backward got dout of the twin's output shape "
+                                        f"{tuple(dout.shape)}; forward returned {np.shape(out)}: "
+                                        f"fix the output shape first)")
             return results, arrays
     d_max = 0.0 if is_loss else _amax(dout)
     eps = float(np.finfo(dtype).eps)

@@ -771,3 +771,17 @@ def test_a_method_returning_none_suggests_a_missing_return() -> None:
 
     bad = _rows(check_layer(NoReturn(), nn.Softmax(dim=1), input_shape=(3, 4)))
     assert bad["dx"].message == "scratch returned None (a missing return in backward?)"
+
+
+def test_a_backward_error_after_a_wrong_output_shape_points_at_the_shape() -> None:
+    class DropsAColumn(Softmax):
+        def forward(self, x: np.ndarray) -> np.ndarray:
+            return super().forward(x)[:, :-1]
+
+        def backward(self, dout: np.ndarray) -> np.ndarray:
+            return self.y[:, :-1] * dout  # written for its own (wrong) shape
+
+    report = check_layer(DropsAColumn(), nn.Softmax(dim=1), input_shape=(3, 4))
+    msg = next(r.message for r in report.results if r.tensor == "backward")
+    assert msg.endswith("(backward got dout of the twin's output shape (3, 4); forward returned "
+                        "(3, 3): fix the output shape first)"), msg
