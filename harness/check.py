@@ -1605,6 +1605,9 @@ def check_layer(
     if dout is not None:
         dout = validate_input(f"{name} (dout)", dout, dtype, what="dout")
     mod = module if module is not None else build_module(twin, work, name)
+    if isinstance(mod, type) and issubclass(mod, torch.nn.Module):
+        raise CheckError(f"{name}: the torch twin is the class {mod.__name__}, not a module: pass "
+                         f"an instance ({mod.__name__}(...))")
     if not isinstance(mod, torch.nn.Module):
         raise CheckError(f"{name}: the torch twin must be an nn.Module, got {type(mod).__name__}")
     mod = copy.deepcopy(mod).to(TORCH_DTYPE[dtype])

@@ -785,3 +785,11 @@ def test_a_backward_error_after_a_wrong_output_shape_points_at_the_shape() -> No
     msg = next(r.message for r in report.results if r.tensor == "backward")
     assert msg.endswith("(backward got dout of the twin's output shape (3, 4); forward returned "
                         "(3, 3): fix the output shape first)"), msg
+
+
+def test_a_torch_class_for_the_module_is_told_to_be_an_instance() -> None:
+    from harness import CheckError
+
+    with pytest.raises(CheckError, match=r"the torch twin is the class Softmax, not a module: "
+                                         r"pass an instance \(Softmax\(\.\.\.\)\)"):
+        check_layer(Softmax(), nn.Softmax, input_shape=(3, 4))
