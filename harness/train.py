@@ -2721,7 +2721,8 @@ def summary_dict(result: TrainResult, an: Analysis) -> dict[str, Any]:
         "verdict": an.verdict,
         "agree": an.agree,
         "criterion": an.criterion,
-        "config": asdict(cfg),
+        "config": {k: v for k, v in asdict(cfg).items()
+                   if k != "optimizer_form" or v},  # the form only where it matters
         "data": result.data,
         # "final" is the last evaluation: with fewer steps than one epoch that is step 0
         "accuracy": {
