@@ -239,8 +239,8 @@ class InstanceSetting:
                                           **kwargs)
         from harness.user_modules import EVAL_HOW, _note_failures
 
-        report = check_layer(self.layer, dtype=dtype, seed=seed, batch=batch, train=False,
-                             name=self.spec.name, **kwargs)
+        kwargs = {"name": self.spec.name, **kwargs, "train": False}
+        report = check_layer(self.layer, dtype=dtype, seed=seed, batch=batch, **kwargs)
         _note_failures(report, f"the eval setting: {type(self.layer).__name__} {EVAL_HOW}")
         return report
 
