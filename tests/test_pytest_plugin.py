@@ -339,3 +339,30 @@ def test_parity_of_a_registered_instance_runs_the_large_input_setting_too() -> N
         assert assert_parity(NoMaxShiftSoftmax(), input_shape=(3, 7)).ok
     finally:
         unregister(NoMaxShiftSoftmax)
+
+
+class Doubles:
+    """2 x, with a train_flg it ignores: registered, so parity() also runs it at test time."""
+
+    def forward(self, x, train_flg=True):
+        return 2 * x
+
+    def backward(self, dout):
+        return 2 * dout
+
+
+def test_parity_of_a_registered_instance_with_train_flg_takes_name_and_train() -> None:
+    from torch import nn
+
+    from reference.registry import register, unregister
+
+    class Twice(nn.Module):
+        def forward(self, x):
+            return 2 * x
+
+    register(Doubles, lambda layer: Twice(), input_shape=lambda layer, n: (n, 5))
+    try:
+        report = assert_parity(Doubles(), name="mine", train=True, batches=[3])
+        assert report.ok and report.layer == "mine"
+    finally:
+        unregister(Doubles)
