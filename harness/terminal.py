@@ -54,8 +54,15 @@ def console(stderr: bool = False, file: IO[str] | None = None) -> Console:
     if no_color() or not (tty or force):
         kwargs["color_system"] = None  # no ANSI escape at all, not even bold
         kwargs["force_terminal"] = False
-    if not tty and "COLUMNS" not in os.environ:
-        kwargs["width"] = 160
+    columns = os.environ.get("COLUMNS", "")
+    if not (columns.isdigit() and int(columns) > 0):  # unset, or COLUMNS=0 (rich printed nothing)
+        if tty:
+            try:
+                kwargs["width"] = os.get_terminal_size(stream.fileno()).columns or 80
+            except (OSError, ValueError, AttributeError):
+                kwargs["width"] = 80
+        else:
+            kwargs["width"] = 160
     return ParityConsole(**kwargs)
 
 

@@ -246,3 +246,17 @@ def test_a_symlink_loop_as_report_path_is_refused_before_the_run(tmp_path, capsy
     out, err = capsys.readouterr()
     assert "Too many levels of symbolic links" in err, err
     assert "PASS" not in out  # nothing ran
+
+
+@pytest.mark.parametrize("columns", ["0", "abc", ""])
+def test_a_meaningless_columns_value_still_prints_the_table_and_verdict(columns) -> None:
+    """``COLUMNS=0`` made rich print nothing at all, not even the verdict, with exit 0."""
+    import os
+
+    env = dict(os.environ, COLUMNS=columns)
+    env.pop("NO_COLOR", None)
+    proc = subprocess.run([sys.executable, "-m", "harness", *FAST], capture_output=True, text=True,
+                          cwd=REPO, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "PASS: 1 check," in proc.stdout and "component" in proc.stdout, proc.stdout
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 160
