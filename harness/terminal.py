@@ -4,7 +4,8 @@
 * ``NO_COLOR`` (set and not empty, https://no-color.org) turns every ANSI style off, bold
   included: the output is plain text with the same layout.
 * Output that is not a terminal (a pipe, a file, CI logs) is plain text, 160 columns wide
-  (``COLUMNS``, a positive number, overrides), with no progress bar. ``FORCE_COLOR`` forces colours back on.
+  (``COLUMNS``, a positive number, overrides), with no progress bar. ``FORCE_COLOR`` forces
+  colours back on.
 """
 
 from __future__ import annotations
