@@ -345,3 +345,17 @@ def test_optimizer_state_kept_on_the_class_is_named(subset) -> None:
     with pytest.raises(ValueError, match=r"Momentum\.v \(6 entries, a class attribute"):
         run(subset, small_net, 2, optimizer=ClassStateMomentum())
     ClassStateMomentum.v.clear()
+
+
+def test_the_numerical_gradient_divides_by_the_step_actually_taken() -> None:
+    from scratch.gradient import numerical_gradient
+
+    x = np.array([0.3, -1000.0, 12345.678], dtype=np.float32)
+    exact = 2 * x.astype(np.float64)
+    g = numerical_gradient(lambda v: float(np.sum(v.astype(np.float64) ** 2)), x)
+    # float32 rounds x + h: 2h was 22% off the real step at 1000, and h vanished at 12345
+    np.testing.assert_allclose(g, exact, rtol=1e-6)
+    assert x.tolist() == np.array([0.3, -1000.0, 12345.678], dtype=np.float32).tolist()
+    x64 = np.array([0.3, -2.0])
+    np.testing.assert_allclose(numerical_gradient(lambda v: float(np.sum(v ** 3)), x64),
+                               3 * x64 ** 2, rtol=1e-7)
