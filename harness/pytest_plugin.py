@@ -232,14 +232,19 @@ class InstanceSetting:
     spec: Any  # the class's harness.user_modules.LayerSpec for that setting
 
     def check(self, dtype: Any = "float64", seed: int = 0, batch: int = 4, **kwargs: Any) -> Any:
+        from dataclasses import replace
+
         from harness.check import check_layer
 
-        if self.spec.large:
-            return self.spec._check_large(self.layer, np.dtype(dtype), seed, batch, None,
-                                          **kwargs)
+        spec = self.spec
+        name = kwargs.pop("name", None)
+        if name:  # the caller's name, with the setting: "mine (large inputs)"
+            spec = replace(spec, name=f"{name} ({'large inputs' if spec.large else 'eval'})")
+        if spec.large:
+            return spec._check_large(self.layer, np.dtype(dtype), seed, batch, None, **kwargs)
         from harness.user_modules import EVAL_HOW, _note_failures
 
-        kwargs = {"name": self.spec.name, **kwargs, "train": False}
+        kwargs = {**kwargs, "train": False, "name": spec.name}
         report = check_layer(self.layer, dtype=dtype, seed=seed, batch=batch, **kwargs)
         _note_failures(report, f"the eval setting: {type(self.layer).__name__} {EVAL_HOW}")
         return report

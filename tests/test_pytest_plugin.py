@@ -363,6 +363,6 @@ def test_parity_of_a_registered_instance_with_train_flg_takes_name_and_train() -
     register(Doubles, lambda layer: Twice(), input_shape=lambda layer, n: (n, 5))
     try:
         report = assert_parity(Doubles(), name="mine", train=True, batches=[3])
-        assert report.ok and report.layer == "mine"
+        assert report.ok and report.layer == "mine (eval)"  # the last setting's report
     finally:
         unregister(Doubles)
