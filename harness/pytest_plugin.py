@@ -131,6 +131,12 @@ def check_any(target: Any, module: Any = None, **kwargs: Any) -> Any:
             target = spec
     if isinstance(target, InstanceSetting):
         return target.check(**kwargs)
+    if isinstance(target, LayerSpec) and kwargs.get("name"):  # the caller's, with the setting
+        from dataclasses import replace
+
+        own, name = target.cls.__name__, kwargs.pop("name")
+        target = replace(target, name=name + target.name[len(own):]
+                         if target.name.startswith(own) else name)
     if isinstance(target, LayerSpec):
         if module is not None:
             return check_layer(target.build(kwargs.get("dtype", "float64"), kwargs.get("seed", 0)),

@@ -366,3 +366,12 @@ def test_parity_of_a_registered_instance_with_train_flg_takes_name_and_train() -
         assert report.ok and report.layer == "mine (eval)"  # the last setting's report
     finally:
         unregister(Doubles)
+
+
+def test_parity_of_a_class_takes_a_name_for_each_setting() -> None:
+    class MyConv(scratch.Convolution):
+        pass
+
+    report = assert_parity(MyConv, name="mine", batches=[2], dtype="float64")
+    last = sum(1 for v in variants_for(scratch.Convolution) if v.label)
+    assert report.ok and report.layer.startswith("mine (") and last
