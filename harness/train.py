@@ -291,14 +291,6 @@ def _optimizer_instance(opt: Any, lr: float | None, kwargs: dict[str, Any]) -> A
                          "give one of them")
     used = [f"{k} ({len(v)} entries)" for k, v in vars(opt).items() if isinstance(v, dict) and v]
     used += [f"iter={opt.iter!r}"] if getattr(opt, "iter", 0) else []
-    try:
-        from reference.optimizers import class_state
-    except ImportError:
-        pass
-    else:  # state kept on the class is shared by every instance (and each side's copy)
-        used += [f"{k} ({n} entries, a class attribute: shared by every instance; create it "
-                 "per instance in __init__)" for k, n in class_state(opt).items()
-                 if n and not isinstance(vars(opt).get(k.split(".", 1)[1]), (dict, list))]
     if used:
         raise ValueError(f"optimizer {opt!r} does not start from a fresh state: "
                          f"{', '.join(used)}. A fresh scratch optimizer has empty state and "
@@ -459,6 +451,8 @@ class NumpySide:
 
         net.loss = loss
         self._own_loss = original
+        self._stepped = False
+        self._class_state: dict[str, Any] | None = None
         self.grads: dict[str, np.ndarray] = {}
         self._injected = injected_layers(net)
 
@@ -474,6 +468,22 @@ class NumpySide:
         finally:  # the step's mask has been used: later forwards draw their own
             clear_injected(self._injected)
         return float(self._loss_box[-1])
+
+    def _class_state_check(self, before: dict[str, Any]) -> None:
+        """After the first update: state written into a dict or list on the optimizer's
+        class is shared by every instance (this side's, the float64 shadow's), so the sides
+        would corrupt each other's state: a ValueError naming it."""
+        from reference.optimizers import class_state_written
+
+        opt = self.optimizer
+        shared = class_state_written(opt, before)
+        if shared:
+            raise ValueError(
+                f"optimizer {type(opt).__name__}.update() keeps its state on the class "
+                f"({', '.join(shared)}, a class attribute): every instance shares it, so a new "
+                "optimizer starts with the state of earlier ones (and the copies the trainer "
+                "runs would share one state); create it per instance, e.g. self.v = {} in "
+                "__init__")
 
     def _loss_aside(self, x: np.ndarray, t: np.ndarray) -> Any:
         """The net's loss on the step's batch for a ``gradient()`` that does not call
@@ -528,7 +538,30 @@ class NumpySide:
     def step(self) -> None:
         params = self.net.params
         before = [(k, p) for k, p in params.items()]
-        self.optimizer.update(params, self.grads)
+        if self._class_state is None and not self._stepped:
+            self._stepped = True
+            try:
+                from reference.optimizers import class_state
+            except ImportError:
+                pass
+            else:
+                self._class_state = class_state(self.optimizer)
+        try:
+            self.optimizer.update(params, self.grads)
+        except Exception as exc:
+            left = {k: v for k, v in (self._class_state or {}).items() if v}
+            if left:  # a first update on state another instance left behind?
+                raise ValueError(
+                    f"optimizer {type(self.optimizer).__name__}.update() raised at its first "
+                    f"update ({type(exc).__name__}: {exc}) while its class holds "
+                    f"{', '.join(f'{k} ({len(v)} entries)' for k, v in left.items())}"
+                    ": state kept on the class is shared by every instance, so a new optimizer "
+                    "starts with the state of earlier ones; create it per instance, e.g. "
+                    "self.v = {} in __init__") from exc
+            raise
+        if self._class_state is not None:  # after the first update
+            cls_before, self._class_state = self._class_state, None
+            self._class_state_check(cls_before)
         replaced = [k for k, p in before if params.get(k) is not p]
         if replaced:
             raise ValueError(

@@ -279,30 +279,58 @@ def check_optimizer(
     return report
 
 
-def class_state(opt: Any) -> dict[str, int]:
-    """The sizes of the dicts and lists an optimizer's class (or a base class of its own)
-    holds as class attributes: state written there is shared by every instance."""
-    out: dict[str, int] = {}
+def class_containers(opt: Any) -> dict[str, Any]:
+    """The dicts and lists an optimizer's class (or a base class of the user's) holds as class
+    attributes that the instance does not shadow, as ``{'Class.attr': container}``: state
+    written there is shared by every instance."""
+    out: dict[str, Any] = {}
+    own = vars(opt) if hasattr(opt, "__dict__") else {}
     for c in type(opt).__mro__[:-1]:
         if c.__module__ in ("scratch.optimizers", __name__):
             continue
         for k, v in vars(c).items():
-            if isinstance(v, (dict, list)) and not k.startswith("__") and \
-                    f"{c.__name__}.{k}" not in out:
-                out[f"{c.__name__}.{k}"] = len(v)
+            name = f"{c.__name__}.{k}"
+            if isinstance(v, (dict, list)) and not k.startswith("__") and k not in own \
+                    and name not in out:
+                out[name] = v
     return out
 
 
-def _class_state_note(opt: Any, before: dict[str, int]) -> str:
+def class_state(opt: Any) -> dict[str, Any]:
+    """A copy of :func:`class_containers`, to tell later whether ``update`` wrote there."""
+    try:
+        return {k: copy.deepcopy(v) for k, v in class_containers(opt).items()}
+    except Exception:  # something that cannot be copied: not state of ours to judge
+        return {}
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.shape == b.shape
+                and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")))
+    try:
+        return bool(a == b)
+    except Exception:
+        return a is b
+
+
+def class_state_written(opt: Any, before: dict[str, Any]) -> list[str]:
+    """The class attributes of :func:`class_containers` that changed since ``before``
+    (:func:`class_state`): ``update`` keeps its state on the class."""
+    return [k for k, v in class_containers(opt).items() if k in before and not _same(v, before[k])]
+
+
+def _class_state_note(opt: Any, before: dict[str, Any]) -> str:
     """Why a fresh optimizer that keeps its state on the class parts from its twin."""
-    after = class_state(opt)
-    used = [k for k, n in after.items()
-            if (n or before.get(k, 0)) and not (isinstance(vars(opt).get(k.split(".", 1)[1]),
-                                                           (dict, list)))]
+    used = class_state_written(opt, before)
     if not used:
         return ""
     return (f"(the state is kept on the class ({', '.join(used)}, a class attribute, "
-            f"{', '.join(str(before.get(k, 0)) for k in used)} entries before this check): "
+            f"{', '.join(str(len(before[k])) for k in used)} entries before this check): "
             "every instance shares it, so a new optimizer starts with the state of earlier "
             "ones; create it per instance, e.g. self.v = {} in __init__)")
 

@@ -11,6 +11,7 @@ import pytest
 from harness.train import analyse, train_side_by_side
 from scratch.multi_layer_net import MultiLayerNet
 from scratch.normalization import BatchNormalization
+from scratch.optimizers import Momentum as ScratchMomentum
 
 
 def run(subset: Any, net: Any, iters: int, **kw: Any) -> tuple[Any, Any]:
@@ -342,9 +343,24 @@ def test_optimizer_state_kept_on_the_class_is_named(subset) -> None:
     assert not report.ok
     assert "the state is kept on the class (Momentum.v, a class attribute" in \
         report["W1"].message
-    with pytest.raises(ValueError, match=r"Momentum\.v \(6 entries, a class attribute"):
-        run(subset, small_net, 2, optimizer=ClassStateMomentum())
+    for dtype in (np.float64, np.float32):  # left behind, or empty at the start
+        with pytest.raises(ValueError, match=r"Momentum.update\(\) (keeps its state on the "
+                           r"class \(Momentum\.v|.* its class holds Momentum\.v \(6 entries)"):
+            run(subset, small_net, 2, optimizer=ClassStateMomentum(), dtype=dtype)
+        ClassStateMomentum.v.clear()
+    with pytest.raises(ValueError, match=r"Momentum.update\(\) keeps its state on the class "
+                       r"\(Momentum\.v, a class attribute\)"):
+        run(subset, small_net, 2, optimizer=ClassStateMomentum(), dtype=np.float32)
     ClassStateMomentum.v.clear()
+
+
+class ConstantsOnTheClass(ScratchMomentum):
+    DEFAULTS = {"lr": 0.01, "momentum": 0.9}  # noqa: RUF012  (a constant, not state)
+
+
+def test_a_constant_dict_on_the_class_is_not_state(subset) -> None:
+    _, an = run(subset, small_net, 3, optimizer=ConstantsOnTheClass(lr=0.01))
+    assert an.agree is True, an.verdict
 
 
 def test_the_numerical_gradient_divides_by_the_step_actually_taken() -> None:
