@@ -769,27 +769,44 @@ def machine_info() -> dict[str, Any]:
     return info
 
 
+def _count(lo: int, hi: int) -> Callable[[str], int]:
+    """An argparse type: an integer in [lo, hi], or a usage error naming the range."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be between {lo} and {hi:,}, got {value:,}")
+        return value
+
+    return parse
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     names = [w.name for w in WORKLOADS]
     p.add_argument("--workloads", nargs="+", choices=names, metavar="NAME",
                    default=[w.name for w in WORKLOADS if w.default],
                    help=f"workloads to run, interleaved (default: the default ones); all: {names}")
-    p.add_argument("--repeats", type=int, default=3, help="rounds of A B C ... (default 3)")
+    p.add_argument("--repeats", type=_count(1, 100), default=3,
+                   help="rounds of A B C ... (1-100, default 3)")
     p.add_argument("--dataset", choices=["mnist", "fashion-mnist"], default="mnist")
     p.add_argument("--data-dir", metavar="D")
     p.add_argument("--no-download", action="store_true")
     p.add_argument("--dtype", choices=["float64", "float32"], default="float32",
                    help="dtype of the side-by-side (trainer) workloads (default float32)")
-    p.add_argument("--iters", type=int, default=10000)
-    p.add_argument("--batch", type=int, default=100)
-    p.add_argument("--threads", type=int, default=1,
+    p.add_argument("--iters", type=_count(1, 1_000_000), default=10000,
+                   help="training steps per classic run (1-1,000,000, default 10,000)")
+    p.add_argument("--batch", type=_count(1, 4096), default=100,
+                   help="batch size (1-4096, default 100)")
+    p.add_argument("--threads", type=_count(1, 256), default=1,
                    help="threads per library in the trainer workloads (default 1, the trainer's "
                         "policy)")
-    p.add_argument("--alone-threads", type=int, default=None, metavar="N",
+    p.add_argument("--alone-threads", type=_count(1, 256), default=None, metavar="N",
                    help="threads per library in scratch-*, torch-*, convnet-* (default: the "
                         "libraries' defaults)")
-    p.add_argument("--conv-batches", type=int, default=20,
-                   help="batches per convnet run (default 20)")
+    p.add_argument("--conv-batches", type=_count(1, 600), default=20,
+                   help="batches per convnet run (1-600, default 20)")
     p.add_argument("--check", action="store_true",
                    help="exit 1 when a ratio or limit is exceeded (timing is noisy: off by "
                         "default)")

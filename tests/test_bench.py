@@ -132,3 +132,19 @@ def test_fused_sgd_step_is_the_scratch_step(dtype) -> None:
                                               seed=1).params[k])  # the steps moved it
         np.testing.assert_allclose(fused[k], v, rtol=1e-5 if dtype == np.float32 else 1e-12,
                                    atol=1e-6 if dtype == np.float32 else 1e-14, err_msg=k)
+
+
+@pytest.mark.parametrize("args, named", [
+    (["--repeats", "0"], "--repeats"), (["--repeats", "1e9"], "--repeats"),
+    (["--iters", "0"], "--iters"), (["--iters", "99999999999"], "--iters"),
+    (["--batch", "-1"], "--batch"), (["--threads", "0"], "--threads"),
+    (["--conv-batches", "0"], "--conv-batches"), (["--alone-threads", "x"], "--alone-threads"),
+])
+def test_bench_numbers_out_of_range_are_usage_errors(args, named, capsys) -> None:
+    """Before: --repeats 0 crashed on an empty median after loading the data, --iters 0 on an
+    empty list of evaluations, a huge --iters ran for hours."""
+    with pytest.raises(SystemExit) as e:
+        main(["bench", "--no-download", *args])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert named in err and ("between" in err or "integer" in err)
