@@ -148,3 +148,20 @@ def test_bench_numbers_out_of_range_are_usage_errors(args, named, capsys) -> Non
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert named in err and ("between" in err or "integer" in err)
+
+
+def test_a_limit_exceeded_is_said_to_be_reported_only_unless_check(mnist_dir: Path,
+                                                                    capsys) -> None:
+    register_workload(Workload("over-test", "exceeds its limit", lambda ctx: (lambda: None),
+                               group="test", default=False, limit_s=1e-12))
+    try:
+        args = ["bench", "--data-dir", str(mnist_dir), "--workloads", "over-test",
+                "--repeats", "1"]
+        assert main(args) == 0
+        out = capsys.readouterr().out
+        assert "over-test median" in out and "OVER" in out
+        assert "1 over its limit, reported only" in out and "--check" in out
+        assert main([*args, "--check"]) == 1
+        assert "reported only" not in capsys.readouterr().out
+    finally:
+        bench.WORKLOADS[:] = [w for w in bench.WORKLOADS if w.name != "over-test"]
