@@ -1585,7 +1585,8 @@ def check_layer(
                          f"(forward(x), backward(dout)), not a loss: a loss's registration says "
                          f"kind='loss'; for a layer pass dout=... to choose the upstream gradient")
     given = dict(layer=layer, module=module, input_shape=input_shape, dtype=dtype, seed=seed,
-                 batch=batch, x=x, t=t, dout=dout, tol=tol, train=train, name=name)
+                 batch=batch, x=x, t=t, dout=dout, tol=tol, train=train, name=name,
+                 weight_map=weight_map, numerical=numerical)
     layer, how = adapt_layer(layer, twin, module)
     work = copy_layer(layer, dtype, twin.buffer_map, name)
     generated = x is None
@@ -1702,7 +1703,7 @@ def _suggest_registered_twin(report: LayerReport, given: dict[str, Any]) -> None
         return
     _RETRY.active = True
     try:
-        other = check_layer(**{**given, "module": None})
+        other = check_layer(**{**given, "module": None, "weight_map": None, "numerical": False})
     except Exception:  # the suggestion is a bonus: the report stands as it is
         return
     finally:
@@ -1755,7 +1756,7 @@ def _suggest_layout(report: LayerReport, twin: Twin, work: Any, given: dict[str,
     wm = {**twin.weight_map, **swaps}
     _RETRY.active = True
     try:
-        other = check_layer(**given, weight_map=wm)
+        other = check_layer(**{**given, "weight_map": wm, "numerical": False})
     except Exception:  # the suggestion is a bonus: the report stands as it is
         return
     finally:

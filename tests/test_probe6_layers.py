@@ -793,3 +793,9 @@ def test_a_torch_class_for_the_module_is_told_to_be_an_instance() -> None:
     with pytest.raises(CheckError, match=r"the torch twin is the class Softmax, not a module: "
                                          r"pass an instance \(Softmax\(\.\.\.\)\)"):
         check_layer(Softmax(), nn.Softmax, input_shape=(3, 4))
+
+
+def test_a_one_hot_only_loss_keeps_the_numerical_rows_asked_for() -> None:
+    report = check_layer(OneHotOnlyLoss(), input_shape=(3, 10), numerical=True)
+    assert report.ok, report
+    assert any("numerical" in r.tensor for r in report.results), [r.tensor for r in report.results]
