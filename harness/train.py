@@ -1654,12 +1654,18 @@ def _side_accuracy(side: NumpySide | TorchSide, x_train: np.ndarray, t_train: np
             xc = x[i:i + chunk].astype(dt, copy=False)
             if in_shape:
                 xc = xc.reshape(-1, *in_shape)
+            if side.framework == "numpy":  # often a view of the data set: never written
+                xc = xc.view()
+                xc.flags.writeable = False
             try:
                 y = side.predict(xc)
             except Exception as exc:  # a user's net: say where, keep the cause
+                why = (" (predict() writes into its input x: the rows of the data set, given "
+                       "read-only so that evaluating never changes the data set; copy x "
+                       "before changing it)" if "read-only" in str(exc) else "")
                 raise RuntimeError(f"evaluating the {side.framework} side: predict() on rows "
                                    f"{i}-{i + xc.shape[0] - 1} {xc.shape} raised "
-                                   f"{type(exc).__name__}: {exc}") from exc
+                                   f"{type(exc).__name__}: {exc}{why}") from exc
             correct += int(np.count_nonzero(y.argmax(axis=1) == t[i:i + chunk]))
         accs.append(correct / float(x.shape[0]))
     return accs[0], accs[1]
@@ -1713,7 +1719,7 @@ class EvalProbe:
         self.name = type(net).__name__
         self.tnet = to_torch(net, dt)
         n = min(EVAL_PROBE_ROWS, x.shape[0])
-        xp = x[:n].astype(dt, copy=False)
+        xp = np.array(x[:n], dtype=dt)  # a copy: the data set is never handed to predict()
         self.x = xp.reshape(-1, *in_shape) if in_shape else xp
         self.t = t[:n]
         self.dt = dt

@@ -375,3 +375,21 @@ def test_the_numerical_gradient_divides_by_the_step_actually_taken() -> None:
     x64 = np.array([0.3, -2.0])
     np.testing.assert_allclose(numerical_gradient(lambda v: float(np.sum(v ** 3)), x64),
                                3 * x64 ** 2, rtol=1e-7)
+
+
+class WritesIntoItsInput(MultiLayerNet):
+    def predict(self, x: np.ndarray, train_flg: bool = False) -> np.ndarray:
+        x[:, :10] = 0.5  # changes the caller's array
+        return super().predict(x, train_flg)
+
+
+def test_a_predict_that_writes_into_its_input_never_changes_the_data_set(subset) -> None:
+    from types import SimpleNamespace
+
+    data = SimpleNamespace(**{k: getattr(subset, k).copy()
+                              for k in ("x_train", "t_train", "x_test", "t_test")})
+    before = {k: v.copy() for k, v in vars(data).items()}
+    with pytest.raises(RuntimeError, match=r"predict\(\) writes into its input x"):
+        run(data, lambda d: WritesIntoItsInput(784, [20], 10, dtype=d, seed=0), 3,
+            dtype=np.float32)
+    assert all(np.array_equal(v, before[k]) for k, v in vars(data).items())
