@@ -1741,7 +1741,7 @@ class EvalProbe:
                               "weight_decay_lambda")}
             work = copy.copy(self.net)
             work.__dict__.update(clone(parts, self.name))
-            self.before = (step, work, batch)
+            self.before = (step, work, batch.copy())  # as it was before NumPy's step
 
     def stepped(self, step: int) -> None:
         """Keep NumPy's running statistics right after step ``step`` (the evaluation that
