@@ -393,3 +393,17 @@ def test_a_predict_that_writes_into_its_input_never_changes_the_data_set(subset)
         run(data, lambda d: WritesIntoItsInput(784, [20], 10, dtype=d, seed=0), 3,
             dtype=np.float32)
     assert all(np.array_equal(v, before[k]) for k, v in vars(data).items())
+
+
+class ClearsItsBatchAfterUse(MultiLayerNet):
+    def gradient(self, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+        grads = super().gradient(x, t)
+        x[...] = 0  # after use: the step is right, the caller's batch is gone
+        return grads
+
+
+def test_the_replay_uses_the_batch_as_it_was_before_the_step(subset) -> None:
+    _, an = run(subset, lambda d: ClearsItsBatchAfterUse(784, [20], 10, dtype=d, seed=0,
+                                                         use_batchnorm=True), 3,
+                parallel=False)
+    assert an.agree is True, an.verdict
