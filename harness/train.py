@@ -1774,24 +1774,27 @@ class EvalProbe:
         for key, old in before.items():
             new = after.get(key)
             if new is not None and new.shape == old.shape and np.array_equal(
-                    new, old, equal_nan=True):
+                    new, old, equal_nan=old.dtype.kind in "fc" and new.dtype.kind in "fc"):
                 continue
             what = "running statistics" if "." in key else "weights"
             if new is None or new.shape != old.shape:
                 detail = (f"from shape {old.shape} to "
                           f"{'nothing' if new is None else new.shape}")
             else:
-                d = np.abs(new.astype(np.float64) - old.astype(np.float64))
-                bad = ~(d == 0)
-                i = np.unravel_index(int(np.nanargmax(np.where(bad, d, -1))), d.shape)
+                with np.errstate(invalid="ignore"):
+                    d = np.abs(new.astype(np.float64) - old.astype(np.float64))
+                bad = ~(d == 0) & ~(np.isnan(new) & np.isnan(old))
+                d = np.where(np.isnan(d), np.inf, d)  # NaN on one side: the largest change
+                i = np.unravel_index(int(np.argmax(np.where(bad, d, -1))), d.shape)
                 detail = (f"{int(bad.sum())} of {d.size} values, greatest change "
                           f"{float(d[i]):.3g} at index {tuple(int(j) for j in i)}")
             return TensorResult(
                 layer=self.name, tensor=f"{key} (step {step}, evaluation)", status="FAIL",
                 dtype=self.dt.name, shape=old.shape, total=int(old.size),
                 message=f"{self.name}.predict() in evaluation mode changed {key} ({detail}): "
-                        f"evaluation must leave the {what} as they are (a BatchNorm that "
-                        "updates its running statistics when train_flg is False?)",
+                        f"evaluation must leave the {what} as they are"
+                        + (" (a BatchNorm that updates its running statistics when train_flg "
+                           "is False?)" if what == "running statistics" else ""),
                 extra={"check": "eval state", "step": step})
         return None
 

@@ -407,3 +407,20 @@ def test_the_replay_uses_the_batch_as_it_was_before_the_step(subset) -> None:
                                                          use_batchnorm=True), 3,
                 parallel=False)
     assert an.agree is True, an.verdict
+
+
+class NudgesAWeightInPredict(MultiLayerNet):
+    def predict(self, x: np.ndarray, train_flg: bool = False) -> np.ndarray:
+        out = super().predict(x, train_flg)
+        if not train_flg:
+            self.params["b1"][0] += 1.0  # a weight written at test time
+        return out
+
+
+def test_a_predict_that_changes_a_weight_is_named_without_the_batchnorm_hint(subset) -> None:
+    _, an = run(subset, lambda d: NudgesAWeightInPredict(784, [20], 10, dtype=d, seed=0), 1)
+    assert an.agree is False and an.eval_failure is not None
+    msg = an.eval_failure["message"]
+    assert "predict() in evaluation mode changed b1 (1 of 20 values, greatest change 1 at " \
+        "index (0,)): evaluation must leave the weights as they are" in msg, msg
+    assert "BatchNorm" not in msg
