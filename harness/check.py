@@ -1679,10 +1679,11 @@ def _one_hot_only(report: LayerReport, twin: Twin, x: np.ndarray, t: Any,
             f"labels as one-hot rows; the book's layers take both (t.argmax(axis=1) when "
             f"t.size == y.size)")
         return other
-    note = (f"with the same labels as one-hot rows every tensor passes: the layer computes "
-            f"something else from integer class labels (shape {np.shape(t)}); a loss written "
-            f"for one-hot rows broadcasts them silently (t * np.log(y)); take both, as the "
-            f"book's layers do (t.argmax(axis=1) when t.size == y.size)")
+    note = (f"with the same labels as one-hot rows every tensor passes: what goes wrong is "
+            f"the handling of integer class labels (shape {np.shape(t)}); either the loss "
+            f"takes one-hot rows only and broadcasts integer labels silently "
+            f"(t * np.log(y)), or its branch for integer labels has a bug (the book's layers "
+            f"take both: t.argmax(axis=1) when t.size == y.size)")
     for r in bad:
         r.message = f"{r.message} [{note}]" if r.message else f"[{note}]"
     report.info.setdefault("notes", []).append(note)

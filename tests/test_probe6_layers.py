@@ -4,6 +4,8 @@ The twins here are registered with ``module=`` so nothing leaks into the global 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from torch import nn
@@ -11,6 +13,8 @@ from torch import nn
 from harness import check_layer
 from harness.compare import FAIL
 from scratch import BatchNormalization, SoftmaxWithLoss
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def _rows(report, status=FAIL):
@@ -799,3 +803,19 @@ def test_a_one_hot_only_loss_keeps_the_numerical_rows_asked_for() -> None:
     report = check_layer(OneHotOnlyLoss(), input_shape=(3, 10), numerical=True)
     assert report.ok, report
     assert any("numerical" in r.tensor for r in report.results), [r.tensor for r in report.results]
+
+
+def test_the_one_hot_note_does_not_blame_a_loss_that_takes_both_label_forms() -> None:
+    """examples/user_layers_buggy.py takes integer labels and one-hot rows; its bug is in the
+    integer branch (no / N). The note used to say only that a loss written for one-hot rows
+    broadcasts integer labels, and to take both forms, which it does."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("buggy_note", REPO_ROOT / "examples"
+                                                  / "user_layers_buggy.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    rep = check_layer(mod.SoftmaxWithLoss(), input_shape=(3, 10), dtype="float64")
+    assert not rep.ok
+    dx = next(r for r in rep.results if r.tensor == "dx")
+    assert "its branch for integer labels has a bug" in dx.message
