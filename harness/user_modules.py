@@ -415,6 +415,7 @@ def load_user_modules(specs: list[str], *, input_shape: Iterable[int] | None = N
     from harness.suite import add_case
     from harness.user_optimizers import NO_TWIN_NOTE, discover_optimizers, with_long_run
 
+    forget_user_modules()  # a command's modules only: an earlier load in this process is gone
     shape = tuple(int(s) for s in input_shape) if input_shape is not None else None
     modules = []
     for spec in specs:

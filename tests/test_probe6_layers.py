@@ -819,3 +819,21 @@ def test_the_one_hot_note_does_not_blame_a_loss_that_takes_both_label_forms() ->
     assert not rep.ok
     dx = next(r for r in rep.results if r.tensor == "dx")
     assert "its branch for integer labels has a bug" in dx.message
+
+
+def test_a_second_check_module_in_one_process_checks_only_its_own_modules(capsys) -> None:
+    """Two `check --module` commands in one process (a test file, a notebook): the second
+    one also ran the first one's layers (12 checks instead of 6)."""
+    from harness.cli import main
+    from harness.user_modules import forget_user_modules
+
+    try:
+        args = ["--dtype", "float64", "--seeds", "1", "--batches", "3", "--quiet"]
+        assert main(["check", "--module", str(REPO_ROOT / "examples" / "user_layers.py"),
+                     *args]) == 0
+        capsys.readouterr()
+        assert main(["check", "--module", str(REPO_ROOT / "examples" / "user_layers_buggy.py"),
+                     *args]) == 1
+        assert capsys.readouterr().out.strip().startswith("FAIL: 6 checks,")
+    finally:
+        forget_user_modules()
