@@ -275,6 +275,13 @@ def print_summary(result: TrainResult, an: Analysis, con: Any, *, verbose: bool 
                   _fmt(float(np.mean(result.loss[f][-100:])), ".4f"),
                   f"{tm[f'{f}_step']:.2f}", f"{tm[f'{f}_eval']:.2f}")
     con.print(t)
+    if len(result.evals) == 1 and result.evals[0].step == 0 and cfg.iters > 1:
+        ipe = cfg.iter_per_epoch  # the classic's i % iter_per_epoch == 0: a float
+        nxt = next((i for i in range(1, 10_000_001) if i % ipe == 0), None)
+        con.print(f"the accuracies are of the untrained net: the only evaluation is at step 0 "
+                  f"(the classic evaluates when step % {ipe:g} == 0, {ipe:g} steps being one "
+                  f"epoch)" + (f"; --iters {nxt + 1} or more gives one after training"
+                               if nxt is not None else ""), markup=False, highlight=False)
     extra = [f"{k} {v:.2f}" for k, v in tm.items()
              if k in ("compare", "shadow", "sync") and v > 0]
     con.print(f"wall time {tm['total']:.2f} s" + (f" (of which {', '.join(extra)} s)" if extra else "")

@@ -424,3 +424,19 @@ def test_a_predict_that_changes_a_weight_is_named_without_the_batchnorm_hint(sub
     assert "predict() in evaluation mode changed b1 (1 of 20 values, greatest change 1 at " \
         "index (0,)): evaluation must leave the weights as they are" in msg, msg
     assert "BatchNorm" not in msg
+
+
+@pytest.mark.parametrize("batch, next_eval", [("100", 601), ("128", 1876)])
+def test_a_run_shorter_than_an_epoch_says_its_accuracies_are_of_the_untrained_net(
+        mnist_dir, capsys, batch: str, next_eval: int) -> None:
+    """--iters 30: the only evaluation is the classic one at step 0; the table's 'test acc
+    (step 0)' read as the final accuracy of the run. The hint gives the first --iters with an
+    evaluation after training, for a fractional epoch too (60000 / 128 = 468.75 steps:
+    step % 468.75 == 0 first at 1875)."""
+    from harness.cli import main
+
+    assert main(["train", "--data-dir", str(mnist_dir), "--iters", "30", "--batch", batch,
+                 "--frameworks", "numpy"]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert "the accuracies are of the untrained net" in out
+    assert f"--iters {next_eval} or more gives one after training" in out
