@@ -1807,6 +1807,70 @@ def _net_input_shape(net: Any, first: Any, batch: int) -> tuple[tuple[int, ...],
     return _default_shape(name, tw, first, batch), f"the first layer's ({type(first).__name__}) default"
 
 
+def _layer_params(layer: Any) -> dict[str, Any]:
+    """A layer's parameters by name: its ``params`` dict, or the book's attributes (``W``,
+    ``b``) read through its twin; empty where it has neither."""
+    try:
+        tw, _ = resolve_twin(layer, None, None)
+        layer, _ = adapt_layer(layer, tw, None)
+    except Exception:
+        pass
+    params = getattr(layer, "params", None)
+    return dict(params) if isinstance(params, MutableMapping) else {}
+
+
+def _same_memory(a: Any, b: Any) -> bool:
+    return (isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and a.size > 0 and b.size > 0
+            and (a is b or bool(np.may_share_memory(a, b))))
+
+
+def _param_wiring_rows(net: Any, layers: list[tuple[str, Any]]) -> list[TensorResult]:
+    """FAIL rows for a ``net.params`` that does not hold the layers' own arrays: a key whose
+    array no layer uses (a copy: an optimizer's in-place update of ``net.params`` never
+    reaches the layers) and two keys holding one array (it is updated twice per step, each
+    time with another layer's gradient). The per-layer checks and ``gradient()`` cannot see
+    either: both hold until the first update."""
+    params = getattr(net, "params", None)
+    if not isinstance(params, MutableMapping):
+        return []
+    name = type(net).__name__
+    used = [(f"{lname}.{pname}", p) for lname, layer in layers
+            for pname, p in _layer_params(layer).items() if isinstance(p, np.ndarray)]
+    rows: list[TensorResult] = []
+    keys = [k for k, a in params.items() if isinstance(a, np.ndarray)]
+    for i, key in enumerate(keys):
+        arr = params[key]
+        users = [where for where, p in used if _same_memory(p, arr)]
+        aliases = [k for k in keys[:i] if _same_memory(params[k], arr)]
+        row = TensorResult(layer=name, tensor=f"params[{key!r}] is the layers' array",
+                           status=PASS, dtype=arr.dtype.name, shape=tuple(arr.shape),
+                           total=int(arr.size),
+                           tolerance_text="the very array a layer computes with")
+        if aliases:
+            row.status, row.mismatched = FAIL, int(arr.size)
+            row.message = (
+                f"{name}.params[{aliases[0]!r}] and {name}.params[{key!r}] are the same array"
+                f"{' (used by ' + ' and '.join(users) + ')' if users else ''}: an optimizer "
+                f"updates it twice per step, once with each key's gradient; give each layer "
+                f"its own array (weights meant to be tied: one key, whose gradient is the sum "
+                f"of the layers' gradients)")
+        elif not users:
+            twin_of = [where for where, p in used
+                       if p.shape == arr.shape and np.array_equal(p, arr, equal_nan=True)]
+            row.status, row.mismatched = FAIL, int(arr.size)
+            row.message = (
+                f"{name}.params[{key!r}] is not an array any layer computes with" + (
+                    f": it equals {twin_of[0]} but is a copy, so an optimizer's in-place update "
+                    f"of net.params never reaches the layer (the net never learns); build the "
+                    f"layer from the very array (Affine(self.params['W1'], self.params['b1'])) "
+                    f"and update it in place (params[key] -= lr * grads[key])"
+                    if twin_of else
+                    f" (layers' parameters: {', '.join(w for w, _ in used) or 'none'}): an "
+                    f"optimizer's update of it changes nothing the net computes"))
+        rows.append(row)
+    return rows if any(r.status != PASS for r in rows) else []
+
+
 def _usable(a: Any, shape: tuple[int, ...]) -> bool:
     """Whether a scratch output or gradient can be passed on to the next layer (cast to the
     check's dtype): a float array of the shape the torch twin gives."""
@@ -1904,7 +1968,7 @@ def check_net(
             f"{net_name}.{lname}", _run_twice, work, mod, twin, h_in, dtype=dtype, seed=seed,
             rng=rng, name=label, t=t, dout=dout, tol=tol, train=train, generated=False)
         explain_dtype_mismatch(results, layer, dtype)
-        notes.extend(arrays.get("notes", ()))
+        notes.extend(f"{net_name}.{lname}: {line}" for line in arrays.get("notes", ()))
         if twin.kind == "loss" and t is None:
             t = arrays.get("t")
         fwd[:0] = [r for r in results if r.tensor in ("out", "loss")]
@@ -1916,7 +1980,7 @@ def check_net(
             break
         dout = dx.astype(dtype)  # so one layer's float64 dx does not fail the layer before it
     report = LayerReport(layer=net_name, dtype=dtype.name, input_shape=tuple(x.shape), seed=seed)
-    report.results = nonfinite + fwd + bwd
+    report.results = nonfinite + fwd + bwd + _param_wiring_rows(net, layers)
     if t is not None and last is not None and isinstance(getattr(net, "params", None), dict) \
             and not any(r.status == ERROR for r in report.results):
         try:
@@ -2050,12 +2114,28 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
         r = check_accuracy(work.accuracy, xs, labels, scores, layer=name)
         if r.message:
             r.message = f"{name}.{r.message}"
+        if r.status == VACUOUS and _binds(work.accuracy, xs, labels):
+            # it takes (x, t) and raises on the net's own prediction with either form of t
+            r.status, r.mismatched = FAIL, 1
+            r.message = r.message.removesuffix(": not compared") + (
+                ": an accuracy(x, t) must count the rows in one form at least (the "
+                          "book's: argmax over axis 1 of predict(x), then compared with t or "
+                          "the argmax over axis 1 of one-hot t)")
         if r.status == VACUOUS:  # an accuracy() this check cannot call: a note, not a row
             if skipped is not None:
                 skipped.append(f"not checked: {r.message}")
         else:
             rows.append(r)
     return rows
+
+
+def _binds(fn: Callable[..., Any], *args: Any) -> bool:
+    """Whether ``fn(*args)`` fits ``fn``'s signature (a call that raises then raised inside)."""
+    try:
+        inspect.signature(fn).bind(*args)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _loss_pair(work: Any, tnet: Any, name: str, x: np.ndarray, t: np.ndarray) -> tuple[float, float]:

@@ -110,8 +110,16 @@ def link_params(net: Any) -> list[ParamLink]:
     """Find, for every ``net.params`` key, the layer and parameter that share its array."""
     links: list[ParamLink] = []
     layers = net_layers(net)
+    net_name = type(net).__name__
+    seen: dict[int, str] = {}
     for key, arr in net.params.items():
-        found = None
+        if id(arr) in seen:  # each twin parameter is loaded from one key: no tying
+            raise LookupError(f"{net_name}.params[{seen[id(arr)]!r}] and {net_name}.params"
+                              f"[{key!r}] are the same array: the twin gives every key its own "
+                              f"parameter")
+        seen[id(arr)] = key
+    for key, arr in net.params.items():
+        found: list[ParamLink] = []
         for i, (_, layer) in enumerate(layers):
             try:
                 params = getattr(_view(layer, _twin(layer)), "params", None) or {}
@@ -119,12 +127,16 @@ def link_params(net: Any) -> list[ParamLink]:
                 params = getattr(layer, "params", None) or {}
             for name, p in params.items():
                 if p is arr:
-                    found = ParamLink(key, i, name, _twin(layer).weight_map[name])
-        if found is None:
+                    found.append(ParamLink(key, i, name, _twin(layer).weight_map[name]))
+        if not found:
             raise LookupError(
-                f"{type(net).__name__}.params[{key!r}] is not shared with any layer's params "
+                f"{net_name}.params[{key!r}] is not shared with any layer's params "
                 "(layers must hold the very arrays in net.params; update them in place)")
-        links.append(found)
+        if len(found) > 1:  # tied weights: the twin has one parameter per layer
+            where = " and ".join(f"{layers[f.index][0]}.{f.name}" for f in found)
+            raise LookupError(f"{net_name}.params[{key!r}] is used by {where} (tied weights), "
+                              f"which the twin does not model")
+        links.append(found[0])
     return links
 
 

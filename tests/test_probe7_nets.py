@@ -1,0 +1,182 @@
+"""Whole nets written the book's way (OrderedDict of layers, ``self.params``, ``gradient()`` by
+backprop) and their wiring bugs: each correct net passes ``check_net`` in float32 and float64,
+each bug fails with a message naming the net, the key or layer and what is wrong."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Any
+
+import numpy as np
+import pytest
+
+from harness import check_net
+from harness.report import LayerReport
+
+
+class Affine:  # the book's layout: weights as attributes
+    def __init__(self, W: np.ndarray, b: np.ndarray) -> None:
+        self.W, self.b = W, b
+        self.x: Any = None
+        self.dW: Any = None
+        self.db: Any = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.x = x
+        return x @ self.W + self.b
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.dW = self.x.T @ dout
+        self.db = dout.sum(axis=0)
+        return dout @ self.W.T
+
+
+class Relu:
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.mask = x <= 0
+        return np.where(self.mask, 0, x)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return np.where(self.mask, 0, dout)
+
+
+class SoftmaxWithLoss:
+    def forward(self, x: np.ndarray, t: np.ndarray) -> float:
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        self.y = e / e.sum(axis=1, keepdims=True)
+        self.t = t if t.ndim == 1 else t.argmax(axis=1)
+        return float(-np.log(self.y[np.arange(len(x)), self.t] + 1e-7).mean())
+
+    def backward(self, dout: float = 1) -> np.ndarray:
+        dx = self.y.copy()
+        dx[np.arange(len(dx)), self.t] -= 1
+        return dx / len(dx)
+
+
+class BookTwoLayerNet:
+    def __init__(self, input_size: int = 12, hidden_size: int = 8, output_size: int = 5) -> None:
+        rng = np.random.default_rng(0)
+        self.input_size = input_size
+        self.params = {"W1": 0.5 * rng.standard_normal((input_size, hidden_size)),
+                       "b1": np.zeros(hidden_size),
+                       "W2": 0.5 * rng.standard_normal((hidden_size, output_size)),
+                       "b2": np.zeros(output_size)}
+        self.layers: OrderedDict[str, Any] = OrderedDict()
+        self.layers["Affine1"] = Affine(self.params["W1"], self.params["b1"])
+        self.layers["Relu1"] = Relu()
+        self.layers["Affine2"] = Affine(self.params["W2"], self.params["b2"])
+        self.lastLayer = SoftmaxWithLoss()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        for layer in self.layers.values():
+            x = layer.forward(x)
+        return x
+
+    def loss(self, x: np.ndarray, t: np.ndarray) -> float:
+        return self.lastLayer.forward(self.predict(x), t)
+
+    def accuracy(self, x: np.ndarray, t: np.ndarray) -> float:
+        y = np.argmax(self.predict(x), axis=1)
+        if t.ndim != 1:
+            t = np.argmax(t, axis=1)
+        return float(np.sum(y == t) / x.shape[0])
+
+    def gradient(self, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+        self.loss(x, t)
+        dout = self.lastLayer.backward(1)
+        for layer in reversed(list(self.layers.values())):
+            dout = layer.backward(dout)
+        a1, a2 = self.layers["Affine1"], self.layers["Affine2"]
+        return {"W1": a1.dW, "b1": a1.db, "W2": a2.dW, "b2": a2.db}
+
+
+class ParamsCopied(BookTwoLayerNet):  # the layer gets a copy: updates of params never reach it
+    def __init__(self) -> None:
+        super().__init__()
+        self.layers["Affine1"] = Affine(self.params["W1"].copy(), self.params["b1"])
+
+
+class OneArrayTwoKeys(BookTwoLayerNet):  # params['W2'] = params['W1'] by mistake
+    def __init__(self) -> None:
+        super().__init__(8, 8, 8)
+        self.params["W2"] = self.params["W1"]
+        self.layers["Affine2"] = Affine(self.params["W2"], self.params["b2"])
+
+
+class TiedOneKey(BookTwoLayerNet):  # weights tied on purpose: one key, the gradients summed
+    def __init__(self) -> None:
+        super().__init__(8, 8, 8)
+        del self.params["W2"]
+        self.layers["Affine2"] = Affine(self.params["W1"], self.params["b2"])
+
+    def gradient(self, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+        g = super().gradient(x, t)
+        return {"W1": self.layers["Affine1"].dW + self.layers["Affine2"].dW,
+                "b1": g["b1"], "b2": g["b2"]}
+
+
+class AccuracyArgmaxAxis0(BookTwoLayerNet):  # raises on any batch whose size is not 5
+    def accuracy(self, x: np.ndarray, t: np.ndarray) -> float:
+        y = np.argmax(self.predict(x), axis=0)
+        if t.ndim != 1:
+            t = np.argmax(t, axis=1)
+        return float(np.sum(y == t) / x.shape[0])
+
+
+def bad(r: LayerReport) -> list[Any]:
+    return [x for x in r.results if x.status != "PASS"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cls", [BookTwoLayerNet, TiedOneKey])
+def test_correct_book_nets_pass(cls: type, dtype: str) -> None:
+    r = check_net(cls(), dtype=dtype)
+    assert r.ok, str(r)
+
+
+def test_tied_weights_say_why_the_methods_are_not_checked() -> None:
+    r = check_net(TiedOneKey())
+    assert any("params['W1'] is used by Affine1.W and Affine2.W (tied weights)" in n
+               for n in r.info["notes"]), r.info["notes"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_params_that_are_a_copy_of_the_layers_weights_fail(dtype: str) -> None:
+    r = check_net(ParamsCopied(), dtype=dtype)
+    rows = bad(r)
+    assert [x.tensor for x in rows] == ["params['W1'] is the layers' array"], str(r)
+    assert "ParamsCopied.params['W1']" in rows[0].message
+    assert "equals Affine1.W but is a copy" in rows[0].message
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_two_keys_holding_one_array_fail_and_the_twin_is_not_half_loaded(dtype: str) -> None:
+    r = check_net(OneArrayTwoKeys(), dtype=dtype)
+    rows = bad(r)
+    assert rows[0].tensor == "params['W2'] is the layers' array", str(r)
+    assert ("OneArrayTwoKeys.params['W1'] and OneArrayTwoKeys.params['W2'] are the same array"
+            in rows[0].message)
+    # the whole-net twin would load one layer only (torch's random init in the other): the
+    # net's methods are not compared against it
+    assert len(rows) == 1, str(r)
+    assert any("are the same array" in n for n in r.info["notes"])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_an_accuracy_that_raises_on_every_form_fails(dtype: str) -> None:
+    r = check_net(AccuracyArgmaxAxis0(), dtype=dtype)
+    rows = bad(r)
+    assert [x.tensor for x in rows] == ["accuracy()"], str(r)
+    assert rows[0].message.startswith("AccuracyArgmaxAxis0.accuracy(x, t) raised with integer")
+    assert "not compared" not in rows[0].message
+
+
+def test_a_layers_own_note_names_the_layer() -> None:
+    class IgnoresDout(SoftmaxWithLoss):
+        pass
+
+    net = BookTwoLayerNet()
+    net.lastLayer = IgnoresDout()
+    r = check_net(net)
+    assert any(n.startswith("BookTwoLayerNet.last_layer: backward(dout) ignores dout")
+               for n in r.info["notes"]), r.info["notes"]
