@@ -2045,12 +2045,14 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
             rows.append(_error(name, "gradient()", exc, f64, f"{name}.gradient(x, t) raised "))
     elif hasattr(work, "gradient"):
         try:
+            previous: dict[str, np.ndarray] = {}
             for xi, ti in ((x_w, t_w), (xs, ts)):
                 tnet.train()
                 tnet.zero_grad()
                 tnet.loss(torch.from_numpy(np.ascontiguousarray(xi)),
                           torch.from_numpy(np.ascontiguousarray(ti))).backward()
                 grads = work.gradient(xi, ti)  # after torch's forward: its dropout masks
+                previous = previous or tnet.grads()
             expected = tnet.grads()
             # one absolute atol for every gradient, from the largest: a gradient that is
             # exactly 0 in exact arithmetic (a bias before BatchNorm) is rounding on both sides
@@ -2071,14 +2073,16 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
                     r.message = (f"{name}.gradient() returned no gradient under the key {k!r} "
                                  f"(keys: {sorted(grads) if isinstance(grads, dict) else grads!r})")
                 elif r.status == FAIL and not r.message:
+                    diagnosis = _gradient_diagnosis(k, got, expected, previous, work.params, tnet)
+                    if not diagnosis:
+                        diagnosis = (
+                            ", though each layer passes on its own: look at how gradient() "
+                            "collects the layers' grads, or at a term its loss adds that the "
+                            "twin does not know (weight decay: the twin reads "
+                            "net.weight_decay_lambda)" if layers_ok else
+                            ": a layer fails on its own too (the first divergence)")
                     r.message = (f"{name}.gradient(x, t) differs from autograd through the "
-                                 f"whole net for {k!r}" + (
-                                     ", though each layer passes on its own: look at how "
-                                     "gradient() collects the layers' grads, or at a term "
-                                     "its loss adds that the twin does not know (weight "
-                                     "decay: the twin reads net.weight_decay_lambda)"
-                                     if layers_ok else
-                                     ": a layer fails on its own too (the first divergence)"))
+                                 f"whole net for {k!r}{diagnosis}")
                 rows.append(r)
         except Exception as exc:
             rows.append(_error(name, "gradient()", exc, f64, f"{name}.gradient(x, t) raised "))
@@ -2129,6 +2133,62 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
     return rows
 
 
+def _close(a: Any, b: np.ndarray) -> bool:
+    a = np.asarray(a)
+    if a.shape != b.shape or a.dtype.kind != "f":
+        return False
+    scale = max(float(np.abs(b).max()) if b.size else 0.0, 1e-300)
+    return bool(np.all(np.abs(a - b) <= 1e-7 * scale))
+
+
+def _gradient_diagnosis(key: str, got: Any, expected: dict[str, np.ndarray],
+                        previous: dict[str, np.ndarray], params: Any, tnet: Any) -> str:
+    """What a wrong ``gradient()[key]`` is, where it is something recognisable: another key's
+    gradient, the previous call's, or the right one off by a multiple of the parameter (a
+    weight-decay term left out, added twice, or added to a parameter the twin does not decay).
+    Empty where it is none of these."""
+    try:
+        g = np.asarray(got, dtype=np.float64)
+    except (TypeError, ValueError):
+        return ""
+    if g.shape != expected[key].shape:
+        return ""
+    others = [k for k, e in expected.items() if k != key and _close(g, e)]
+    if others:
+        return (f": it is the gradient of {others[0]!r} (stored under the wrong key: look at "
+                f"which layer's gradient gradient() returns for {key!r})")
+    if key in previous and _close(g, previous[key]):
+        return (": it is the gradient of the previous call, on other inputs (gradient() "
+                "returns gradients computed before this call's forward and backward: call "
+                "self.loss(x, t) and backward first, and return the fresh arrays)")
+    p = np.asarray(params[key], dtype=np.float64)
+    d = g - expected[key]
+    pp = float(np.sum(p * p))
+    if pp > 0:
+        c = float(np.sum(d * p)) / pp
+        resid = float(np.abs(d - c * p).max())
+        if c and resid <= 1e-6 * max(float(np.abs(d).max()), 1e-300):
+            lam = float(getattr(tnet, "weight_decay_lambda", 0.0))
+            decayed = any(link.key == key and link.name.startswith("W") for link in tnet.links)
+            if lam and decayed and math.isclose(c, -lam, rel_tol=1e-6):
+                what = ("the weight-decay term weight_decay_lambda * params[key] is missing "
+                        "(loss() adds 0.5 * lambda * sum(W**2); its gradient lambda * W must "
+                        "be added to dW)")
+            elif lam and decayed and math.isclose(c, lam, rel_tol=1e-6):
+                what = "the weight-decay term lambda * W is added twice"
+            elif lam and not decayed and math.isclose(c, lam, rel_tol=1e-6):
+                what = (f"weight decay is applied to {key!r}, which the classic weight decay "
+                        f"leaves alone (only the weights W of Affine and Convolution layers; "
+                        f"not biases, gamma, beta): a term loss() does not have either")
+            else:
+                what = (f"a term {c:.6g} * params[{key!r}] that the twin's loss does not have "
+                        f"(weight decay with lambda {c:.6g}? the twin adds 0.5 * "
+                        f"weight_decay_lambda * sum(W**2) over the weights from "
+                        f"net.weight_decay_lambda = {lam:g})")
+            return f": it differs from autograd's by exactly {c:.6g} * params[{key!r}]: {what}"
+    return ""
+
+
 def _binds(fn: Callable[..., Any], *args: Any) -> bool:
     """Whether ``fn(*args)`` fits ``fn``'s signature (a call that raises then raised inside)."""
     try:
@@ -2175,13 +2235,37 @@ def _loss_row(net: Any, work: Any, tnet: Any, name: str,
         return None, True
     row.message = (f"{name}.loss(x, t) is {ours:.9g}, the twin's {theirs:.9g}" + (
         f": the same difference {d1:.9g} on a second batch, a term of the weights alone: the "
-        f"twin adds 0.5 * weight_decay_lambda * sum(W**2) (weight_decay_lambda={lam!r}); does "
-        f"loss() add it?" if same else
+        f"twin adds 0.5 * weight_decay_lambda * sum(W**2) (weight_decay_lambda={lam!r})"
+        + _decay_term(d1, work, tnet) if same else
         f"; on a second batch {ours2:.9g} vs {theirs2:.9g}: a difference that changes with the "
         f"data ({d1:.3g}, then {d2:.3g}), so not a term of the weights like weight decay: the "
         f"data term of loss() is wrong (predict() and the loss layer pass on their own: look at "
         f"how loss() combines them)"))
     return row, False
+
+
+def _decay_term(diff: float, work: Any, tnet: Any) -> str:
+    """What a constant difference ``diff`` between the net's loss and the twin's is, in terms
+    of the weight-decay sums: the twin's term missing, added twice, or another set of
+    parameters decayed too (biases, gamma, beta)."""
+    lam = float(getattr(tnet, "weight_decay_lambda", 0.0))
+    weights = {link.key for link in tnet.links if link.name.startswith("W")}
+    half = {True: 0.0, False: 0.0}  # 0.5 * lambda * sum(p**2) over the weights / the others
+    for key, p in work.params.items():
+        half[key in weights] += 0.5 * lam * float(np.sum(np.asarray(p, dtype=np.float64) ** 2))
+    others = sorted(set(work.params) - weights)
+
+    def near(a: float) -> bool:
+        return math.isclose(diff, a, rel_tol=1e-6, abs_tol=1e-12)
+
+    if lam and near(-half[True]):
+        return ": loss() leaves it out (its gradient() may still add lambda * W)"
+    if lam and near(half[True]):
+        return ": loss() adds it twice"
+    if lam and others and near(half[False]):
+        return (f": loss() also adds 0.5 * lambda * sum(p**2) of {others}, which the classic "
+                f"weight decay leaves alone (biases, gamma, beta)")
+    return "; does loss() add exactly it?"
 
 
 NUMERICAL_SAMPLES = 6

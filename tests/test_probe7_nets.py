@@ -12,6 +12,7 @@ import pytest
 
 from harness import check_net
 from harness.report import LayerReport
+from scratch.multi_layer_net import MultiLayerNet
 
 
 class Affine:  # the book's layout: weights as attributes
@@ -180,3 +181,92 @@ def test_a_layers_own_note_names_the_layer() -> None:
     r = check_net(net)
     assert any(n.startswith("BookTwoLayerNet.last_layer: backward(dout) ignores dout")
                for n in r.info["notes"]), r.info["notes"]
+
+
+# --- what a wrong gradient() or loss() is, said in the message -------------------------------
+
+def decayed(cls: type = MultiLayerNet) -> Any:
+    net = cls(6, [6, 6], 6, seed=0, weight_decay_lambda=0.1)
+    for k, v in net.params.items():  # biases away from 0, so a term in them shows
+        if k.startswith("b"):
+            v[...] = np.linspace(-0.5, 0.5, v.size)
+    return net
+
+
+class GradientWithoutDecay(MultiLayerNet):
+    def gradient(self, x, t):  # type: ignore[no-untyped-def]
+        g = super().gradient(x, t)
+        return {k: v - self.weight_decay_lambda * self.params[k] if k.startswith("W") else v
+                for k, v in g.items()}
+
+
+class DecaysBiasesInGradient(MultiLayerNet):
+    def gradient(self, x, t):  # type: ignore[no-untyped-def]
+        g = super().gradient(x, t)
+        return {k: v + self.weight_decay_lambda * self.params[k] if k.startswith("b") else v
+                for k, v in g.items()}
+
+
+class DecaysBiasesInLoss(MultiLayerNet):
+    def loss(self, x, t, train_flg=True):  # type: ignore[no-untyped-def]
+        biases = sum(float(np.sum(v ** 2)) for k, v in self.params.items() if k.startswith("b"))
+        return super().loss(x, t, train_flg) + 0.5 * self.weight_decay_lambda * biases
+
+
+class LossWithoutDecay(MultiLayerNet):
+    def loss(self, x, t, train_flg=True):  # type: ignore[no-untyped-def]
+        weights = sum(float(np.sum(v ** 2)) for k, v in self.params.items() if k.startswith("W"))
+        return super().loss(x, t, train_flg) - 0.5 * self.weight_decay_lambda * weights
+
+
+class W1W2Swapped(MultiLayerNet):
+    def gradient(self, x, t):  # type: ignore[no-untyped-def]
+        g = super().gradient(x, t)
+        return {**g, "W1": g["W2"], "W2": g["W1"]}
+
+
+class PreviousCall(MultiLayerNet):
+    def gradient(self, x, t):  # type: ignore[no-untyped-def]
+        prev = getattr(self, "prev", None)
+        self.prev = {k: v.copy() for k, v in super().gradient(x, t).items()}
+        return prev if prev is not None else self.prev
+
+
+def messages(net: Any, dtype: str) -> dict[str, str]:
+    return {x.tensor: x.message for x in bad(check_net(net, dtype=dtype))}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_gradient_without_the_decay_term_is_named(dtype: str) -> None:
+    m = messages(decayed(GradientWithoutDecay), dtype)
+    assert set(m) == {"gradient()['W1']", "gradient()['W2']", "gradient()['W3']"}, m
+    assert "by exactly -0.1 * params['W1']: the weight-decay term" in m["gradient()['W1']"]
+    assert "is missing" in m["gradient()['W1']"]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_decayed_biases_are_named_in_gradient_and_loss(dtype: str) -> None:
+    m = messages(decayed(DecaysBiasesInGradient), dtype)
+    assert set(m) == {"gradient()['b1']", "gradient()['b2']", "gradient()['b3']"}, m
+    assert "weight decay is applied to 'b2'" in m["gradient()['b2']"]
+    m = messages(decayed(DecaysBiasesInLoss), dtype)
+    assert "loss(x, t)" in m and "loss() also adds 0.5 * lambda * sum(p**2) of ['b1', 'b2', " \
+        "'b3']" in m["loss(x, t)"], m
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_loss_without_the_decay_term_is_named(dtype: str) -> None:
+    m = messages(decayed(LossWithoutDecay), dtype)
+    assert set(m) == {"loss(x, t)"}, m
+    assert m["loss(x, t)"].endswith("loss() leaves it out (its gradient() may still add "
+                                     "lambda * W)")
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_swapped_and_stale_gradients_are_named(dtype: str) -> None:
+    m = messages(decayed(W1W2Swapped), dtype)
+    assert set(m) == {"gradient()['W1']", "gradient()['W2']"}, m
+    assert "it is the gradient of 'W2' (stored under the wrong key" in m["gradient()['W1']"]
+    m = messages(decayed(PreviousCall), dtype)
+    assert "gradient()['b3']" in m, m
+    assert "it is the gradient of the previous call" in m["gradient()['b3']"]
