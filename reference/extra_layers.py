@@ -219,9 +219,29 @@ def conv_example(rng: np.random.Generator, dtype: np.dtype, fn: int = 4, c: int 
     return Convolution(W, b, stride, pad)
 
 
+def layer_settings(layer: Any, *names: str) -> list[Any]:
+    """The layer's attributes ``names`` (``stride``, ``pad``, ...), which the twin is built
+    from; a layer that keeps one under another name gets an error naming every one the twin
+    reads (not a bare AttributeError on the first)."""
+    missing = [n for n in names if not hasattr(layer, n)]
+    if missing:
+        cls = type(layer).__name__
+        raise AttributeError(
+            f"the twin is built from the layer's attributes {', '.join(names)} (the book's "
+            f"names); {cls} has no {', '.join(missing)}: keep the settings as "
+            f"{', '.join(f'self.{n}' for n in missing)}, or register {cls} with a twin of its own")
+    return [getattr(layer, n) for n in names]
+
+
 def _conv_factory(layer: Convolution) -> nn.Conv2d:
-    fn, c, fh, fw = layer.W.shape
-    return nn.Conv2d(c, fn, (fh, fw), stride=layer.stride, padding=layer.pad)
+    fn, c, fh, fw = np.shape(layer.W)
+    stride, pad = layer_settings(layer, "stride", "pad")
+    return nn.Conv2d(c, fn, (fh, fw), stride=stride, padding=pad)
+
+
+def _pool_factory(layer: Pooling) -> nn.MaxPool2d:
+    pool_h, pool_w, stride, pad = layer_settings(layer, "pool_h", "pool_w", "stride", "pad")
+    return nn.MaxPool2d((pool_h, pool_w), stride=stride, padding=pad)
 
 
 # ---------------------------------------------------------------------------------------
@@ -266,8 +286,7 @@ register(
 )
 register(
     Pooling,
-    lambda layer: nn.MaxPool2d((layer.pool_h, layer.pool_w), stride=layer.stride,
-                               padding=layer.pad),
+    _pool_factory,
     input_shape=lambda layer, n: (n, 2, 6, 6),
     example=lambda rng, dtype: Pooling(2, 2, stride=2),
     make_input=distinct_values,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import pytest
 
 import scratch
 from harness.compare import FAIL
@@ -66,3 +67,33 @@ def test_pooling_that_routes_a_tie_to_every_maximum_fails_without_padding_too() 
     assert all("ties" in r.layer for r in bad)
     text = str(bad[0])
     assert "Greatest absolute difference" in text and "at index" in text and "Tolerance" in text
+
+
+class BookConvOtherNames:
+    """The book's Convolution layout (self.W, self.b, self.dW, self.db) with stride and pad kept
+    as self.s and self.p."""
+
+    def __init__(self, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0) -> None:
+        self.W, self.b, self.s, self.p = W, b, stride, pad
+        self.dW: np.ndarray | None = None
+        self.db: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        raise AssertionError("never reached: the twin cannot be built")
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        raise AssertionError("never reached")
+
+
+BookConvOtherNames.__name__ = BookConvOtherNames.__qualname__ = "Convolution"
+
+
+def test_a_book_convolution_without_stride_and_pad_attributes_is_told_which_names_to_use() -> None:
+    from harness import check_layer
+    from harness.check import CheckError
+
+    W = np.ones((2, 3, 3, 3))
+    with pytest.raises(CheckError) as info:
+        check_layer(BookConvOtherNames(W, np.zeros(2), 2, 1), input_shape=(2, 3, 7, 7))
+    text = str(info.value)
+    assert "stride, pad" in text and "self.stride, self.pad" in text and "register" in text
