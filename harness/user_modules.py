@@ -380,6 +380,118 @@ def unchecked_layers(module: ModuleType) -> list[str]:
             and twin_by_name(obj) is None]
 
 
+NET_SIZES: dict[str, Any] = {
+    "input_size": 12, "hidden_size": 8, "output_size": 5, "hidden_size_list": [8, 6],
+    "input_dim": (1, 10, 10),
+}
+"""Sizes for the arguments of a net's constructor that have no default, by the book's names
+(``TwoLayerNet(input_size, hidden_size, output_size)``, ``MultiLayerNet(input_size,
+hidden_size_list, output_size)``): small, so a check stays quick."""
+
+
+def is_net_class(obj: Any) -> bool:
+    """A class that looks like a whole net: ``gradient`` and ``predict``, no ``backward``."""
+    return (isinstance(obj, type) and callable(getattr(obj, "gradient", None))
+            and callable(getattr(obj, "predict", None))
+            and not callable(getattr(obj, "backward", None)))
+
+
+def kwargs_of(cls: type) -> dict[str, Any]:
+    """The :data:`NET_SIZES` a net's constructor gets: its arguments without a default."""
+    try:
+        params = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {p.name: NET_SIZES[p.name] for p in params
+            if p.default is inspect.Parameter.empty and p.name in NET_SIZES}
+
+
+def _net_factory(cls: type, label: str) -> tuple[Callable[[int], Any] | None, str]:
+    """A function ``seed -> a new cls``, with the book's sizes for the constructor arguments
+    that have no default, and a note saying which it used; None and why where an argument
+    is neither defaulted nor one of :data:`NET_SIZES`."""
+    try:
+        sig = inspect.signature(cls)
+    except (TypeError, ValueError):
+        return None, "a net, not checked: its constructor's signature cannot be read"
+    needed = [p.name for p in sig.parameters.values()
+              if p.default is inspect.Parameter.empty
+              and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    unknown = [n for n in needed if n not in NET_SIZES]
+    if unknown:
+        return None, (f"a net, not checked: its constructor needs {unknown}; make one "
+                      f"at module level (net = {cls.__name__}(...)) and that instance is "
+                      f"checked, or call harness.check_net({cls.__name__}(...))")
+    kwargs = {n: copy.deepcopy(NET_SIZES[n]) for n in needed}
+
+    def build(seed: int) -> Any:
+        state = np.random.get_state()  # noqa: NPY002 (the book's nets draw from np.random)
+        np.random.seed(seed)  # noqa: NPY002
+        try:
+            return cls(**kwargs)
+        except Exception as exc:
+            raise CheckError(f"{label}: {cls.__name__}(**{kwargs}) raised "
+                             f"{type(exc).__name__}: {exc}") from exc
+        finally:
+            np.random.set_state(state)  # noqa: NPY002
+
+    how = (f"built as {cls.__name__}({', '.join(f'{k}={v!r}' for k, v in kwargs.items())})"
+           if kwargs else f"built as {cls.__name__}()")
+    return build, how
+
+
+def discover_nets(module: ModuleType) -> tuple[list[tuple[str, Callable[[int], Any]]],
+                                                dict[str, list[str]]]:
+    """The nets of ``module`` to check, as ``(name, seed -> net)``: its instances at module
+    level (``net = TwoLayerNet(784, 50, 10)``: that very net, copied by the check) and the net
+    classes it defines that have no instance there (built with :func:`_net_factory`); and
+    notes, per name, on how each was built or why it was not checked."""
+    prefix = display_name(module)
+    found: list[tuple[str, Callable[[int], Any]]] = []
+    notes: dict[str, list[str]] = {}
+    instanced = set()
+    for attr, obj in vars(module).items():
+        if attr.startswith("_") or isinstance(obj, type) or not is_net_class(type(obj)) \
+                or getattr(obj, "layers", None) is None:
+            continue
+        instanced.add(type(obj))
+        found.append((f"{prefix}.{attr}", lambda seed, net=obj: net))
+        notes[f"{prefix}.{attr}"] = [f"the net {attr} = {type(obj).__name__}(...) of the "
+                                     f"module, as built there (one net: every seed checks it)"]
+    for attr, obj in vars(module).items():
+        if attr.startswith("_") or not is_net_class(obj) or obj.__module__ != module.__name__ \
+                or obj in instanced:
+            continue
+        label = f"{prefix}.{obj.__name__}"
+        build, how = _net_factory(obj, label)
+        if build is not None:  # built once here: a class that is no net of layers is a note
+            try:
+                trial = build(0)
+            except CheckError as exc:
+                cause = exc.__cause__
+                build, how = None, (f"a net, not checked: {obj.__name__}(**{kwargs_of(obj)}) "
+                                    f"raised {type(cause).__name__}: {cause}")
+            else:
+                if getattr(trial, "layers", None) is None:
+                    build, how = None, ("has gradient() and predict() but its instances no "
+                                        ".layers: not checked as a net")
+        if build is None:
+            notes[label] = [how]
+            continue
+        found.append((label, build))
+        notes[label] = [f"{how}, np.random seeded with the check's seed"]
+    return found, notes
+
+
+def _net_runner(build: Callable[[int], Any]) -> Callable[..., LayerReport]:
+    def run(dtype: np.dtype, seed: int, batch: int) -> LayerReport:
+        from harness.check import check_net
+
+        return check_net(build(seed), dtype=dtype, seed=seed, batch=batch)
+
+    return run
+
+
 # ---------------------------------------------------------------------------------------
 # The check command's --module
 
@@ -422,7 +534,8 @@ def load_user_modules(specs: list[str], *, input_shape: Iterable[int] | None = N
         module = import_user_module(spec)
         layers = discover(module)
         optimizers, no_twin = discover_optimizers(module)
-        if not layers and not optimizers:
+        nets, net_notes = discover_nets(module)
+        if not layers and not optimizers and not nets:
             unchecked = unchecked_layers(module)
             which = (f": {', '.join(unchecked)} {'has' if len(unchecked) == 1 else 'have'} "
                      f"forward/backward but no PyTorch twin" if unchecked else "")
@@ -465,6 +578,10 @@ def load_user_modules(specs: list[str], *, input_shape: Iterable[int] | None = N
                 add_case(vs.name, _case_runner(vs), group="user",
                          numerical=not vs.large and (vs.default is None or vs.default.numerical))
                 _LOADED.case_names.append(vs.name)
+        for name, build in nets:
+            add_case(name, _net_runner(build), group="user")
+            _LOADED.case_names.append(name)
+        _LOADED.notes.update(net_notes)
         modules.append(module)
         _LOADED.modules.append(module)
     return modules

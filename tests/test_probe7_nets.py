@@ -270,3 +270,144 @@ def test_swapped_and_stale_gradients_are_named(dtype: str) -> None:
     m = messages(decayed(PreviousCall), dtype)
     assert "gradient()['b3']" in m, m
     assert "it is the gradient of the previous call" in m["gradient()['b3']"]
+
+
+# --- nn-parity check --module: the nets a module defines are checked too ---------------------
+
+BOOK_MODULE = '''
+import numpy as np
+from collections import OrderedDict
+
+
+class Affine:
+    def __init__(self, W, b):
+        self.W, self.b, self.x, self.dW, self.db = W, b, None, None, None
+    def forward(self, x):
+        self.x = x
+        return x @ self.W + self.b
+    def backward(self, dout):
+        self.dW = self.x.T @ dout
+        self.db = dout.sum(axis=0)
+        return dout @ self.W.T
+
+
+class Relu:
+    def forward(self, x):
+        self.mask = x <= 0
+        return np.where(self.mask, 0, x)
+    def backward(self, dout):
+        return np.where(self.mask, 0, dout)
+
+
+class SoftmaxWithLoss:
+    def forward(self, x, t):
+        e = np.exp(x - x.max(axis=1, keepdims=True))
+        self.y = e / e.sum(axis=1, keepdims=True)
+        self.t = t if t.ndim == 1 else t.argmax(axis=1)
+        return -np.log(self.y[np.arange(len(x)), self.t] + 1e-7).mean()
+    def backward(self, dout=1):
+        dx = self.y.copy()
+        dx[np.arange(len(dx)), self.t] -= 1
+        return dx / len(dx)
+
+
+class TwoLayerNet:
+    def __init__(self, input_size, hidden_size, output_size, weight_init_std=0.5):
+        self.params = {
+            "W1": weight_init_std * np.random.randn(input_size, hidden_size),
+            "b1": np.zeros(hidden_size),
+            "W2": weight_init_std * np.random.randn(hidden_size, output_size),
+            "b2": np.zeros(output_size)}
+        self.layers = OrderedDict()
+        self.layers["Affine1"] = Affine(self.params["W1"], self.params["b1"])
+        self.layers["Relu1"] = Relu()
+        self.layers["Affine2"] = Affine(self.params["W2"], self.params["b2"])
+        self.lastLayer = SoftmaxWithLoss()
+
+    def predict(self, x):
+        for layer in self.layers.values():
+            x = layer.forward(x)
+        return x
+
+    def loss(self, x, t):
+        return self.lastLayer.forward(self.predict(x), t)
+
+    def accuracy(self, x, t):
+        y = np.argmax(self.predict(x), axis=1)
+        if t.ndim != 1:
+            t = np.argmax(t, axis=1)
+        return np.sum(y == t) / float(x.shape[0])
+
+    def gradient(self, x, t):
+        self.loss(x, t)
+        dout = self.lastLayer.backward(1)
+        for layer in reversed(list(self.layers.values())):
+            dout = layer.backward(dout)
+        a1, a2 = self.layers["Affine1"], self.layers["Affine2"]
+        return {"W1": a1.dW, "b1": a1.db, "W2": a2.dW, "b2": a2.db}
+'''
+CLI_FAST = ["--seeds", "1", "--batches", "3"]
+
+
+@pytest.fixture()
+def _forget_modules() -> Any:
+    from harness.user_modules import forget_user_modules
+
+    yield
+    forget_user_modules()
+
+
+def module_file(tmp_path: Any, name: str, body: str) -> str:
+    path = tmp_path / f"{name}.py"
+    path.write_text(body)
+    return str(path)
+
+
+def test_check_module_checks_the_book_net_it_defines(tmp_path: Any, capsys: Any,
+                                                     _forget_modules: Any) -> None:
+    from harness.cli import main
+
+    path = module_file(tmp_path, "booknet", BOOK_MODULE)
+    assert main(["check", "--module", path, "--list"]) == 0
+    assert "user       booknet.TwoLayerNet" in capsys.readouterr().out.splitlines()
+    assert main(["check", "--module", path, *CLI_FAST, "--only", "booknet.TwoLayerNet"]) == 0
+    out = capsys.readouterr().out
+    assert "gradient()['W1']" in out and "accuracy()" in out, out
+    assert ("booknet.TwoLayerNet: built as TwoLayerNet(input_size=12, hidden_size=8, "
+            "output_size=5)") in out, out
+
+
+def test_check_module_fails_a_net_whose_gradient_takes_the_wrong_layer(
+        tmp_path: Any, capsys: Any, _forget_modules: Any) -> None:
+    from harness.cli import main
+
+    body = BOOK_MODULE.replace('"b2": a2.db', '"b2": a1.db[: a2.db.size]')
+    path = module_file(tmp_path, "bookbug", body)
+    assert main(["check", "--module", path, *CLI_FAST]) == 1
+    out = capsys.readouterr().out
+    assert "TwoLayerNet.gradient()['b2'] [float64" in out, out
+    assert "differs from autograd through the whole net for 'b2'" in out
+
+
+def test_check_module_checks_a_module_level_net_and_notes_one_it_cannot_build(
+        tmp_path: Any, capsys: Any, _forget_modules: Any) -> None:
+    from harness.cli import main
+
+    body = BOOK_MODULE + '''
+
+class SizedNet(TwoLayerNet):
+    def __init__(self, n_in, n_hidden):
+        super().__init__(n_in, n_hidden, 3)
+
+
+np.random.seed(1)
+net = TwoLayerNet(6, 4, 3)
+net.params["W1"] = net.params["W1"].copy()   # the layer keeps the old array
+'''
+    path = module_file(tmp_path, "instances", body)
+    assert main(["check", "--module", path, *CLI_FAST]) == 1
+    out = capsys.readouterr().out
+    assert "instances.net" in out and "TwoLayerNet.params['W1'] is the layers' array" in out
+    assert "instances.SizedNet: a net, not checked: its constructor needs ['n_in', " \
+        "'n_hidden']" in out, out
+    assert "instances.TwoLayerNet" not in out.replace("instances.TwoLayerNet:", "")
