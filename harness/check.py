@@ -2086,6 +2086,7 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
                 rows.append(r)
         except Exception as exc:
             rows.append(_error(name, "gradient()", exc, f64, f"{name}.gradient(x, t) raised "))
+            rows[-1].message += _grads_layout_hint(exc, work)
     if not hasattr(work, "predict"):
         return rows
     try:
@@ -2187,6 +2188,24 @@ def _gradient_diagnosis(key: str, got: Any, expected: dict[str, np.ndarray],
                         f"net.weight_decay_lambda = {lam:g})")
             return f": it differs from autograd's by exactly {c:.6g} * params[{key!r}]: {what}"
     return ""
+
+
+def _grads_layout_hint(exc: BaseException, net: Any) -> str:
+    """For an ``AttributeError`` on ``layer.d<name>`` (the book's layout: ``dW``, ``dgamma``)
+    from a layer that keeps its gradients in a ``grads`` dict (scratch's layers): where the
+    gradient is."""
+    obj, attr = getattr(exc, "obj", None), getattr(exc, "name", None)
+    if not isinstance(exc, AttributeError) or not isinstance(attr, str) \
+            or not attr.startswith("d"):
+        return ""
+    grads = getattr(obj, "grads", None)
+    key = attr[1:]
+    if not isinstance(grads, MutableMapping) or key not in getattr(obj, "params", {}):
+        return ""
+    where = next((f"layers[{n!r}]" for n, layer in _net_layers(net) if layer is obj), "the layer")
+    return (f": {where} is a {type(obj).__name__} that keeps its gradients in a dict "
+            f"(.grads[{key!r}], as scratch's layers do), not in the attribute .{attr} of the "
+            f"book's layout: read .grads[{key!r}] in gradient()")
 
 
 def _binds(fn: Callable[..., Any], *args: Any) -> bool:

@@ -115,8 +115,10 @@ def link_params(net: Any) -> list[ParamLink]:
     for key, arr in net.params.items():
         if id(arr) in seen:  # each twin parameter is loaded from one key: no tying
             raise LookupError(f"{net_name}.params[{seen[id(arr)]!r}] and {net_name}.params"
-                              f"[{key!r}] are the same array: the twin gives every key its own "
-                              f"parameter")
+                              f"[{key!r}] are the same array: an optimizer updates it twice per "
+                              f"step, once with each key's gradient; give each layer its own "
+                              f"array (weights meant to be tied: one key, whose gradient is the "
+                              f"sum of the layers' gradients)")
         seen[id(arr)] = key
     for key, arr in net.params.items():
         found: list[ParamLink] = []

@@ -411,3 +411,32 @@ net.params["W1"] = net.params["W1"].copy()   # the layer keeps the old array
     assert "instances.SizedNet: a net, not checked: its constructor needs ['n_in', " \
         "'n_hidden']" in out, out
     assert "instances.TwoLayerNet" not in out.replace("instances.TwoLayerNet:", "")
+
+
+class ScratchAffineReadTheBooksWay(BookTwoLayerNet):  # scratch's Affine keeps .grads['W']
+    def __init__(self) -> None:
+        super().__init__()
+        from scratch.layers import Affine as ScratchAffine
+
+        self.layers["Affine1"] = ScratchAffine(self.params["W1"], self.params["b1"])
+
+
+def test_a_gradient_reading_dW_of_a_layer_with_a_grads_dict_says_where_it_is() -> None:
+    r = check_net(ScratchAffineReadTheBooksWay())
+    rows = bad(r)
+    assert [x.tensor for x in rows] == ["gradient()"], str(r)
+    assert rows[0].message.endswith(
+        "layers['Affine1'] is a Affine that keeps its gradients in a dict (.grads['W'], as "
+        "scratch's layers do), not in the attribute .dW of the book's layout: read "
+        ".grads['W'] in gradient()"), rows[0].message
+
+
+def test_the_whole_net_twin_refuses_one_array_under_two_keys_saying_why() -> None:
+    from reference.nets import to_torch
+
+    with pytest.raises(LookupError, match=r"OneArrayTwoKeys.params\['W1'\] and OneArrayTwoKeys"
+                       r".params\['W2'\] are the same array: an optimizer updates it twice"):
+        to_torch(OneArrayTwoKeys())
+    with pytest.raises(LookupError, match=r"TiedOneKey.params\['W1'\] is used by Affine1.W and "
+                       r"Affine2.W \(tied weights\)"):
+        to_torch(TiedOneKey())
