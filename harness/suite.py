@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from harness.check import check_layer, check_net, one_thread
+from harness.compare import FAIL
 from harness.report import LayerReport
 from reference.registry import registered
 
@@ -67,6 +68,10 @@ class Variant:
     check_fn: Callable[..., LayerReport] | None = None
     """``check_fn(layer, dtype, seed, batch, name)`` instead of ``check_layer``: a check of
     what no torch comparison can see (a dropout layer's own mask generator)."""
+    hint: str = ""
+    """What this setting is made to catch and the convention torch follows there, added to
+    the message of every tensor that FAILs in it (``dx`` with ties in a pooling window: torch
+    sends the gradient to the first maximum)."""
 
     @property
     def name(self) -> str:  # label "": the class's own case, for a class with no example=
@@ -84,8 +89,13 @@ class Variant:
         if self.inputs is not None and shape is not None and "x" not in kwargs:
             rng = np.random.default_rng([seed, n, 0x1A])
             opts = {"x": self.inputs(rng, shape, np.dtype(dtype))}
-        return check_layer(layer, dtype=dtype, seed=seed, name=name or self.name,
-                           numerical=numerical, **{**opts, **self.kwargs, **kwargs})
+        report = check_layer(layer, dtype=dtype, seed=seed, name=name or self.name,
+                             numerical=numerical, **{**opts, **self.kwargs, **kwargs})
+        if self.hint:
+            for r in report.results:
+                if r.status == FAIL:
+                    r.message = f"{r.message} [{self.hint}]" if r.message else f"[{self.hint}]"
+        return report
 
 
 VARIANTS: list[Variant] = []

@@ -550,9 +550,9 @@ def _register_cases() -> None:
                             numerical=numerical))
 
     def pool(label: str, shape: tuple[int, ...], *args: int, inputs: Any = None,
-             numerical: bool = True, **kw: int) -> None:
+             numerical: bool = True, hint: str = "", **kw: int) -> None:
         add_variant(Variant(Pooling, label, lambda r, d: Pooling(*args, **kw), shape,
-                            inputs=inputs, numerical=numerical))
+                            inputs=inputs, numerical=numerical, hint=hint))
 
     # Inputs the registrations avoid on purpose (so that the default check is unambiguous),
     # in cases of their own: exact zeros at a ReLU (torch's gradient there is 0), ties in a
@@ -566,8 +566,11 @@ def _register_cases() -> None:
     def ties(r: np.random.Generator, shape: tuple[int, ...], d: np.dtype) -> np.ndarray:
         return r.integers(-2, 3, size=shape).astype(d)
 
+    # numerical=False: central differences straddle the kink at 0
     add_variant(Variant(Relu, "exact zeros", lambda r, d: Relu(), (9,), inputs=with_zeros,
-                        numerical=False))  # central differences straddle the kink at 0
+                        numerical=False,
+                        hint="inputs with exact zeros: torch's ReLU gradient at 0 is 0 (the "
+                             "mask is x <= 0); a mask x < 0 lets dout through there"))
     add_variant(Variant(Sigmoid, "large inputs", lambda r, d: Sigmoid(), (9,), inputs=large_inputs(40.0)))
     add_variant(Variant(Tanh, "large inputs", lambda r, d: Tanh(), (9,), inputs=large_inputs(40.0)))
     add_variant(Variant(SoftmaxWithLoss, "logits in the hundreds", lambda r, d: SoftmaxWithLoss(),
@@ -583,7 +586,10 @@ def _register_cases() -> None:
     pool("3x3, stride 1, overlapping", (2, 5, 5), 3, 3, stride=1)
     pool("2x2/2 on 7x7", (3, 7, 7), 2, 2, stride=2)
     pool("2x3 window, stride 1", (2, 5, 7), 2, 3, stride=1)
-    pool("3x3/2, pad 1, ties", (2, 7, 7), 3, 3, stride=2, pad=1, inputs=ties, numerical=False)
+    pool("3x3/2, pad 1, ties", (2, 7, 7), 3, 3, stride=2, pad=1, inputs=ties, numerical=False,
+         hint="inputs with ties in a window: torch sends each window's gradient to its first "
+              "maximum in row-major order (np.argmax's choice), one element per window; a "
+              "backward that sends it to every tied maximum (x == max) fails here")
 
     # The nets, layer by layer (each torch twin gets the scratch layer's own input and dout).
     # tanh: with a batch of 1 a narrow ReLU layer can be dead (all zeros: VACUOUS); at least

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import scratch
-from harness.compare import PASS
+from harness.compare import FAIL, PASS
 from harness.report import LayerReport
 from harness.user_modules import spec_for_class, variant_specs
-from scratch.convolution import conv_output_size, im2col
+from scratch.convolution import conv_output_size, im2col, windows
 
 
 def every_setting(cls: type, seeds: tuple[int, ...] = (0, 1)) -> list[LayerReport]:
@@ -129,3 +129,44 @@ def test_a_book_convolution_without_stride_and_pad_attributes_is_told_which_name
         check_layer(BookConvOtherNames(W, np.zeros(2), 2, 1), input_shape=(2, 3, 7, 7))
     text = str(info.value)
     assert "stride, pad" in text and "self.stride, self.pad" in text and "register" in text
+
+
+class TiesToEveryMaximum(scratch.Pooling):
+    """Backward sends ``dout`` to every element equal to the window's maximum."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.x_in = x
+        return super().forward(x)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        N, C, H, W = self.x_in.shape
+        s, p = self.stride, self.pad
+        win = windows(self.x_in, self.pool_h, self.pool_w, s, p, pad_value=-np.inf)
+        top = win.max(axis=(4, 5))
+        oh, ow = top.shape[2:]
+        dx = np.zeros((N, C, H + 2 * p, W + 2 * p), dtype=dout.dtype)
+        for y in range(self.pool_h):
+            for x in range(self.pool_w):
+                dx[:, :, y:y + s * oh:s, x:x + s * ow:s] += dout * (win[..., y, x] == top)
+        return dx[:, :, p:H + p, p:W + p]
+
+
+def test_the_ties_setting_says_which_element_torch_routes_a_tie_to() -> None:
+    bad = [r for rep in every_setting(TiesToEveryMaximum, seeds=(0,))
+           for r in rep.results if r.status == FAIL]
+    assert bad and {(r.tensor, "ties" in r.layer) for r in bad} == {("dx", True)}
+    for r in bad:
+        text = str(r)
+        assert "first maximum" in text and "every tied maximum" in text
+        assert "at index" in text and "Tolerance" in text
+
+
+class PlainPooling(scratch.Pooling):
+    """The built-in, as a user's subclass: checked in every setting."""
+
+
+def test_a_correct_pooling_passes_every_setting_with_no_hint() -> None:
+    reports = every_setting(PlainPooling, seeds=(0,))
+    assert any("ties" in rep.layer for rep in reports)
+    assert all(rep.ok for rep in reports)
+    assert not any("first maximum" in (r.message or "") for rep in reports for r in rep.results)
