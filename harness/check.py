@@ -1796,6 +1796,14 @@ def _net_input_shape(net: Any, first: Any, batch: int) -> tuple[tuple[int, ...],
             dim = (dim,)
         if isinstance(dim, (tuple, list)):
             return validate_shape(name, (batch, *dim), f"{attr} with the batch"), f"net.{attr}"
+    for attr in ("input_dim", "input_size"):  # the book's SimpleConvNet keeps no input_dim:
+        dim = _init_default(type(net), attr)  # its constructor's default
+        if isinstance(dim, (int, np.integer)) and not isinstance(dim, bool):
+            dim = (dim,)
+        if isinstance(dim, (tuple, list)) and dim and _fits_first_layer(first, tuple(dim)):
+            return (validate_shape(name, (batch, *dim), f"{attr} with the batch"),
+                    f"the default {attr}={tuple(dim)!r} of {name}.__init__ (the net keeps no "
+                    f"{attr} attribute)")
     try:
         tw, _ = resolve_twin(first, None, None)
     except CheckError:
@@ -1805,6 +1813,21 @@ def _net_input_shape(net: Any, first: Any, batch: int) -> tuple[tuple[int, ...],
                          f"layer no default input shape)")
     first, _ = adapt_layer(first, tw, None)  # the book's Affine: W as an attribute
     return _default_shape(name, tw, first, batch), f"the first layer's ({type(first).__name__}) default"
+
+
+def _fits_first_layer(first: Any, dim: tuple[Any, ...]) -> bool:
+    """Whether a per-sample input shape ``dim`` (a constructor's default, which the net may
+    not have been built with) fits the first layer's weight ``W``: as many features as a
+    dense ``W``'s rows, as many channels as a 4-D (FN, C, FH, FW) filter's C. True where the
+    first layer has no such weight."""
+    w = _layer_params(first).get("W")
+    if not isinstance(w, np.ndarray) or not all(isinstance(d, (int, np.integer)) for d in dim):
+        return True
+    if w.ndim == 2:
+        return int(np.prod(dim)) == w.shape[0]
+    if w.ndim == 4:
+        return len(dim) == 3 and dim[0] == w.shape[1]
+    return True
 
 
 def _layer_params(layer: Any) -> dict[str, Any]:
@@ -1869,6 +1892,22 @@ def _param_wiring_rows(net: Any, layers: list[tuple[str, Any]]) -> list[TensorRe
                     f"optimizer's update of it changes nothing the net computes"))
         rows.append(row)
     return rows if any(r.status != PASS for r in rows) else []
+
+
+def _init_default(cls: type, arg: str) -> Any:
+    """The default of ``arg`` in the ``__init__`` of ``cls`` or the nearest base class that
+    declares it (a subclass's ``__init__(self)`` calling ``super().__init__()``)."""
+    for c in cls.__mro__:
+        init = c.__dict__.get("__init__")
+        if init is None:
+            continue
+        try:
+            p = inspect.signature(init).parameters.get(arg)
+        except (TypeError, ValueError):
+            continue
+        if p is not None:
+            return None if p.default is inspect.Parameter.empty else p.default
+    return None
 
 
 def _usable(a: Any, shape: tuple[int, ...]) -> bool:
@@ -1961,6 +2000,9 @@ def check_net(
     bwd: list[TensorResult] = []
     not_compared: dict[str, str] = {}
     notes: list[str] = list(dict.fromkeys(adapted_notes))
+    if origin.startswith("the default"):  # a guess the user may need to correct
+        notes.append(f"{net_name}: input shape {tuple(x.shape)} from {origin}; pass "
+                     f"input_shape=... if the net was built with another")
     for lname, layer, work, mod, twin, h_in in reversed(staged):
         label = f"{lname}({type(work).__name__})"
         t = validate_targets(f"{net_name}.{lname}", twin, h_in, t, dtype)
@@ -2117,6 +2159,20 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
         labels = scores.argmax(axis=1)
         labels[::2] = (labels[::2] + 1) % scores.shape[1]
         r = check_accuracy(work.accuracy, xs, labels, scores, layer=name)
+        bs = _batch_size_default(work.accuracy)
+        if r.status == FAIL and bs is not None and len(xs) % bs:
+            # the book's SimpleConvNet.accuracy(x, t, batch_size=100) counts whole batches
+            # only: on these rows, with one batch of all of them
+            whole = check_accuracy(functools.partial(work.accuracy, batch_size=len(xs)), xs,
+                                   labels, scores, layer=name)
+            if whole.status == PASS and skipped is not None:
+                r = whole
+                skipped.append(
+                    f"{name}.accuracy(x, t) counts whole batches of batch_size={bs} only: on "
+                    f"{len(xs)} rows it returns {float(work.accuracy(xs, labels)):.6g} (the "
+                    f"last {len(xs) % bs} rows are never counted, but divided by); checked "
+                    f"with batch_size={len(xs)}, where it counts right. Exact on a test set "
+                    f"whose size is a multiple of {bs}")
         if r.message:
             r.message = f"{name}.{r.message}"
         if r.status == VACUOUS and _binds(work.accuracy, xs, labels):
@@ -2206,6 +2262,17 @@ def _grads_layout_hint(exc: BaseException, net: Any) -> str:
     return (f": {where} is a {type(obj).__name__} that keeps its gradients in a dict "
             f"(.grads[{key!r}], as scratch's layers do), not in the attribute .{attr} of the "
             f"book's layout: read .grads[{key!r}] in gradient()")
+
+
+def _batch_size_default(fn: Callable[..., Any]) -> int | None:
+    """The default of ``fn``'s ``batch_size`` argument, where it has one that is an int."""
+    try:
+        p = inspect.signature(fn).parameters.get("batch_size")
+    except (TypeError, ValueError):
+        return None
+    d = getattr(p, "default", None)
+    return int(d) if isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 \
+        else None
 
 
 def _binds(fn: Callable[..., Any], *args: Any) -> bool:

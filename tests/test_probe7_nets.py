@@ -440,3 +440,101 @@ def test_the_whole_net_twin_refuses_one_array_under_two_keys_saying_why() -> Non
     with pytest.raises(LookupError, match=r"TiedOneKey.params\['W1'\] is used by Affine1.W and "
                        r"Affine2.W \(tied weights\)"):
         to_torch(TiedOneKey())
+
+
+# --- the book's SimpleConvNet: no input_dim attribute, accuracy() by whole batches of 100 ----
+
+class BookConvNet:
+    """The book's layout: input_dim only as a constructor argument; accuracy() in batches."""
+
+    def __init__(self, input_dim: tuple[int, int, int] = (1, 8, 8), filter_num: int = 3,
+                 hidden_size: int = 6, output_size: int = 4) -> None:
+        from scratch import Convolution, Pooling
+
+        rng = np.random.default_rng(0)
+        pooled = filter_num * ((input_dim[1] - 2) // 2) ** 2
+        self.params = {"W1": 0.3 * rng.standard_normal((filter_num, input_dim[0], 3, 3)),
+                       "b1": np.zeros(filter_num),
+                       "W2": 0.3 * rng.standard_normal((pooled, hidden_size)),
+                       "b2": np.zeros(hidden_size),
+                       "W3": 0.3 * rng.standard_normal((hidden_size, output_size)),
+                       "b3": np.zeros(output_size)}
+        self.layers: OrderedDict[str, Any] = OrderedDict()
+        self.layers["Conv1"] = Convolution(self.params["W1"], self.params["b1"])
+        self.layers["Relu1"] = Relu()
+        self.layers["Pool1"] = Pooling(2, 2, stride=2)
+        self.layers["Affine1"] = FlatAffine(self.params["W2"], self.params["b2"])
+        self.layers["Relu2"] = Relu()
+        self.layers["Affine2"] = FlatAffine(self.params["W3"], self.params["b3"])
+        self.last_layer = SoftmaxWithLoss()
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        for layer in self.layers.values():
+            x = layer.forward(x)
+        return x
+
+    def loss(self, x: np.ndarray, t: np.ndarray) -> float:
+        return self.last_layer.forward(self.predict(x), t)
+
+    def accuracy(self, x: np.ndarray, t: np.ndarray, batch_size: int = 100) -> float:
+        if t.ndim != 1:
+            t = np.argmax(t, axis=1)
+        acc = 0.0
+        for i in range(int(x.shape[0] / batch_size)):
+            tx, tt = x[i * batch_size:(i + 1) * batch_size], t[i * batch_size:(i + 1) * batch_size]
+            acc += np.sum(np.argmax(self.predict(tx), axis=1) == tt)
+        return acc / x.shape[0]
+
+    def gradient(self, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+        self.loss(x, t)
+        dout = self.last_layer.backward(1)
+        for layer in reversed(list(self.layers.values())):
+            dout = layer.backward(dout)
+        c, a1, a2 = self.layers["Conv1"], self.layers["Affine1"], self.layers["Affine2"]
+        return {"W1": c.grads["W"], "b1": c.grads["b"], "W2": a1.dW, "b2": a1.db,
+                "W3": a2.dW, "b3": a2.db}
+
+
+class FlatAffine(Affine):  # the book's Affine flattens a 4-D input
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.shape = x.shape
+        return super().forward(x.reshape(len(x), -1))
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return super().backward(dout).reshape(self.shape)
+
+
+class BookConvNetSubclass(BookConvNet):
+    def __init__(self) -> None:
+        super().__init__()
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("cls", [BookConvNet, BookConvNetSubclass])
+def test_the_books_convnet_passes_from_its_constructors_input_dim(cls: type, dtype: str) -> None:
+    r = check_net(cls(), dtype=dtype)
+    assert r.ok, str(r)
+    assert r.input_shape == (4, 1, 8, 8)
+    notes = r.info["notes"]
+    assert any("input shape (4, 1, 8, 8) from the default input_dim=(1, 8, 8) of" in n
+               for n in notes), notes
+    assert any("accuracy(x, t) counts whole batches of batch_size=100 only: on 4 rows it "
+               "returns 0" in n for n in notes), notes
+
+
+class BatchedAccuracyWrongAxis(BookConvNet):
+    def accuracy(self, x: np.ndarray, t: np.ndarray, batch_size: int = 100) -> float:
+        return 0.0 if len(x) < batch_size else 1.0
+
+
+def test_a_batched_accuracy_that_is_wrong_on_a_whole_batch_still_fails() -> None:
+    r = check_net(BatchedAccuracyWrongAxis())
+    assert [x.tensor for x in bad(r)] == ["accuracy()"], str(r)
+
+
+def test_a_net_built_with_other_sizes_than_its_constructors_defaults_still_passes() -> None:
+    net = BookTwoLayerNet(7, 5, 3)
+    del net.input_size  # the book's TwoLayerNet keeps no input size: the default 12 is wrong
+    r = check_net(net)
+    assert r.ok and r.input_shape == (4, 7), str(r)
+    assert not any("input shape" in n for n in r.info["notes"])
