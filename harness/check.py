@@ -2001,8 +2001,8 @@ def check_net(
     not_compared: dict[str, str] = {}
     notes: list[str] = list(dict.fromkeys(adapted_notes))
     if origin.startswith("the default"):  # a guess the user may need to correct
-        notes.append(f"{net_name}: input shape {tuple(x.shape)} from {origin}; pass "
-                     f"input_shape=... if the net was built with another")
+        notes.append(f"{net_name}: input of shape (batch, {', '.join(map(str, x.shape[1:]))}) "
+                     f"from {origin}; pass input_shape=... if the net was built with another")
     for lname, layer, work, mod, twin, h_in in reversed(staged):
         label = f"{lname}({type(work).__name__})"
         t = validate_targets(f"{net_name}.{lname}", twin, h_in, t, dtype)
@@ -2168,11 +2168,11 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
             if whole.status == PASS and skipped is not None:
                 r = whole
                 skipped.append(
-                    f"{name}.accuracy(x, t) counts whole batches of batch_size={bs} only: on "
-                    f"{len(xs)} rows it returns {float(work.accuracy(xs, labels)):.6g} (the "
-                    f"last {len(xs) % bs} rows are never counted, but divided by); checked "
-                    f"with batch_size={len(xs)}, where it counts right. Exact on a test set "
-                    f"whose size is a multiple of {bs}")
+                    f"{name}.accuracy(x, t) counts whole batches of batch_size={bs} only: the "
+                    f"rows after the last whole batch are never counted, but divided by (on "
+                    f"fewer than {bs} rows it returns 0); checked with one batch of all the "
+                    f"rows, where it counts right. Exact on a test set whose size is a "
+                    f"multiple of {bs}")
         if r.message:
             r.message = f"{name}.{r.message}"
         if r.status == VACUOUS and _binds(work.accuracy, xs, labels):
