@@ -2073,9 +2073,16 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
     x_w = rng.permutation(xs.reshape(-1)).reshape(xs.shape)  # the warm-up call's inputs
     t_w = ts if ts.ndim == 0 else rng.permutation(ts)
     own_term = False  # the net's loss adds a term of the weights the twin does not know
+    softmaxed = _predicts_probabilities(work, name, xs)
+    soft_hint = (f": {name}.predict(x) returns probabilities (every row sums to 1), so softmax "
+                 f"is applied in predict() and again in the loss layer; predict() must return "
+                 f"the scores (the book's SoftmaxWithLoss applies softmax itself)"
+                 if softmaxed else "")
     if hasattr(work, "gradient") and hasattr(work, "loss") and not _has_state(tnet):
         # Only for nets without dropout or BatchNorm, whose loss() may run in either mode.
         row, own_term = _loss_row(net, work, tnet, name, ((xs, ts), (x_w, t_w)), skipped)
+        if row is not None and row.status == FAIL and soft_hint:
+            row.message = row.message.split(": a difference that changes")[0] + soft_hint
         if row is not None:
             rows.append(row)
     if own_term and hasattr(work, "gradient"):
@@ -2116,6 +2123,8 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
                                  f"(keys: {sorted(grads) if isinstance(grads, dict) else grads!r})")
                 elif r.status == FAIL and not r.message:
                     diagnosis = _gradient_diagnosis(k, got, expected, previous, work.params, tnet)
+                    if not diagnosis and soft_hint:
+                        diagnosis = soft_hint
                     if not diagnosis:
                         diagnosis = (
                             ", though each layer passes on its own: look at how gradient() "
@@ -2142,6 +2151,8 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
         tnet.train()
     r = compare(pred, expected.numpy(), tensor="predict() (evaluation mode)", layer=name,
                 dtype=f64)
+    if r.status == FAIL and not r.message and soft_hint:
+        r.message = soft_hint[2:]
     if r.status == FAIL and not r.message:
         r.message = (f"{name}.predict(x) differs from the twin's output in evaluation mode: "
                      "the scores that go into the loss layer (not softmax probabilities), no "
@@ -2273,6 +2284,18 @@ def _batch_size_default(fn: Callable[..., Any]) -> int | None:
     d = getattr(p, "default", None)
     return int(d) if isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d > 0 \
         else None
+
+
+def _predicts_probabilities(work: Any, name: str, x: np.ndarray) -> bool:
+    """Whether the net's ``predict(x)`` (on a copy) returns probabilities: a 2-D float array
+    with more than one column, values in [0, 1], every row summing to 1."""
+    try:
+        y = np.asarray(clone(work, name).predict(x))
+    except Exception:
+        return False
+    return bool(y.ndim == 2 and y.shape[1] > 1 and y.dtype.kind == "f"
+                and np.all((y >= 0) & (y <= 1))
+                and np.allclose(y.sum(axis=1), 1.0, rtol=0, atol=1e-6))
 
 
 def _binds(fn: Callable[..., Any], *args: Any) -> bool:

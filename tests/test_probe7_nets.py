@@ -538,3 +538,19 @@ def test_a_net_built_with_other_sizes_than_its_constructors_defaults_still_passe
     r = check_net(net)
     assert r.ok and r.input_shape == (4, 7), str(r)
     assert not any("input of shape" in n for n in r.info["notes"])
+
+
+class SoftmaxInPredict(BookTwoLayerNet):  # softmax in predict(), then again in the loss layer
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        y = super().predict(x)
+        e = np.exp(y - y.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_applied_twice_is_named_on_loss_gradient_and_predict(dtype: str) -> None:
+    m = messages(SoftmaxInPredict(), dtype)
+    assert {"loss(x, t)", "gradient()['W1']", "predict() (evaluation mode)"} <= set(m), m
+    for tensor in ("loss(x, t)", "gradient()['W1']", "predict() (evaluation mode)"):
+        assert "SoftmaxInPredict.predict(x) returns probabilities (every row sums to 1), so " \
+            "softmax is applied in predict() and again in the loss layer" in m[tensor], m[tensor]
