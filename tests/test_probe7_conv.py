@@ -170,3 +170,184 @@ def test_a_correct_pooling_passes_every_setting_with_no_hint() -> None:
     assert any("ties" in rep.layer for rep in reports)
     assert all(rep.ok for rep in reports)
     assert not any("first maximum" in (r.message or "") for rep in reports for r in rep.results)
+
+
+# ---------------------------------------------------------------------------------------
+# The classic convolution and pooling bugs, each a subclass of the scratch layer: every one
+# fails some setting `check --module` runs, on the tensor it breaks.
+
+
+def _col2im_overwriting(col: np.ndarray, shape: tuple[int, ...], fh: int, fw: int, stride: int,
+                        pad: int) -> np.ndarray:
+    N, C, H, W = shape
+    oh, ow = conv_output_size(H, fh, stride, pad), conv_output_size(W, fw, stride, pad)
+    cols = col.reshape(N, oh, ow, C, fh, fw).transpose(0, 3, 4, 5, 1, 2)
+    img = np.zeros((N, C, H + 2 * pad + stride - 1, W + 2 * pad + stride - 1), col.dtype)
+    for y in range(fh):
+        for x in range(fw):
+            img[:, :, y:y + stride * oh:stride, x:x + stride * ow:stride] = cols[:, :, y, x]
+    return img[:, :, pad:H + pad, pad:W + pad]
+
+
+class ConvKernelFlipped(scratch.Convolution):
+    """A true convolution (the kernel flipped), its backward consistent with it."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        W = self.params["W"]
+        self.params["W"] = np.ascontiguousarray(W[:, :, ::-1, ::-1])
+        try:
+            return super().forward(x)
+        finally:
+            self.params["W"] = W
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = super().backward(dout)
+        self.grads["W"] = self.grads["W"][:, :, ::-1, ::-1]
+        return dx
+
+
+class ConvChannelOrder(scratch.Convolution):
+    """im2col rows in (fh, fw, c) order against W.reshape(FN, -1)'s (c, fh, fw)."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        FN, C, FH, FW = self.W.shape
+        W = self.params["W"]
+        self.params["W"] = np.ascontiguousarray(
+            W.transpose(0, 2, 3, 1).reshape(FN, FH, FW, C).reshape(FN, C, FH, FW))
+        try:
+            return super().forward(x)
+        finally:
+            self.params["W"] = W
+
+
+class ConvStrideIgnoredInBackward(scratch.Convolution):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        s = self.stride
+        self.stride = 1
+        try:
+            return super().backward(dout)
+        finally:
+            self.stride = s
+
+
+class ConvCol2imOverwrites(scratch.Convolution):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        super().backward(dout)
+        FN, _, FH, FW = self.W.shape
+        dcol = dout.transpose(0, 2, 3, 1).reshape(-1, FN) @ self.col_W.T
+        return _col2im_overwriting(dcol, self.x_shape, FH, FW, self.stride, self.pad)
+
+
+class ConvOneSidedPad(scratch.Convolution):
+    """Pads 2 * pad at the top and left only: the same sizes, shifted windows."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        p = self.pad
+        if not p:
+            return super().forward(x)
+        shifted = np.pad(x, [(0, 0), (0, 0), (2 * p, 0), (2 * p, 0)])
+        self.pad = 0
+        try:
+            return super().forward(shifted)
+        finally:
+            self.pad = p
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        p = self.pad
+        if not p:
+            return super().backward(dout)
+        self.pad = 0
+        try:
+            return super().backward(dout)[:, :, 2 * p:, 2 * p:]
+        finally:
+            self.pad = p
+
+
+class ConvDWUntransposed(scratch.Convolution):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = super().backward(dout)
+        FN = self.W.shape[0]
+        self.grads["W"] = (self.col.T @ dout.transpose(0, 2, 3, 1).reshape(-1, FN)).reshape(
+            self.W.shape)
+        return dx
+
+
+class ConvDbMean(scratch.Convolution):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        dx = super().backward(dout)
+        self.grads["b"] = dout.mean(axis=(0, 2, 3))
+        return dx
+
+
+class ConvOutputOneShort(scratch.Convolution):
+    """The last output row dropped: ``(H + 2p - FH) // stride`` without the + 1."""
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        return super().forward(x)[:, :, :-1]
+
+
+class PoolFirstElement(scratch.Pooling):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        self.arg_max = np.zeros_like(self.arg_max)
+        return super().backward(dout)
+
+
+BUGS = {
+    ConvKernelFlipped: {"out", "dx", "dW"},
+    ConvChannelOrder: {"out", "dx", "dW"},
+    ConvStrideIgnoredInBackward: {"dx", "backward"},
+    ConvCol2imOverwrites: {"dx"},
+    ConvOneSidedPad: {"out", "dx", "dW"},
+    ConvDWUntransposed: {"dW"},
+    ConvDbMean: {"db"},
+    ConvOutputOneShort: {"out", "backward"},
+    PoolFirstElement: {"dx"},
+}
+
+
+@pytest.mark.parametrize("cls", list(BUGS), ids=lambda c: c.__name__)
+def test_each_classic_convolution_and_pooling_bug_fails_on_the_tensor_it_breaks(cls: type) -> None:
+    reports = every_setting(cls, seeds=(0,))
+    bad = {r.tensor for rep in reports for r in rep.results if not r.ok}
+    assert bad and bad <= BUGS[cls] | {"dx (first call)"}, bad
+    assert {"out", "dx", "dW", "db", "backward"} & bad
+    for r in (r for rep in reports for r in rep.results if not r.ok):
+        text = str(r)
+        assert cls.__name__ in text and r.tensor in text
+        if r.status == FAIL and "shape mismatch" not in text:  # where, by how much, allowed
+            assert "Greatest absolute difference" in text and "at index" in text
+            assert "Tolerance: rtol=" in text
+
+
+class Convolution:
+    """The book's Convolution: no base class, weights and gradients as attributes."""
+
+    def __init__(self, W: np.ndarray, b: np.ndarray, stride: int = 1, pad: int = 0) -> None:
+        self.W, self.b, self.stride, self.pad = W, b, stride, pad
+        self.dW: np.ndarray | None = None
+        self.db: np.ndarray | None = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        FN, _, FH, FW = self.W.shape
+        N, _, H, W = x.shape
+        out_h = 1 + int((H + 2 * self.pad - FH) / self.stride)
+        out_w = 1 + int((W + 2 * self.pad - FW) / self.stride)
+        self.x, self.col = x, im2col(x, FH, FW, self.stride, self.pad)
+        self.col_W = self.W.reshape(FN, -1).T
+        out = np.dot(self.col, self.col_W) + self.b
+        return out.reshape(N, out_h, out_w, -1).transpose(0, 3, 1, 2)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        from scratch.convolution import col2im
+
+        FN, C, FH, FW = self.W.shape
+        dout = dout.transpose(0, 2, 3, 1).reshape(-1, FN)
+        self.db = np.sum(dout, axis=0)
+        self.dW = np.dot(self.col.T, dout).transpose(1, 0).reshape(FN, C, FH, FW)
+        return col2im(np.dot(dout, self.col_W.T), self.x.shape, FH, FW, self.stride, self.pad)
+
+
+def test_the_books_convolution_passes_every_setting_in_both_dtypes() -> None:
+    reports = every_setting(Convolution)
+    assert len({rep.layer for rep in reports}) >= 5  # its own case and the stride/pad/kernel ones
+    assert all(rep.ok for rep in reports), [str(r) for r in reports if not r.ok]
