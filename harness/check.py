@@ -2095,13 +2095,17 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
     elif hasattr(work, "gradient"):
         try:
             previous: dict[str, np.ndarray] = {}
+            first: dict[str, np.ndarray] = {}  # what the first call returned, copied
             for xi, ti in ((x_w, t_w), (xs, ts)):
                 tnet.train()
                 tnet.zero_grad()
                 tnet.loss(torch.from_numpy(np.ascontiguousarray(xi)),
                           torch.from_numpy(np.ascontiguousarray(ti))).backward()
                 grads = work.gradient(xi, ti)  # after torch's forward: its dropout masks
-                previous = previous or tnet.grads()
+                if not previous:
+                    previous = tnet.grads()
+                    first = {k: np.array(v, dtype=np.float64) for k, v in grads.items()
+                             if isinstance(v, np.ndarray)} if isinstance(grads, dict) else {}
             expected = tnet.grads()
             # one absolute atol for every gradient, from the largest: a gradient that is
             # exactly 0 in exact arithmetic (a bias before BatchNorm) is rounding on both sides
@@ -2123,6 +2127,11 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
                                  f"(keys: {sorted(grads) if isinstance(grads, dict) else grads!r})")
                 elif r.status == FAIL and not r.message:
                     diagnosis = _gradient_diagnosis(k, got, expected, previous, work.params, tnet)
+                    if not diagnosis and k in first and _close(got, first[k]):
+                        diagnosis = (": it is what gradient() returned for other inputs, on "
+                                     "the call before: gradient(x, t) ignores x and t (does it "
+                                     "run the forward pass, self.loss(x, t), before "
+                                     "backward?)")
                     if not diagnosis and soft_hint:
                         diagnosis = soft_hint
                     if not diagnosis:
@@ -2137,7 +2146,8 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
                 rows.append(r)
         except Exception as exc:
             rows.append(_error(name, "gradient()", exc, f64, f"{name}.gradient(x, t) raised "))
-            rows[-1].message += _grads_layout_hint(exc, work)
+            rows[-1].message += _grads_layout_hint(exc, work) or _needs_loss_first(
+                work, name, xs, ts)
     if not hasattr(work, "predict"):
         return rows
     try:
@@ -2296,6 +2306,22 @@ def _predicts_probabilities(work: Any, name: str, x: np.ndarray) -> bool:
     return bool(y.ndim == 2 and y.shape[1] > 1 and y.dtype.kind == "f"
                 and np.all((y >= 0) & (y <= 1))
                 and np.allclose(y.sum(axis=1), 1.0, rtol=0, atol=1e-6))
+
+
+def _needs_loss_first(work: Any, name: str, x: np.ndarray, t: Any) -> str:
+    """For a ``gradient()`` that raised: whether it runs when ``loss(x, t)`` ran just before
+    it (on a copy), i.e. it does not run the forward pass itself."""
+    if not callable(getattr(work, "loss", None)):
+        return ""
+    try:
+        trial = clone(work, name)
+        trial.loss(x, t)
+        trial.gradient(x, t)
+    except Exception:
+        return ""
+    return (f": it runs when {name}.loss(x, t) ran just before it, so gradient() does not run "
+            f"the forward pass itself: call self.loss(x, t) at its start (the book's "
+            f"gradient() does), or it backpropagates whatever forward ran last")
 
 
 def _binds(fn: Callable[..., Any], *args: Any) -> bool:

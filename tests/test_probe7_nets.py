@@ -554,3 +554,26 @@ def test_softmax_applied_twice_is_named_on_loss_gradient_and_predict(dtype: str)
     for tensor in ("loss(x, t)", "gradient()['W1']", "predict() (evaluation mode)"):
         assert "SoftmaxInPredict.predict(x) returns probabilities (every row sums to 1), so " \
             "softmax is applied in predict() and again in the loss layer" in m[tensor], m[tensor]
+
+
+class GradientWithoutForward(BookTwoLayerNet):  # backprop of whatever forward ran last
+    def gradient(self, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+        dout = self.lastLayer.backward(1)
+        for layer in reversed(list(self.layers.values())):
+            dout = layer.backward(dout)
+        a1, a2 = self.layers["Affine1"], self.layers["Affine2"]
+        return {"W1": a1.dW, "b1": a1.db, "W2": a2.dW, "b2": a2.db}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_gradient_that_never_runs_the_forward_pass_is_named(dtype: str) -> None:
+    m = messages(GradientWithoutForward(), dtype)  # a fresh net: nothing to backpropagate
+    assert set(m) == {"gradient()"}, m
+    assert "it runs when GradientWithoutForward.loss(x, t) ran just before it, so gradient() " \
+        "does not run the forward pass itself" in m["gradient()"]
+    net = GradientWithoutForward()
+    net.loss(np.ones((3, 12)), np.array([0, 1, 2]))  # a forward ran once, on other data
+    m = messages(net, dtype)
+    assert "gradient()['W1']" in m, m
+    assert "it is what gradient() returned for other inputs, on the call before: gradient(x, t) " \
+        "ignores x and t" in m["gradient()['W1']"]
