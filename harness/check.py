@@ -2147,7 +2147,12 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
         except Exception as exc:
             rows.append(_error(name, "gradient()", exc, f64, f"{name}.gradient(x, t) raised "))
             rows[-1].message += _grads_layout_hint(exc, work) or _needs_loss_first(
-                work, name, xs, ts)
+                work, name, xs, ts) or (
+                ": every layer passes on its own and the forward runs, so look at the order "
+                "gradient() calls backward in: the last layer first, then the layers in "
+                "reverse (reversed(list(self.layers.values())))"
+                if layers_ok and isinstance(exc, ValueError) and any(
+                    w in str(exc) for w in ("align", "shape", "broadcast")) else "")
     if not hasattr(work, "predict"):
         return rows
     try:

@@ -577,3 +577,21 @@ def test_a_gradient_that_never_runs_the_forward_pass_is_named(dtype: str) -> Non
     assert "gradient()['W1']" in m, m
     assert "it is what gradient() returned for other inputs, on the call before: gradient(x, t) " \
         "ignores x and t" in m["gradient()['W1']"]
+
+
+class BackpropInForwardOrder(BookTwoLayerNet):
+    def gradient(self, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+        self.loss(x, t)
+        dout = self.lastLayer.backward(1)
+        for layer in self.layers.values():  # forward order
+            dout = layer.backward(dout)
+        a1, a2 = self.layers["Affine1"], self.layers["Affine2"]
+        return {"W1": a1.dW, "b1": a1.db, "W2": a2.dW, "b2": a2.db}
+
+
+def test_backprop_in_forward_order_points_at_the_order() -> None:
+    m = messages(BackpropInForwardOrder(), "float64")
+    assert set(m) == {"gradient()"}, m
+    assert m["gradient()"].endswith("look at the order gradient() calls backward in: the last "
+                                    "layer first, then the layers in reverse "
+                                    "(reversed(list(self.layers.values())))"), m
