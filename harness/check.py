@@ -2152,7 +2152,8 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
                 "gradient() calls backward in: the last layer first, then the layers in "
                 "reverse (reversed(list(self.layers.values())))"
                 if layers_ok and isinstance(exc, ValueError) and any(
-                    w in str(exc) for w in ("align", "shape", "broadcast")) else "")
+                    f.name == "backward" for f in traceback.extract_tb(exc.__traceback__))
+                else "")
     if not hasattr(work, "predict"):
         return rows
     try:
