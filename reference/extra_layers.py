@@ -586,10 +586,14 @@ def _register_cases() -> None:
     pool("3x3, stride 1, overlapping", (2, 5, 5), 3, 3, stride=1)
     pool("2x2/2 on 7x7", (3, 7, 7), 2, 2, stride=2)
     pool("2x3 window, stride 1", (2, 5, 7), 2, 3, stride=1)
+    ties_hint = ("inputs with ties in a window: torch sends each window's gradient to its first "
+                 "maximum in row-major order (np.argmax's choice), one element per window; a "
+                 "backward that sends it to every tied maximum (x == max) fails here")
     pool("3x3/2, pad 1, ties", (2, 7, 7), 3, 3, stride=2, pad=1, inputs=ties, numerical=False,
-         hint="inputs with ties in a window: torch sends each window's gradient to its first "
-              "maximum in row-major order (np.argmax's choice), one element per window; a "
-              "backward that sends it to every tied maximum (x == max) fails here")
+         hint=ties_hint)
+    # ties without padding too: a pooling that keeps pad at 0 (the book's cannot pad) skips
+    # the padded setting above, and a backward sending a tie to every maximum must still fail
+    pool("2x2/2, ties", (3, 6, 6), 2, 2, stride=2, inputs=ties, numerical=False, hint=ties_hint)
 
     # The nets, layer by layer (each torch twin gets the scratch layer's own input and dout).
     # tanh: with a batch of 1 a narrow ReLU layer can be dead (all zeros: VACUOUS); at least
