@@ -122,7 +122,8 @@ def link_params(net: Any) -> list[ParamLink]:
         seen[id(arr)] = key
     for key, arr in net.params.items():
         found: list[ParamLink] = []
-        for i, (_, layer) in enumerate(layers):
+        copies: list[str] = []  # layer parameters equal to arr but other arrays
+        for i, (lname, layer) in enumerate(layers):
             try:
                 params = getattr(_view(layer, _twin(layer)), "params", None) or {}
             except LookupError:
@@ -130,9 +131,15 @@ def link_params(net: Any) -> list[ParamLink]:
             for name, p in params.items():
                 if p is arr:
                     found.append(ParamLink(key, i, name, _twin(layer).weight_map[name]))
+                elif (isinstance(p, np.ndarray) and isinstance(arr, np.ndarray)
+                      and p.shape == arr.shape and np.array_equal(p, arr)):
+                    copies.append(f"{lname}.{name}")
         if not found:
+            copy_of = (f": {copies[0]} holds a copy of it, so an optimizer's in-place update "
+                       f"of net.params never reaches the layer; build the layer from the very "
+                       f"array" if copies else "")
             raise LookupError(
-                f"{net_name}.params[{key!r}] is not shared with any layer's params "
+                f"{net_name}.params[{key!r}] is not shared with any layer's params{copy_of} "
                 "(layers must hold the very arrays in net.params; update them in place)")
         if len(found) > 1:  # tied weights: the twin has one parameter per layer
             where = " and ".join(f"{layers[f.index][0]}.{f.name}" for f in found)

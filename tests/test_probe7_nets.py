@@ -595,3 +595,12 @@ def test_backprop_in_forward_order_points_at_the_order() -> None:
     assert m["gradient()"].endswith("look at the order gradient() calls backward in: the last "
                                     "layer first, then the layers in reverse "
                                     "(reversed(list(self.layers.values())))"), m
+
+
+def test_the_whole_net_twin_names_the_layer_holding_a_copy() -> None:
+    from reference.nets import to_torch
+
+    with pytest.raises(LookupError, match=r"ParamsCopied.params\['W1'\] is not shared with any "
+                       r"layer's params: Affine1.W holds a copy of it, so an optimizer's "
+                       r"in-place update of net.params never reaches the layer"):
+        to_torch(ParamsCopied())
