@@ -2122,7 +2122,19 @@ def net_methods(net: Any, x: np.ndarray, t: Any, seed: int, layers_ok: bool = Tr
                 r = compare(got, expected[k], tensor=f"gradient()[{k!r}]", layer=name,
                             dtype=f64, tol=tol)
                 r.tolerance_text += " (atol: 1e-10 x the largest gradient of the net)"
-                if r.status == FAIL and got is None:
+                if r.status == FAIL and got is not None and \
+                        np.shape(got) != np.shape(expected[k]):
+                    same = [o for o, e in expected.items()
+                            if o != k and e.shape == np.shape(got)]
+                    which = next((o for o in same if _close(got, expected[o])), None)
+                    r.message = (
+                        f"{name}.gradient()[{k!r}] has shape {np.shape(got)}, "
+                        f"net.params[{k!r}] {np.shape(expected[k])}" + (
+                            f": it is the gradient of {which!r} (stored under the wrong key)"
+                            if which else
+                            f": the shape of {', '.join(f'params[{o!r}]' for o in same)}"
+                            if same else ""))
+                elif r.status == FAIL and got is None:
                     r.message = (f"{name}.gradient() returned no gradient under the key {k!r} "
                                  f"(keys: {sorted(grads) if isinstance(grads, dict) else grads!r})")
                 elif r.status == FAIL and not r.message:

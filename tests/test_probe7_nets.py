@@ -604,3 +604,16 @@ def test_the_whole_net_twin_names_the_layer_holding_a_copy() -> None:
                        r"layer's params: Affine1.W holds a copy of it, so an optimizer's "
                        r"in-place update of net.params never reaches the layer"):
         to_torch(ParamsCopied())
+
+
+class W1W2SwappedNonSquare(BookTwoLayerNet):
+    def gradient(self, x: np.ndarray, t: np.ndarray) -> dict[str, np.ndarray]:
+        g = super().gradient(x, t)
+        return {**g, "W1": g["W2"], "W2": g["W1"]}
+
+
+def test_a_gradient_of_another_keys_shape_names_the_key() -> None:
+    m = messages(W1W2SwappedNonSquare(), "float32")
+    assert m["gradient()['W1']"] == ("W1W2SwappedNonSquare.gradient()['W1'] has shape (8, 5), "
+                                     "net.params['W1'] (12, 8): it is the gradient of 'W2' "
+                                     "(stored under the wrong key)"), m
