@@ -2275,7 +2275,7 @@ def _gradient_diagnosis(key: str, got: Any, expected: dict[str, np.ndarray],
             elif lam and not decayed and math.isclose(c, lam, rel_tol=1e-6):
                 what = (f"weight decay is applied to {key!r}, which the classic weight decay "
                         f"leaves alone (only the weights W of Affine and Convolution layers; "
-                        f"not biases, gamma, beta): a term loss() does not have either")
+                        f"not biases, gamma, beta), so the twin's loss has no such term")
             else:
                 what = (f"a term {c:.6g} * params[{key!r}] that the twin's loss does not have "
                         f"(weight decay with lambda {c:.6g}? the twin adds 0.5 * "
