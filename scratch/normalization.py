@@ -108,6 +108,25 @@ class BatchNormalization(Layer):
     def beta(self) -> np.ndarray:
         return self.params["beta"]
 
+    # The book keeps the gradients as attributes (its backward sets self.dgamma, its
+    # MultiLayerNetExtend.gradient reads layers['BatchNorm1'].dgamma): here they are
+    # grads["gamma"] and grads["beta"] under those names, both ways.
+    @property
+    def dgamma(self) -> np.ndarray:
+        return self.grads["gamma"]
+
+    @dgamma.setter
+    def dgamma(self, value: np.ndarray) -> None:
+        self.grads["gamma"] = value
+
+    @property
+    def dbeta(self) -> np.ndarray:
+        return self.grads["beta"]
+
+    @dbeta.setter
+    def dbeta(self, value: np.ndarray) -> None:
+        self.grads["beta"] = value
+
     # -- shapes: every mode reduces to the 2-D case (rows = samples, columns = features) ----
 
     def _to_2d(self, x: np.ndarray) -> np.ndarray:

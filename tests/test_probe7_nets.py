@@ -617,3 +617,19 @@ def test_a_gradient_of_another_keys_shape_names_the_key() -> None:
     assert m["gradient()['W1']"] == ("W1W2SwappedNonSquare.gradient()['W1'] has shape (8, 5), "
                                      "net.params['W1'] (12, 8): it is the gradient of 'W2' "
                                      "(stored under the wrong key)"), m
+
+
+def test_scratch_batch_norm_gives_the_books_dgamma_and_dbeta() -> None:
+    """The README tells a book-style net to use (a subclass of) scratch's BatchNormalization;
+    the book's MultiLayerNetExtend.gradient() reads .dgamma and .dbeta, which did not exist."""
+    from scratch import BatchNormalization
+
+    rng = np.random.default_rng(0)
+    bn = BatchNormalization(np.ones(4), np.zeros(4))
+    bn.forward(rng.standard_normal((5, 4)))
+    dout = rng.standard_normal((5, 4))
+    bn.backward(dout)
+    assert bn.dgamma is bn.grads["gamma"] and bn.dbeta is bn.grads["beta"]
+    np.testing.assert_allclose(bn.dbeta, dout.sum(axis=0))
+    bn.dgamma = np.full(4, 7.0)  # the book's backward assigns them: they land in grads
+    assert bn.grads["gamma"].tolist() == [7.0] * 4
