@@ -105,7 +105,8 @@ def _is_net(obj: Any) -> bool:
 def check_any(target: Any, module: Any = None, **kwargs: Any) -> Any:
     """A :class:`~harness.report.LayerReport` for a layer, layer class, LayerSpec or net."""
     from harness.check import check_layer, check_net
-    from harness.user_modules import LayerSpec, spec_for_class
+    from harness.user_modules import LayerSpec, is_net_class, spec_for_class
+    from harness.user_modules import _net_factory as net_factory
     from harness.user_optimizers import OptimizerSpec, is_optimizer_class, optimizer_spec
 
     if is_optimizer_class(target if isinstance(target, type) else type(target)):
@@ -120,6 +121,15 @@ def check_any(target: Any, module: Any = None, **kwargs: Any) -> Any:
         return target.check(**kwargs)
     if isinstance(target, type):
         spec = spec_for_class(target)
+        if spec is None and module is None and is_net_class(target):  # parity(TwoLayerNet)
+            build, how = net_factory(target, target.__name__)
+            if build is None:
+                from harness.check import CheckError
+
+                raise CheckError(f"{target.__name__}: {how}")
+            report = check_net(build(int(kwargs.get("seed", 0))), **kwargs)
+            report.info.setdefault("notes", []).append(f"the net {how}")
+            return report
         if spec is None:
             if module is None:
                 from harness.check import CheckError

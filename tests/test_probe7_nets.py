@@ -633,3 +633,31 @@ def test_scratch_batch_norm_gives_the_books_dgamma_and_dbeta() -> None:
     np.testing.assert_allclose(bn.dbeta, dout.sum(axis=0))
     bn.dgamma = np.full(4, 7.0)  # the book's backward assigns them: they land in grads
     assert bn.grads["gamma"].tolist() == [7.0] * 4
+
+
+def test_parity_of_a_net_class_builds_it_and_checks_it() -> None:
+    """parity(TwoLayerNet) (the class) said 'no PyTorch twin registered ... pass an instance';
+    it is built as check --module builds a net class, and a bug in it fails."""
+    from harness.check import CheckError
+    from harness.pytest_plugin import check_any
+    from scratch import TwoLayerNet
+
+    good = check_any(TwoLayerNet, dtype="float64", seed=0)
+    assert good.ok and "the net built as TwoLayerNet()" in good.info.get("notes", [])
+
+    class HalfGradient(TwoLayerNet):
+        def gradient(self, x, t):
+            g = super().gradient(x, t)
+            g["W1"] = g["W1"] * 0.5
+            return g
+
+    bad = check_any(HalfGradient, dtype="float64", seed=0)
+    assert not bad.ok and [r.tensor for r in bad.results if r.status != "PASS"] == [
+        "gradient()['W1']"]
+
+    class NeedsAFile(TwoLayerNet):
+        def __init__(self, weights_file: str) -> None:
+            super().__init__()
+
+    with pytest.raises(CheckError, match="weights_file"):
+        check_any(NeedsAFile)
