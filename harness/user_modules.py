@@ -358,7 +358,10 @@ def discover(module: ModuleType, prefix: str | None = None) -> list[LayerSpec]:
                          or (obj not in table and twin_by_name(obj) is None)):
             continue  # a built-in it imports, or a helper class: not its own to check
         seen.add(obj)
-        spec = spec_for_class(obj, f"{prefix}.{obj.__name__}" if prefix else obj.__name__)
+        # an imported class by the name the module gives it (from book import Pooling as
+        # BookPooling): its own name may be that of a class the module defines
+        own = attr if imported else obj.__name__
+        spec = spec_for_class(obj, f"{prefix}.{own}" if prefix else own)
         if spec is not None:
             found.append(spec)
     return found

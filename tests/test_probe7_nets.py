@@ -661,3 +661,30 @@ def test_parity_of_a_net_class_builds_it_and_checks_it() -> None:
 
     with pytest.raises(CheckError, match="weights_file"):
         check_any(NeedsAFile)
+
+
+def test_an_imported_class_is_named_as_the_module_names_it(tmp_path) -> None:
+    """from book_src import Affine as BookAffine; class Affine(BookAffine): both were reported
+    as mymod.Affine, so the imported one's rows showed under the user's class."""
+    from harness.user_modules import discover, forget_user_modules, import_user_module
+
+    (tmp_path / "book_src.py").write_text(
+        "import numpy as np\n"
+        "class Affine:\n"
+        "    def __init__(self, W, b):\n"
+        "        self.W, self.b = W, b\n"
+        "    def forward(self, x):\n"
+        "        self.x = x\n"
+        "        return x @ self.W + self.b\n"
+        "    def backward(self, dout):\n"
+        "        self.dW, self.db = self.x.T @ dout, dout.sum(axis=0)\n"
+        "        return dout @ self.W.T\n")
+    (tmp_path / "mymod.py").write_text(
+        "from book_src import Affine as BookAffine\n"
+        "class Affine(BookAffine):\n"
+        "    pass\n")
+    try:
+        names = sorted(s.name for s in discover(import_user_module(str(tmp_path / "mymod.py"))))
+    finally:
+        forget_user_modules()
+    assert names == ["mymod.Affine", "mymod.BookAffine"]
