@@ -1024,6 +1024,29 @@ def regression_loss(net: Any, n_classes: int) -> Any | None:
     return last if t.dtype.kind == "f" and t.shape == x.shape else None
 
 
+def _check_input_fits(net: Any, x_row: np.ndarray) -> None:
+    """Before training: a copy of the net runs ``predict`` on one row of the data, so that a
+    net built for another input size is named here, not by a NumPy or PyTorch shape error
+    from inside the first step."""
+    try:  # a copy of what predict() runs on, not of whatever else the net holds (a data set)
+        parts = {k: v for k, v in vars(net).items()
+                 if k in ("params", "layers", "last_layer", "lastLayer")}
+        work = copy.copy(net)
+        work.__dict__.update(copy.deepcopy(parts))
+    except Exception:  # a net that cannot be copied: the first step will tell
+        return
+    try:
+        work.predict(x_row)
+    except Exception as exc:
+        first = next((f"{k} {tuple(v.shape)}" for k, v in getattr(net, "params", {}).items()
+                      if np.ndim(v) >= 2), None)
+        raise ValueError(
+            f"{type(net).__name__}.predict() cannot take the data: on one row of it, shape "
+            f"{x_row.shape}, it raised {type(exc).__name__}: {exc}"
+            + (f" (the net's first weight is {first}: was it built for another input size?)"
+               if first else "")) from exc
+
+
 def _one_hot_targets(net: Any, dt: np.dtype, n_classes: int, x_row: np.ndarray
                      ) -> np.ndarray | None:
     """For a net with a regression loss (:func:`regression_loss`), the rows that turn labels
@@ -1173,6 +1196,7 @@ def train_side_by_side(
     eval_at = set(evaluation_steps(iters, ipe))
     in_shape = _input_shape(net)
     x_row = x_test[:1].astype(dt)
+    _check_input_fits(net, x_row.reshape(-1, *in_shape) if in_shape else x_row)
     # a regression loss (MSE) learns one-hot float rows; accuracies still count labels
     one_hot = _one_hot_targets(net, dt, n_classes, x_row.reshape(-1, *in_shape) if in_shape
                                else x_row)

@@ -440,3 +440,13 @@ def test_a_run_shorter_than_an_epoch_says_its_accuracies_are_of_the_untrained_ne
     out = " ".join(capsys.readouterr().out.split())
     assert "the accuracies are of the untrained net" in out
     assert f"--iters {next_eval} or more gives one after training" in out
+
+
+def test_a_net_built_for_another_input_size_is_named_before_training(subset) -> None:
+    """TwoLayerNet(100, 50, 10) on MNIST: a raw 'matmul: Input operand 1 has a mismatch in its
+    core dimension' from inside the first step."""
+    from scratch import TwoLayerNet
+
+    with pytest.raises(ValueError, match=r"TwoLayerNet.predict\(\) cannot take the data.*"
+                                         r"first weight is W1 \(100, 50\)"):
+        train_side_by_side(TwoLayerNet(100, 50, 10), subset, iters=3)
