@@ -1663,14 +1663,8 @@ def _one_hot_only(report: LayerReport, twin: Twin, x: np.ndarray, t: Any,
             or np.asarray(t).dtype.kind not in "iu" or x.ndim != 2):
         return report
     one_hot = np.eye(x.shape[1], dtype=given["dtype"])[np.asarray(t)]
-    _RETRY.active = True
-    try:
-        other = check_layer(**{**given, "x": x, "t": one_hot})
-    except Exception:  # the suggestion is a bonus: the report stands as it is
-        return report
-    finally:
-        _RETRY.active = False
-    if not other.ok:
+    other = _passing_recheck(given, x=x, t=one_hot)
+    if other is None:
         return report
     if all(r.status == ERROR for r in bad):
         other.info.setdefault("notes", []).append(
@@ -1702,14 +1696,7 @@ def _suggest_registered_twin(report: LayerReport, given: dict[str, Any]) -> None
     own = lookup(type(layer))
     if own is None:
         return
-    _RETRY.active = True
-    try:
-        other = check_layer(**{**given, "module": None, "weight_map": None, "numerical": False})
-    except Exception:  # the suggestion is a bonus: the report stands as it is
-        return
-    finally:
-        _RETRY.active = False
-    if not other.ok:
+    if _passing_recheck(given, module=None, weight_map=None, numerical=False) is None:
         return
     builtin = str(getattr(own.scratch_cls, "__module__", "")).startswith("scratch")
     note = (f"against its registered twin ({own.name}) every tensor passes: the module passed "
@@ -1725,6 +1712,20 @@ def _suggest_registered_twin(report: LayerReport, given: dict[str, Any]) -> None
 
 
 _RETRY = threading.local()
+
+
+def _passing_recheck(given: dict[str, Any], **changes: Any) -> LayerReport | None:
+    """The check of ``given`` run once more with ``changes`` (no re-check inside it): its
+    report where every tensor passes, else None. Behind a note only: a re-check that raises
+    leaves the report as it is."""
+    _RETRY.active = True
+    try:
+        other = check_layer(**{**given, **changes})
+    except Exception:  # the suggestion is a bonus: the report stands as it is
+        return None
+    finally:
+        _RETRY.active = False
+    return other if other.ok else None
 
 
 def _square_layout_swaps(twin: Twin, work: Any) -> dict[str, WeightSpec]:
@@ -1755,14 +1756,7 @@ def _suggest_layout(report: LayerReport, twin: Twin, work: Any, given: dict[str,
     if not swaps:
         return
     wm = {**twin.weight_map, **swaps}
-    _RETRY.active = True
-    try:
-        other = check_layer(**{**given, "weight_map": wm, "numerical": False})
-    except Exception:  # the suggestion is a bonus: the report stands as it is
-        return
-    finally:
-        _RETRY.active = False
-    if not other.ok:
+    if _passing_recheck(given, weight_map=wm, numerical=False) is None:
         return
     fix = ", ".join(f"{k!r}: WeightSpec({s.torch_name!r}, transpose, transpose)"
                     if s.to_torch is transpose else f"{k!r}: {s.torch_name!r}"
